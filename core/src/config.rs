@@ -1,0 +1,316 @@
+//! Configuration with the defaults the design targets (a crashed node down
+//! everywhere in about a second, no false downs at 5% loss).
+
+use crate::ids::{ClusterId, Roles, Zone};
+use crate::time::Duration;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// How each node probes its subjects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PingConfig {
+    /// Time between probe rounds to one healthy subject.
+    pub probe_interval: Duration,
+    /// How long a direct ping waits for its ack before indirect probes start.
+    pub probe_timeout: Duration,
+    /// How long the indirect phase (ping-req through helpers plus a second
+    /// direct ping) waits before the round counts as failed.
+    pub indirect_timeout: Duration,
+    /// Helpers asked to probe on our behalf in the indirect phase.
+    pub indirect_probes: usize,
+    /// Consecutive failed rounds before this observer votes the subject down.
+    pub failure_threshold: u32,
+    /// A vote change not yet acknowledged by the authority is re-sent this often.
+    pub vote_retransmit: Duration,
+    /// Standing down votes are refreshed this often (they expire at the authority).
+    pub vote_refresh: Duration,
+    /// A timer that fires later than this after its deadline means this node
+    /// itself stalled (pause, overload): the round is restarted, not failed.
+    pub stall_tolerance: Duration,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        PingConfig {
+            probe_interval: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(100),
+            indirect_timeout: Duration::from_millis(200),
+            indirect_probes: 3,
+            failure_threshold: 2,
+            vote_retransmit: Duration::from_millis(150),
+            vote_refresh: Duration::from_secs(1),
+            stall_tolerance: Duration::from_millis(100),
+        }
+    }
+}
+
+impl PingConfig {
+    /// One probe round that fails: direct phase then indirect phase.
+    pub fn round_time(&self) -> Duration {
+        self.probe_timeout + self.indirect_timeout
+    }
+
+    /// Worst case from a crash to this observer's down vote leaving it: the
+    /// crash lands just after a successful round, then `failure_threshold`
+    /// rounds fail back to back.
+    pub fn vote_bound(&self) -> Duration {
+        self.probe_interval + self.round_time() * self.failure_threshold
+    }
+}
+
+/// How the authority turns votes into verdicts (cluster-wide settings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TallyConfig {
+    /// Observers per subject (K). All peers while the cluster has at most K+1 nodes.
+    pub observers: usize,
+    /// A vote not refreshed within this time no longer counts.
+    pub vote_ttl: Duration,
+    /// After the authority starts it waits this long for observers to refresh
+    /// their votes before it lets any node come back up.
+    pub startup_grace: Duration,
+    /// Flap damping: a node marked down more than `flap_threshold` times within
+    /// `flap_window` stays down for a hold that doubles with every extra flap.
+    pub flap_window: Duration,
+    pub flap_threshold: u32,
+    pub flap_hold_base: Duration,
+    pub flap_hold_max: Duration,
+    /// Observer assignments are recomputed at most this often while the
+    /// membership changes (a join storm costs one recompute per period).
+    pub observer_debounce: Duration,
+}
+
+impl Default for TallyConfig {
+    fn default() -> Self {
+        TallyConfig {
+            observers: 5,
+            vote_ttl: Duration::from_secs(3),
+            startup_grace: Duration::from_secs(3),
+            flap_window: Duration::from_secs(60),
+            flap_threshold: 3,
+            flap_hold_base: Duration::from_secs(2),
+            flap_hold_max: Duration::from_secs(16),
+            observer_debounce: Duration::from_millis(50),
+        }
+    }
+}
+
+/// The change feed: retention at the authority and pulling at the readers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedConfig {
+    /// Entries kept in the log; a reader further behind must take a snapshot.
+    pub retain: usize,
+    /// Most entries in one pull answer.
+    pub pull_limit: u32,
+    /// How long the authority holds a pull that is at the end of the log.
+    pub long_poll: Duration,
+    /// Extra time a reader waits for an answer beyond `long_poll` before it
+    /// asks again (covers a lost request or answer).
+    pub rpc_margin: Duration,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            retain: 100_000,
+            pull_limit: 1_000,
+            long_poll: Duration::from_millis(500),
+            rpc_margin: Duration::from_millis(150),
+        }
+    }
+}
+
+impl FeedConfig {
+    /// How long a reader waits for any pull answer before asking again.
+    pub fn pull_timeout(&self) -> Duration {
+        self.long_poll + self.rpc_margin
+    }
+}
+
+/// Deliberate bugs that the simulator's oracles must catch. All off by
+/// default; each one exists so a test can prove an oracle can fail.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectedBugs {
+    /// The tally downs a subject on a single vote instead of a majority.
+    pub single_vote_downs: bool,
+    /// Observers never vote anyone down.
+    pub never_vote_down: bool,
+    /// Observers never withdraw a down vote once cast.
+    pub never_withdraw_votes: bool,
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// The address this node listens on and advertises.
+    pub addr: SocketAddr,
+    pub roles: Roles,
+    pub zone: Zone,
+    /// The one address a node needs to join.
+    pub authority_addr: SocketAddr,
+    /// If set, the node refuses to join any other cluster.
+    pub cluster: Option<ClusterId>,
+    pub ping: PingConfig,
+    pub tally: TallyConfig,
+    pub feed: FeedConfig,
+    /// How often an unanswered join is retried.
+    pub join_retry: Duration,
+    pub bugs: InjectedBugs,
+}
+
+impl NodeConfig {
+    pub fn new(addr: SocketAddr, roles: Roles, zone: Zone, authority_addr: SocketAddr) -> Self {
+        NodeConfig {
+            addr,
+            roles,
+            zone,
+            authority_addr,
+            cluster: None,
+            ping: PingConfig::default(),
+            tally: TallyConfig::default(),
+            feed: FeedConfig::default(),
+            join_retry: Duration::from_millis(500),
+            bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// Worst case from a crash to the authority's verdict when a majority of
+    /// the subject's observers and the authority are up and connected: every
+    /// observer's vote bound, plus enough vote retransmissions to get through
+    /// heavy loss, plus the observer-assignment debounce.
+    pub fn detection_bound(&self) -> Duration {
+        self.ping.vote_bound()
+            + self.ping.vote_retransmit * 8
+            + self.tally.observer_debounce
+            + Duration::from_millis(100)
+    }
+
+    /// Worst case from a verdict at the authority to every connected reader
+    /// applying it: a pending long-poll answer, or re-asking after lost ones.
+    pub fn propagation_bound(&self) -> Duration {
+        self.feed.pull_timeout() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_detection_bound_is_within_two_seconds() {
+        let cfg = NodeConfig::new(
+            "127.0.0.1:1".parse().unwrap(),
+            Roles::STORE,
+            Zone::new("a"),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        // 500 ms + 2 x 300 ms + 8 x 150 ms + 50 ms + 100 ms
+        assert_eq!(cfg.detection_bound(), Duration::from_millis(2450));
+        assert_eq!(cfg.ping.vote_bound(), Duration::from_millis(1100));
+    }
+}
+
+/// A configuration a node cannot start with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// An authority must listen on the address the other nodes join through.
+    AuthorityAddrMismatch {
+        addr: SocketAddr,
+        authority_addr: SocketAddr,
+    },
+    /// A setting that must be positive is zero.
+    Zero(&'static str),
+    /// The probe timeouts do not fit in the probe interval.
+    RoundLongerThanInterval,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::AuthorityAddrMismatch {
+                addr,
+                authority_addr,
+            } => write!(
+                f,
+                "this node has the authority role, so its address {addr} must equal authority_addr {authority_addr}"
+            ),
+            ConfigError::Zero(what) => write!(f, "{what} must be greater than zero"),
+            ConfigError::RoundLongerThanInterval => write!(
+                f,
+                "probe_timeout + indirect_timeout must not exceed probe_interval"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl NodeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.roles.authority && self.addr != self.authority_addr {
+            return Err(ConfigError::AuthorityAddrMismatch {
+                addr: self.addr,
+                authority_addr: self.authority_addr,
+            });
+        }
+        let positive = [
+            ("ping.probe_interval", self.ping.probe_interval.is_zero()),
+            ("ping.probe_timeout", self.ping.probe_timeout.is_zero()),
+            ("ping.indirect_timeout", self.ping.indirect_timeout.is_zero()),
+            ("ping.failure_threshold", self.ping.failure_threshold == 0),
+            ("ping.vote_retransmit", self.ping.vote_retransmit.is_zero()),
+            ("ping.vote_refresh", self.ping.vote_refresh.is_zero()),
+            ("tally.observers", self.tally.observers == 0),
+            ("tally.vote_ttl", self.tally.vote_ttl.is_zero()),
+            ("feed.retain", self.feed.retain == 0),
+            ("feed.pull_limit", self.feed.pull_limit == 0),
+            ("feed.rpc_margin", self.feed.rpc_margin.is_zero()),
+            ("join_retry", self.join_retry.is_zero()),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.ping.round_time() > self.ping.probe_interval {
+            return Err(ConfigError::RoundLongerThanInterval);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    fn cfg() -> NodeConfig {
+        NodeConfig::new(
+            "127.0.0.1:1".parse().unwrap(),
+            Roles::AUTHORITY,
+            Zone::new("a"),
+            "127.0.0.1:1".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(cfg().validate(), Ok(()));
+    }
+
+    #[test]
+    fn authority_must_listen_where_nodes_join() {
+        let mut c = cfg();
+        c.authority_addr = "127.0.0.1:2".parse().unwrap();
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::AuthorityAddrMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_settings_are_named() {
+        let mut c = cfg();
+        c.tally.observers = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Zero("tally.observers")));
+        let mut c = cfg();
+        c.ping.probe_timeout = Duration::from_secs(1);
+        assert_eq!(c.validate(), Err(ConfigError::RoundLongerThanInterval));
+    }
+}

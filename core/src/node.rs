@@ -1,0 +1,444 @@
+//! A node: composes identity, joining, the feed replica, the ping net, local
+//! health and (on the authority) the authority, behind one sans-IO interface.
+
+use crate::authority::{Authority, AuthorityStore};
+use crate::config::{ConfigError, NodeConfig};
+use crate::durable::{DurableState, Record};
+use crate::health::HealthView;
+use crate::ids::{ClusterId, LogId, NodeId, NodeInfo};
+use crate::io::{DropReason, Input, Notice, Outbox, Output};
+use crate::message::{Envelope, Message, PROTOCOL_VERSION};
+use crate::observers::rendezvous_score;
+use crate::ping_net::{Assignment, PingNet};
+use crate::replica::Replica;
+use crate::rng::Rng;
+use crate::time::{earliest, Time};
+use std::collections::BTreeMap;
+
+/// Messages this node refused, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub foreign_cluster: u64,
+    pub unsupported_version: u64,
+    pub not_joined: u64,
+    pub not_authority: u64,
+}
+
+#[derive(Debug)]
+struct JoinState {
+    joined: bool,
+    next_attempt: Time,
+    /// Where in which log the authority recorded our join.
+    ack: Option<(LogId, u64)>,
+}
+
+/// Loopback rounds per input; each round is bounded work, this only guards
+/// against a bug turning into a hang.
+const MAX_PUMP_ROUNDS: usize = 64;
+
+pub struct Node {
+    cfg: NodeConfig,
+    rng: Box<dyn Rng>,
+    id: NodeId,
+    incarnation: u64,
+    cluster: Option<ClusterId>,
+    join: JoinState,
+    replica: Replica,
+    ping: PingNet,
+    authority: Option<Authority>,
+    out: Outbox,
+    now: Time,
+    contact_failures: BTreeMap<NodeId, Time>,
+    topology_dirty: bool,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("addr", &self.cfg.addr)
+            .field("incarnation", &self.incarnation)
+            .field("joined", &self.join.joined)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node from what its disk holds (empty on the first start).
+    /// The records this start writes (identity, incarnation, a new cluster)
+    /// are the first outputs.
+    pub fn new(
+        cfg: NodeConfig,
+        disk: &DurableState,
+        mut rng: Box<dyn Rng>,
+        now: Time,
+    ) -> Result<Node, ConfigError> {
+        cfg.validate()?;
+        let mut records = Vec::new();
+        let id = match disk.node {
+            Some(id) => id,
+            None => {
+                let id = NodeId(rng.next_u64() | 1);
+                records.push(Record::Identity { node: id });
+                id
+            }
+        };
+        let incarnation = disk.incarnation + 1;
+        records.push(Record::Incarnation(incarnation));
+        let mut cluster = disk.cluster.or(cfg.cluster);
+        let authority = if cfg.roles.authority {
+            let store = match &disk.authority {
+                Some(store) => store.clone(),
+                None => {
+                    let c = cluster.unwrap_or_else(|| {
+                        ClusterId(((rng.next_u64() as u128) << 64 | rng.next_u64() as u128) | 1)
+                    });
+                    let log = LogId(rng.next_u64());
+                    records.push(Record::AuthorityCreated {
+                        cluster: c,
+                        log,
+                        retain: cfg.feed.retain,
+                    });
+                    AuthorityStore::new(c, log, cfg.feed.retain)
+                }
+            };
+            if disk.cluster != Some(store.cluster) {
+                records.push(Record::Cluster(store.cluster));
+            }
+            cluster = Some(store.cluster);
+            Some(Authority::new(
+                id,
+                cfg.tally.clone(),
+                cfg.feed.clone(),
+                cfg.bugs.clone(),
+                store,
+                now,
+            ))
+        } else {
+            None
+        };
+        let mut out = Outbox::new(id, cfg.addr);
+        out.cluster = cluster.unwrap_or(ClusterId::UNSET);
+        for r in records {
+            out.persist(r);
+        }
+        let ping = PingNet::new(cfg.ping.clone(), cfg.bugs.clone(), incarnation, &mut *rng);
+        let mut node = Node {
+            cfg,
+            rng,
+            id,
+            incarnation,
+            cluster,
+            join: JoinState {
+                joined: false,
+                next_attempt: now,
+                ack: None,
+            },
+            replica: Replica::default(),
+            ping,
+            authority,
+            out,
+            now,
+            contact_failures: BTreeMap::new(),
+            topology_dirty: false,
+            counters: Counters::default(),
+        };
+        node.pump();
+        Ok(node)
+    }
+
+    pub fn handle(&mut self, now: Time, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Message(env) => self.receive(env),
+            Input::Tick => {}
+            Input::ContactFailed(id) => {
+                let until = self.now + self.cfg.ping.probe_interval * 2;
+                self.contact_failures.insert(id, until);
+            }
+        }
+        self.pump();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.queue.pop_front()
+    }
+
+    /// When the node next needs `handle(now, Input::Tick)`.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut next = if self.join.joined {
+            self.replica.next_deadline()
+        } else {
+            Some(self.join.next_attempt)
+        };
+        if self.probing() {
+            next = earliest(next, self.ping.next_deadline());
+        }
+        if let Some(a) = &self.authority {
+            next = earliest(next, a.next_deadline(self.now));
+        }
+        next
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    pub fn cluster(&self) -> Option<ClusterId> {
+        self.cluster
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.join.joined
+    }
+
+    /// Has a snapshot of the cluster state and has caught up with the feed.
+    pub fn is_ready(&self) -> bool {
+        self.replica.is_ready()
+    }
+
+    pub fn replica(&self) -> &crate::replica::Replica {
+        &self.replica
+    }
+
+    pub fn authority(&self) -> Option<&Authority> {
+        self.authority.as_ref()
+    }
+
+    pub fn ping_net(&self) -> &PingNet {
+        &self.ping
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn health(&self) -> HealthView<'_> {
+        HealthView {
+            state: self.replica.state(),
+            ping: &self.ping,
+            contact_failures: &self.contact_failures,
+            now: self.now,
+        }
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.id,
+            addr: self.cfg.addr,
+            roles: self.cfg.roles,
+            zone: self.cfg.zone.clone(),
+        }
+    }
+
+    fn probing(&self) -> bool {
+        self.join.joined && self.replica.has_snapshot()
+    }
+
+    /// Runs loopback messages and due timers until neither produces more.
+    fn pump(&mut self) {
+        for _ in 0..MAX_PUMP_ROUNDS {
+            self.run_timers();
+            if self.out.loopback.is_empty() {
+                return;
+            }
+            while let Some(env) = self.out.loopback.pop_front() {
+                self.receive(env);
+            }
+        }
+    }
+
+    fn dropped(&mut self, from: NodeId, why: DropReason) {
+        let c = &mut self.counters;
+        match why {
+            DropReason::ForeignCluster => c.foreign_cluster += 1,
+            DropReason::UnsupportedVersion => c.unsupported_version += 1,
+            DropReason::NotJoined => c.not_joined += 1,
+            DropReason::NotAuthority => c.not_authority += 1,
+        }
+        self.out.notice(Notice::Dropped { from, why });
+    }
+
+    fn receive(&mut self, env: Envelope) {
+        if env.version != PROTOCOL_VERSION {
+            return self.dropped(env.from, DropReason::UnsupportedVersion);
+        }
+        let first_join = matches!(env.msg, Message::Join { .. }) && !env.cluster.is_set();
+        match self.cluster {
+            Some(c) if env.cluster == c => {}
+            Some(_) if first_join && self.authority.is_some() => {}
+            Some(_) => return self.dropped(env.from, DropReason::ForeignCluster),
+            None => {
+                // Before joining only the authority's answer can name the cluster.
+                let from_authority = env.from_addr == self.cfg.authority_addr;
+                if !matches!(env.msg, Message::JoinAck { .. }) || !from_authority {
+                    return self.dropped(env.from, DropReason::NotJoined);
+                }
+            }
+        }
+        let now = self.now;
+        if let Some(a) = &mut self.authority {
+            if a.handle(now, &env, &mut self.out) {
+                return;
+            }
+        }
+        let from_authority = env.from_addr == self.cfg.authority_addr;
+        match env.msg {
+            Message::Join { .. }
+            | Message::Votes { .. }
+            | Message::FeedPull { .. }
+            | Message::SnapshotPull { .. } => self.dropped(env.from, DropReason::NotAuthority),
+            Message::JoinAck { node, log, seq } => {
+                if node == self.id && from_authority {
+                    self.on_join_ack(env.from, env.cluster, log, seq);
+                }
+            }
+            Message::Ping { probe } => self.out.send(env.from_addr, Message::Ack { probe }),
+            Message::Ack { probe } => self.ping.on_ack(now, env.from, probe, &mut self.out),
+            Message::PingReq {
+                probe,
+                target,
+                target_addr,
+            } => self
+                .ping
+                .on_ping_req(now, env.from_addr, probe, target, target_addr, &mut self.out),
+            Message::IndirectAck { probe, target } => {
+                self.ping.on_indirect_ack(now, target, probe, &mut self.out)
+            }
+            Message::VotesAck { seq } => self.ping.on_votes_ack(now, seq),
+            Message::FeedReply { req, log, body } if from_authority => {
+                let applied = self.replica.on_feed_reply(req, log, body, &mut self.out);
+                self.topology_dirty |= applied.topology;
+            }
+            Message::SnapshotReply { req, log, snapshot } if from_authority => {
+                let applied = self
+                    .replica
+                    .on_snapshot_reply(req, log, snapshot, &mut self.out);
+                self.topology_dirty |= applied.topology;
+            }
+            Message::FeedReply { .. } | Message::SnapshotReply { .. } => {}
+        }
+    }
+
+    fn on_join_ack(&mut self, from: NodeId, cluster: ClusterId, log: LogId, seq: u64) {
+        if self.cluster.is_none() {
+            if self.cfg.cluster.is_some_and(|c| c != cluster) {
+                return self.dropped(from, DropReason::ForeignCluster);
+            }
+            self.cluster = Some(cluster);
+            self.out.cluster = cluster;
+            self.out.persist(Record::Cluster(cluster));
+        }
+        self.join.ack = Some((log, seq));
+        if !self.join.joined {
+            self.join.joined = true;
+            self.out.notice(Notice::Joined { cluster });
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now;
+        let authority_addr = self.cfg.authority_addr;
+        if !self.join.joined {
+            if now >= self.join.next_attempt {
+                self.out.send(authority_addr, Message::Join { info: self.info() });
+                self.join.next_attempt = now + self.cfg.join_retry;
+            }
+        } else {
+            self.replica
+                .poll(now, &self.cfg.feed, authority_addr, &mut self.out);
+            self.check_registration();
+        }
+        if self.topology_dirty && self.replica.has_snapshot() {
+            self.topology_dirty = false;
+            self.reassign();
+        }
+        if self.probing() && self.ping.next_deadline().is_some_and(|t| t <= now) {
+            let state = self.replica.state();
+            self.ping.on_tick(
+                now,
+                authority_addr,
+                &|id| !state.is_down(id),
+                &mut *self.rng,
+                &mut self.out,
+            );
+        }
+        if let Some(a) = &mut self.authority {
+            if a.next_deadline(now).is_some_and(|t| t <= now) {
+                a.on_tick(now, &mut self.out);
+            }
+        }
+        self.contact_failures.retain(|_, until| *until > now);
+    }
+
+    /// Once the replica has caught up past our join, our registry entry must
+    /// be there and current; if it is not (the node was removed, or the
+    /// authority lost it), join again.
+    fn check_registration(&mut self) {
+        if !self.replica.is_ready() || !self.replica.at_end() {
+            return;
+        }
+        let Some((log, seq)) = self.join.ack else {
+            return;
+        };
+        let past_join = self.replica.log() != Some(log) || self.replica.seq() >= seq;
+        if past_join && self.replica.state().registry.get(self.id) != Some(&self.info()) {
+            self.join.joined = false;
+            self.join.ack = None;
+            self.join.next_attempt = self.now;
+        }
+    }
+
+    /// Recomputes this node's subjects and their helpers from the replica.
+    fn reassign(&mut self) {
+        let state = self.replica.state();
+        let want = self.cfg.ping.indirect_probes;
+        let me = self.id;
+        let assignments: Vec<Assignment> = state
+            .subjects_of(me)
+            .into_iter()
+            .filter_map(|subject| {
+                let addr = state.registry.get(subject)?.addr;
+                let mut helpers: Vec<(NodeId, std::net::SocketAddr)> = state
+                    .observers_of(subject)
+                    .iter()
+                    .filter(|o| **o != me && **o != subject)
+                    .filter_map(|o| state.registry.get(*o).map(|i| (*o, i.addr)))
+                    .collect();
+                if helpers.len() < want {
+                    // Few co-observers (small cluster): borrow other members,
+                    // the same ones every time for a given subject.
+                    let mut extra: Vec<(u64, NodeId, std::net::SocketAddr)> = state
+                        .registry
+                        .iter()
+                        .filter(|i| i.id != me && i.id != subject)
+                        .filter(|i| helpers.iter().all(|(h, _)| *h != i.id))
+                        .map(|i| (rendezvous_score(subject, i.id), i.id, i.addr))
+                        .collect();
+                    extra.sort_unstable_by(|a, b| b.cmp(a));
+                    helpers.extend(
+                        extra
+                            .into_iter()
+                            .take(want - helpers.len())
+                            .map(|(_, id, a)| (id, a)),
+                    );
+                }
+                Some(Assignment {
+                    subject,
+                    addr,
+                    helpers,
+                })
+            })
+            .collect();
+        self.ping.assign(self.now, assignments, &mut *self.rng);
+    }
+}

@@ -1,0 +1,343 @@
+//! A node's replica of the cluster state, fed from the authority's feed: a
+//! snapshot first, then entries in order. Ready only once it has a snapshot
+//! and has caught up with the end of the log.
+
+use crate::config::FeedConfig;
+use crate::feed::{Change, FeedBody, Snapshot};
+use crate::ids::LogId;
+use crate::io::{Notice, Outbox};
+use crate::message::Message;
+use crate::state::ClusterState;
+use crate::time::{Duration, Time};
+use std::net::SocketAddr;
+
+#[derive(Clone, Copy, Debug)]
+struct Inflight {
+    req: u64,
+    deadline: Time,
+}
+
+#[derive(Debug, Default)]
+pub struct Replica {
+    log: Option<LogId>,
+    seq: u64,
+    state: ClusterState,
+    has_snapshot: bool,
+    at_end: bool,
+    ready: bool,
+    inflight: Option<Inflight>,
+    next_req: u64,
+}
+
+/// What applying an answer changed, for the node to react to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Membership, addresses or observer assignments changed.
+    pub topology: bool,
+}
+
+impl Replica {
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn log(&self) -> Option<LogId> {
+        self.log
+    }
+
+    pub fn has_snapshot(&self) -> bool {
+        self.has_snapshot
+    }
+
+    /// The last answer reached the end of the log.
+    pub fn at_end(&self) -> bool {
+        self.at_end
+    }
+
+    /// Has a snapshot and has caught up with the feed since taking it.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Sends the next request unless one is in flight and not yet overdue.
+    pub fn poll(&mut self, now: Time, cfg: &FeedConfig, authority: SocketAddr, out: &mut Outbox) {
+        if self.inflight.is_some_and(|f| f.deadline > now) {
+            return;
+        }
+        self.next_req += 1;
+        let req = self.next_req;
+        let wait = if self.has_snapshot {
+            let wait = if self.at_end {
+                cfg.long_poll
+            } else {
+                Duration::ZERO
+            };
+            out.send(
+                authority,
+                Message::FeedPull {
+                    req,
+                    since: self.seq,
+                    limit: cfg.pull_limit,
+                    wait,
+                },
+            );
+            wait
+        } else {
+            out.send(authority, Message::SnapshotPull { req });
+            Duration::ZERO
+        };
+        self.inflight = Some(Inflight {
+            req,
+            deadline: now + wait + cfg.rpc_margin,
+        });
+    }
+
+    pub fn next_deadline(&self) -> Option<Time> {
+        self.inflight.map(|f| f.deadline)
+    }
+
+    fn take_answer(&mut self, req: u64) -> bool {
+        if self.inflight.is_some_and(|f| f.req == req) {
+            self.inflight = None;
+            true
+        } else {
+            false // Late answer to a request we already gave up on.
+        }
+    }
+
+    pub fn on_feed_reply(
+        &mut self,
+        req: u64,
+        log: LogId,
+        body: FeedBody,
+        out: &mut Outbox,
+    ) -> Applied {
+        let mut applied = Applied::default();
+        if !self.take_answer(req) || !self.has_snapshot {
+            return applied;
+        }
+        if self.log != Some(log) {
+            // The authority's log is another history: start over from a snapshot.
+            self.has_snapshot = false;
+            self.at_end = false;
+            self.ready = false;
+            return applied;
+        }
+        match body {
+            FeedBody::SnapshotRequired { .. } => {
+                self.has_snapshot = false;
+                self.at_end = false;
+            }
+            FeedBody::Entries {
+                entries,
+                head,
+                at_end,
+            } => {
+                for e in entries {
+                    if e.seq <= self.seq {
+                        continue;
+                    }
+                    if e.seq != self.seq + 1 {
+                        break; // A gap: pull again from where we are.
+                    }
+                    applied.topology |= !matches!(e.change, Change::Health { .. });
+                    if let Change::Health { node, down } = e.change {
+                        if self.state.is_down(node) != down {
+                            out.notice(Notice::VerdictApplied { node, down });
+                        }
+                    }
+                    self.state.apply(&e.change);
+                    self.seq = e.seq;
+                }
+                self.at_end = at_end && self.seq == head;
+                if self.at_end && !self.ready {
+                    self.ready = true;
+                    out.notice(Notice::Ready);
+                }
+            }
+        }
+        applied
+    }
+
+    pub fn on_snapshot_reply(
+        &mut self,
+        req: u64,
+        log: LogId,
+        snapshot: Snapshot,
+        out: &mut Outbox,
+    ) -> Applied {
+        if !self.take_answer(req) {
+            return Applied::default();
+        }
+        let fresh = ClusterState::from_snapshot(&snapshot);
+        for node in fresh.down.symmetric_difference(&self.state.down) {
+            out.notice(Notice::VerdictApplied {
+                node: *node,
+                down: fresh.is_down(*node),
+            });
+        }
+        self.state = fresh;
+        self.log = Some(log);
+        self.seq = snapshot.seq;
+        self.has_snapshot = true;
+        self.at_end = false;
+        Applied { topology: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::FeedEntry;
+    use crate::ids::NodeId;
+    use crate::io::Output;
+
+    fn outbox() -> Outbox {
+        Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap())
+    }
+
+    const AUTH: &str = "10.0.0.9:7000";
+
+    fn last_req(out: &mut Outbox) -> (u64, Message) {
+        let mut last = None;
+        while let Some(o) = out.queue.pop_front() {
+            if let Output::Send { envelope, .. } = o {
+                let req = match envelope.msg {
+                    Message::FeedPull { req, .. } | Message::SnapshotPull { req } => req,
+                    _ => continue,
+                };
+                last = Some((req, envelope.msg));
+            }
+        }
+        last.expect("a request was sent")
+    }
+
+    fn health(seq: u64, node: u64, down: bool) -> FeedEntry {
+        FeedEntry {
+            seq,
+            change: Change::Health {
+                node: NodeId(node),
+                down,
+            },
+        }
+    }
+
+    fn empty_snapshot(seq: u64) -> Snapshot {
+        Snapshot {
+            seq,
+            nodes: vec![],
+            observers: vec![],
+            down: vec![],
+        }
+    }
+
+    #[test]
+    fn not_ready_until_snapshot_and_caught_up() {
+        let cfg = FeedConfig::default();
+        let mut r = Replica::default();
+        let mut out = outbox();
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, msg) = last_req(&mut out);
+        assert!(matches!(msg, Message::SnapshotPull { .. }));
+        r.on_snapshot_reply(req, LogId(5), empty_snapshot(10), &mut out);
+        assert!(!r.is_ready());
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, msg) = last_req(&mut out);
+        assert!(matches!(msg, Message::FeedPull { since: 10, .. }));
+        let body = FeedBody::Entries {
+            entries: vec![health(11, 3, true)],
+            head: 12,
+            at_end: false,
+        };
+        r.on_feed_reply(req, LogId(5), body, &mut out);
+        assert!(!r.is_ready(), "not at the end yet");
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        let body = FeedBody::Entries {
+            entries: vec![health(12, 3, false)],
+            head: 12,
+            at_end: true,
+        };
+        r.on_feed_reply(req, LogId(5), body, &mut out);
+        assert!(r.is_ready());
+        assert_eq!(r.seq(), 12);
+        assert!(!r.state().is_down(NodeId(3)));
+    }
+
+    #[test]
+    fn gap_stops_application_and_duplicates_are_skipped() {
+        let cfg = FeedConfig::default();
+        let mut r = Replica::default();
+        let mut out = outbox();
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        r.on_snapshot_reply(req, LogId(5), empty_snapshot(0), &mut out);
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        let body = FeedBody::Entries {
+            entries: vec![health(1, 3, true), health(1, 3, true), health(3, 4, true)],
+            head: 3,
+            at_end: true,
+        };
+        r.on_feed_reply(req, LogId(5), body, &mut out);
+        assert_eq!(r.seq(), 1);
+        assert!(!r.state().is_down(NodeId(4)));
+        assert!(!r.is_ready(), "a gap is not the end");
+    }
+
+    #[test]
+    fn other_log_or_snapshot_required_forces_a_new_snapshot() {
+        let cfg = FeedConfig::default();
+        let mut r = Replica::default();
+        let mut out = outbox();
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        r.on_snapshot_reply(req, LogId(5), empty_snapshot(0), &mut out);
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        let body = FeedBody::Entries {
+            entries: vec![],
+            head: 0,
+            at_end: true,
+        };
+        r.on_feed_reply(req, LogId(6), body, &mut out);
+        assert!(!r.has_snapshot());
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, msg) = last_req(&mut out);
+        assert!(matches!(msg, Message::SnapshotPull { .. }));
+        r.on_snapshot_reply(req, LogId(6), empty_snapshot(4), &mut out);
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        r.on_feed_reply(
+            req,
+            LogId(6),
+            FeedBody::SnapshotRequired { snapshot_seq: 9 },
+            &mut out,
+        );
+        assert!(!r.has_snapshot());
+    }
+
+    #[test]
+    fn late_answers_are_ignored_and_overdue_requests_repeated() {
+        let cfg = FeedConfig::default();
+        let mut r = Replica::default();
+        let mut out = outbox();
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (old, _) = last_req(&mut out);
+        // Not overdue: nothing new is sent.
+        r.poll(Time::from_millis(1), &cfg, AUTH.parse().unwrap(), &mut out);
+        assert!(out.queue.is_empty());
+        let overdue = r.next_deadline().unwrap();
+        r.poll(overdue, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (new, _) = last_req(&mut out);
+        assert_ne!(old, new);
+        r.on_snapshot_reply(old, LogId(1), empty_snapshot(3), &mut out);
+        assert!(!r.has_snapshot());
+        r.on_snapshot_reply(new, LogId(1), empty_snapshot(3), &mut out);
+        assert!(r.has_snapshot());
+    }
+}

@@ -1,0 +1,113 @@
+//! Time as a value. Core never reads a clock: every entry point takes `now`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
+pub use std::time::Duration;
+
+/// A point on one node's monotonic clock, in microseconds since an arbitrary
+/// origin. Times from different nodes are never compared with each other.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Time(u64);
+
+impl Time {
+    pub const ZERO: Time = Time(0);
+    pub const MAX: Time = Time(u64::MAX);
+
+    pub const fn from_micros(us: u64) -> Time {
+        Time(us)
+    }
+
+    pub const fn from_millis(ms: u64) -> Time {
+        Time(ms * 1_000)
+    }
+
+    pub const fn from_secs(s: u64) -> Time {
+        Time(s * 1_000_000)
+    }
+
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+
+    /// Time elapsed since `earlier`, zero if `earlier` is later.
+    pub fn since(self, earlier: Time) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Add<Duration> for Time {
+    type Output = Time;
+    fn add(self, d: Duration) -> Time {
+        Time(self.0.saturating_add(micros(d)))
+    }
+}
+
+impl AddAssign<Duration> for Time {
+    fn add_assign(&mut self, d: Duration) {
+        *self = *self + d;
+    }
+}
+
+impl Sub<Duration> for Time {
+    type Output = Time;
+    fn sub(self, d: Duration) -> Time {
+        Time(self.0.saturating_sub(micros(d)))
+    }
+}
+
+impl fmt::Display for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
+
+/// The earlier of two optional deadlines.
+pub fn earliest(a: Option<Time>, b: Option<Time>) -> Option<Time> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_saturates_instead_of_wrapping() {
+        assert_eq!(Time::ZERO - Duration::from_secs(1), Time::ZERO);
+        assert_eq!(Time::MAX + Duration::from_secs(1), Time::MAX);
+        assert_eq!(
+            Time::from_millis(1500).since(Time::from_secs(1)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(Time::from_secs(1).since(Time::from_secs(2)), Duration::ZERO);
+    }
+
+    #[test]
+    fn earliest_picks_the_smaller_present_deadline() {
+        let a = Some(Time::from_secs(1));
+        let b = Some(Time::from_secs(2));
+        assert_eq!(earliest(a, b), a);
+        assert_eq!(earliest(None, b), b);
+        assert_eq!(earliest(a, None), a);
+        assert_eq!(earliest(None, None), None);
+    }
+
+    #[test]
+    fn display_is_seconds_with_micros() {
+        assert_eq!(Time::from_micros(1_000_042).to_string(), "1.000042");
+    }
+}

@@ -1,0 +1,514 @@
+//! The authority's vote tally. A subject is down when a strict majority of its
+//! live observers (observers not themselves down) hold an unexpired down vote;
+//! it comes back up when that majority is gone, unless flap damping holds it.
+
+use crate::config::{InjectedBugs, TallyConfig};
+use crate::feed::Change;
+use crate::ids::NodeId;
+use crate::message::VoteSeq;
+use crate::state::ClusterState;
+use crate::time::{earliest, Time};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// One observer's current vote set.
+#[derive(Clone, Debug)]
+struct Ballot {
+    seq: VoteSeq,
+    down: BTreeSet<NodeId>,
+    expires: Time,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FlapHistory {
+    downs: VecDeque<Time>,
+    hold_until: Time,
+}
+
+/// What a tally says about one subject right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Count {
+    pub down_votes: usize,
+    pub live_observers: usize,
+}
+
+impl Count {
+    /// Strict majority of live observers (or, with the injected bug, any vote).
+    pub fn is_down(&self, bugs: &InjectedBugs) -> bool {
+        if bugs.single_vote_downs {
+            return self.down_votes >= 1;
+        }
+        self.live_observers > 0 && self.down_votes * 2 > self.live_observers
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct VoteTally {
+    cfg: TallyConfig,
+    bugs: InjectedBugs,
+    ballots: BTreeMap<NodeId, Ballot>,
+    flaps: BTreeMap<NodeId, FlapHistory>,
+    grace_until: Time,
+}
+
+impl VoteTally {
+    /// A tally starting at `now`: for `startup_grace` it lets no node come back
+    /// up, so observers have time to refresh the votes a restart forgot.
+    pub fn new(cfg: TallyConfig, bugs: InjectedBugs, now: Time) -> VoteTally {
+        let grace_until = now + cfg.startup_grace;
+        VoteTally {
+            cfg,
+            bugs,
+            ballots: BTreeMap::new(),
+            flaps: BTreeMap::new(),
+            grace_until,
+        }
+    }
+
+    /// Records an observer's vote set. Returns false (and changes nothing) for
+    /// a set older than the one already held (reordered or duplicated).
+    pub fn record(&mut self, now: Time, observer: NodeId, seq: VoteSeq, down: &[NodeId]) -> bool {
+        if let Some(b) = self.ballots.get(&observer) {
+            if seq < b.seq {
+                return false;
+            }
+        }
+        self.ballots.insert(
+            observer,
+            Ballot {
+                seq,
+                down: down.iter().copied().filter(|d| *d != observer).collect(),
+                expires: now + self.cfg.vote_ttl,
+            },
+        );
+        true
+    }
+
+    /// Forgets a node that left the cluster.
+    pub fn forget(&mut self, id: NodeId) {
+        self.ballots.remove(&id);
+        self.flaps.remove(&id);
+    }
+
+    pub fn count(&self, now: Time, subject: NodeId, state: &ClusterState) -> Count {
+        let mut count = Count {
+            down_votes: 0,
+            live_observers: 0,
+        };
+        for obs in state.observers_of(subject) {
+            if state.is_down(*obs) || !state.registry.contains(*obs) {
+                continue;
+            }
+            count.live_observers += 1;
+            if let Some(b) = self.ballots.get(obs) {
+                if b.expires > now && b.down.contains(&subject) {
+                    count.down_votes += 1;
+                }
+            }
+        }
+        count
+    }
+
+    /// Verdict changes due now. `exempt` (the authority itself) never gets a
+    /// verdict. Changes are computed against `state` as given; the caller
+    /// applies them and calls again until nothing changes.
+    pub fn evaluate(&mut self, now: Time, state: &ClusterState, exempt: NodeId) -> Vec<Change> {
+        self.ballots.retain(|_, b| b.expires > now || b.down.is_empty());
+        let mut changes = Vec::new();
+        for info in state.registry.iter() {
+            let subject = info.id;
+            if subject == exempt {
+                continue;
+            }
+            let count = self.count(now, subject, state);
+            let is_down = state.is_down(subject);
+            if count.is_down(&self.bugs) && !is_down {
+                self.note_down(now, subject);
+                changes.push(Change::Health {
+                    node: subject,
+                    down: true,
+                });
+            } else if !count.is_down(&self.bugs) && is_down && self.may_come_up(now, subject) {
+                changes.push(Change::Health {
+                    node: subject,
+                    down: false,
+                });
+            }
+        }
+        changes
+    }
+
+    fn note_down(&mut self, now: Time, subject: NodeId) {
+        let window = self.cfg.flap_window;
+        let h = self.flaps.entry(subject).or_default();
+        while h.downs.front().is_some_and(|t| now.since(*t) > window) {
+            h.downs.pop_front();
+        }
+        h.downs.push_back(now);
+        let downs = h.downs.len() as u32;
+        if downs > self.cfg.flap_threshold {
+            let doublings = (downs - self.cfg.flap_threshold - 1).min(16);
+            let hold = self
+                .cfg
+                .flap_hold_base
+                .saturating_mul(1 << doublings)
+                .min(self.cfg.flap_hold_max);
+            h.hold_until = now + hold;
+        }
+    }
+
+    fn may_come_up(&self, now: Time, subject: NodeId) -> bool {
+        now >= self.grace_until && self.flaps.get(&subject).is_none_or(|h| now >= h.hold_until)
+    }
+
+    /// Until when flap damping holds `subject` down (`None`: no hold).
+    pub fn held_until(&self, subject: NodeId) -> Option<Time> {
+        self.flaps.get(&subject).map(|h| h.hold_until)
+    }
+
+    /// The next time a verdict could change without new votes arriving.
+    pub fn next_deadline(&self, now: Time, state: &ClusterState) -> Option<Time> {
+        let mut next = None;
+        for b in self.ballots.values() {
+            if !b.down.is_empty() && b.expires > now {
+                next = earliest(next, Some(b.expires));
+            }
+        }
+        if !state.down.is_empty() {
+            if self.grace_until > now {
+                next = earliest(next, Some(self.grace_until));
+            }
+            for d in &state.down {
+                if let Some(h) = self.flaps.get(d) {
+                    if h.hold_until > now {
+                        next = earliest(next, Some(h.hold_until));
+                    }
+                }
+            }
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{NodeInfo, Roles, Zone};
+    use crate::time::Duration;
+    use proptest::prelude::*;
+    use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+
+    const AUTH: NodeId = NodeId(100);
+
+    fn cluster(n: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        let ids: Vec<NodeId> = (0..n).map(NodeId).collect();
+        for id in &ids {
+            s.apply(&Change::NodeUpserted(NodeInfo {
+                id: *id,
+                addr: format!("10.0.0.{}:7000", id.0 + 1).parse().unwrap(),
+                roles: Roles::STORE,
+                zone: Zone::new("z"),
+            }));
+        }
+        for id in &ids {
+            s.apply(&Change::Observers {
+                subject: *id,
+                observers: ids.iter().copied().filter(|o| o != id).collect(),
+            });
+        }
+        s
+    }
+
+    fn seq(c: u64) -> VoteSeq {
+        VoteSeq {
+            incarnation: 1,
+            counter: c,
+        }
+    }
+
+    const SETTLE_ROUNDS: usize = 16;
+
+    fn settle(t: &mut VoteTally, now: Time, s: &mut ClusterState) -> Vec<Change> {
+        let mut all = Vec::new();
+        for _ in 0..SETTLE_ROUNDS {
+            let changes = t.evaluate(now, s, AUTH);
+            if changes.is_empty() {
+                break;
+            }
+            for c in &changes {
+                s.apply(c);
+            }
+            all.extend(changes);
+        }
+        all
+    }
+
+    fn cfg() -> TallyConfig {
+        TallyConfig {
+            startup_grace: Duration::ZERO,
+            ..TallyConfig::default()
+        }
+    }
+
+    #[test]
+    fn majority_downs_minority_does_not() {
+        let mut s = cluster(5); // subject 0 has 4 observers: 3 votes needed
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        let now = Time::from_secs(1);
+        t.record(now, NodeId(1), seq(1), &[NodeId(0)]);
+        t.record(now, NodeId(2), seq(1), &[NodeId(0)]);
+        assert!(settle(&mut t, now, &mut s).is_empty());
+        t.record(now, NodeId(3), seq(1), &[NodeId(0)]);
+        assert_eq!(
+            settle(&mut t, now, &mut s),
+            vec![Change::Health {
+                node: NodeId(0),
+                down: true
+            }]
+        );
+    }
+
+    #[test]
+    fn single_vote_bug_downs_on_one_vote() {
+        let mut s = cluster(5);
+        let bugs = InjectedBugs {
+            single_vote_downs: true,
+            ..InjectedBugs::default()
+        };
+        let mut t = VoteTally::new(cfg(), bugs, Time::ZERO);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
+        assert_eq!(settle(&mut t, Time::ZERO, &mut s).len(), 1);
+    }
+
+    #[test]
+    fn down_observers_do_not_count_toward_the_majority() {
+        let mut s = cluster(5);
+        s.apply(&Change::Health {
+            node: NodeId(4),
+            down: true,
+        });
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        // Live observers of 0: 1, 2, 3. Two votes are a majority of three.
+        t.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
+        t.record(Time::ZERO, NodeId(2), seq(1), &[NodeId(0)]);
+        let changes = settle(&mut t, Time::ZERO, &mut s);
+        assert!(changes.contains(&Change::Health {
+            node: NodeId(0),
+            down: true
+        }));
+    }
+
+    #[test]
+    fn votes_expire_and_the_subject_comes_back() {
+        let mut s = cluster(3);
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
+        t.record(Time::ZERO, NodeId(2), seq(1), &[NodeId(0)]);
+        assert_eq!(settle(&mut t, Time::ZERO, &mut s).len(), 1);
+        let deadline = t.next_deadline(Time::ZERO, &s).unwrap();
+        assert_eq!(deadline, Time::ZERO + cfg().vote_ttl);
+        assert!(settle(&mut t, deadline - Duration::from_micros(1), &mut s).is_empty());
+        assert_eq!(
+            settle(&mut t, deadline, &mut s),
+            vec![Change::Health {
+                node: NodeId(0),
+                down: false
+            }]
+        );
+    }
+
+    #[test]
+    fn older_vote_sets_are_ignored() {
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        assert!(t.record(Time::ZERO, NodeId(1), seq(5), &[]));
+        assert!(!t.record(Time::ZERO, NodeId(1), seq(4), &[NodeId(0)]));
+        let restarted = VoteSeq {
+            incarnation: 2,
+            counter: 0,
+        };
+        assert!(t.record(Time::ZERO, NodeId(1), restarted, &[NodeId(0)]));
+    }
+
+    #[test]
+    fn startup_grace_delays_coming_up() {
+        let mut s = cluster(3);
+        s.apply(&Change::Health {
+            node: NodeId(0),
+            down: true,
+        });
+        let mut t = VoteTally::new(TallyConfig::default(), InjectedBugs::default(), Time::ZERO);
+        assert!(settle(&mut t, Time::from_secs(1), &mut s).is_empty());
+        assert_eq!(
+            t.next_deadline(Time::from_secs(1), &s),
+            Some(Time::ZERO + TallyConfig::default().startup_grace)
+        );
+        assert_eq!(settle(&mut t, Time::from_secs(3), &mut s).len(), 1);
+    }
+
+    #[test]
+    fn flapping_node_is_held_down_longer_each_time() {
+        let mut s = cluster(3);
+        let c = cfg();
+        let mut t = VoteTally::new(c.clone(), InjectedBugs::default(), Time::ZERO);
+        let mut now = Time::ZERO;
+        let mut holds = Vec::new();
+        for i in 0..6u64 {
+            t.record(now, NodeId(1), seq(2 * i + 1), &[NodeId(0)]);
+            t.record(now, NodeId(2), seq(2 * i + 1), &[NodeId(0)]);
+            assert_eq!(settle(&mut t, now, &mut s).len(), 1, "flap {i} goes down");
+            t.record(now, NodeId(1), seq(2 * i + 2), &[]);
+            t.record(now, NodeId(2), seq(2 * i + 2), &[]);
+            let hold = t.held_until(NodeId(0)).unwrap_or(Time::ZERO);
+            holds.push(hold.since(now));
+            now = now.max(hold);
+            assert_eq!(settle(&mut t, now, &mut s).len(), 1, "flap {i} comes up");
+            now += Duration::from_millis(10);
+        }
+        let zero = Duration::ZERO;
+        assert_eq!(&holds[..3], &[zero, zero, zero]);
+        assert_eq!(holds[3], c.flap_hold_base);
+        assert_eq!(holds[4], c.flap_hold_base * 2);
+        assert_eq!(holds[5], c.flap_hold_base * 4);
+    }
+
+    #[test]
+    fn authority_is_never_given_a_verdict() {
+        let mut s = cluster(3);
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
+        t.record(Time::ZERO, NodeId(2), seq(1), &[NodeId(0)]);
+        assert!(t.evaluate(Time::ZERO, &s, NodeId(0)).is_empty());
+        assert_eq!(settle(&mut t, Time::ZERO, &mut s).len(), 1);
+    }
+
+    // Model-based test: verdicts equal a direct majority count over the model,
+    // with no startup grace and no flap damping.
+
+    const N: u64 = 5;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Vote { observer: u64, down: Vec<u64> },
+        Advance { ms: u64 },
+    }
+
+    #[derive(Clone, Debug, Default)]
+    struct Model {
+        now_ms: u64,
+        votes: BTreeMap<u64, (Vec<u64>, u64)>, // observer -> (down set, expiry ms)
+        down: BTreeSet<u64>,
+    }
+
+    const TTL_MS: u64 = 3000;
+
+    impl Model {
+        /// Same batch semantics as the authority: every verdict of a round is
+        /// computed against the verdicts of the previous round.
+        fn settle(&mut self) {
+            for _ in 0..SETTLE_ROUNDS {
+                let mut next = self.down.clone();
+                for subject in 0..N {
+                    let live: Vec<u64> = (0..N)
+                        .filter(|o| *o != subject && !self.down.contains(o))
+                        .collect();
+                    let votes = live
+                        .iter()
+                        .filter(|o| {
+                            self.votes.get(o).is_some_and(|(d, exp)| {
+                                *exp > self.now_ms && d.contains(&subject)
+                            })
+                        })
+                        .count();
+                    if !live.is_empty() && votes * 2 > live.len() {
+                        next.insert(subject);
+                    } else {
+                        next.remove(&subject);
+                    }
+                }
+                if next == self.down {
+                    return;
+                }
+                self.down = next;
+            }
+        }
+    }
+
+    struct TallyModel;
+
+    impl ReferenceStateMachine for TallyModel {
+        type State = Model;
+        type Transition = Op;
+
+        fn init_state() -> BoxedStrategy<Model> {
+            Just(Model::default()).boxed()
+        }
+
+        fn transitions(_: &Model) -> BoxedStrategy<Op> {
+            prop_oneof![
+                3 => (0..N, proptest::collection::btree_set(0..N, 0..3))
+                    .prop_map(|(observer, down)| Op::Vote { observer, down: down.into_iter().collect() }),
+                1 => (0u64..2500).prop_map(|ms| Op::Advance { ms }),
+            ]
+            .boxed()
+        }
+
+        fn apply(mut m: Model, op: &Op) -> Model {
+            match op {
+                Op::Vote { observer, down } => {
+                    let down = down.iter().copied().filter(|d| d != observer).collect();
+                    m.votes.insert(*observer, (down, m.now_ms + TTL_MS));
+                }
+                Op::Advance { ms } => m.now_ms += ms,
+            }
+            m.settle();
+            m
+        }
+    }
+
+    struct Sut {
+        tally: VoteTally,
+        state: ClusterState,
+        counter: u64,
+    }
+
+    impl StateMachineTest for TallyModel {
+        type SystemUnderTest = Sut;
+        type Reference = TallyModel;
+
+        fn init_test(_: &Model) -> Sut {
+            let cfg = TallyConfig {
+                vote_ttl: Duration::from_millis(TTL_MS),
+                startup_grace: Duration::ZERO,
+                flap_threshold: u32::MAX,
+                ..TallyConfig::default()
+            };
+            Sut {
+                tally: VoteTally::new(cfg, InjectedBugs::default(), Time::ZERO),
+                state: cluster(N),
+                counter: 0,
+            }
+        }
+
+        fn apply(mut sut: Sut, model: &Model, op: Op) -> Sut {
+            let now = Time::from_millis(model.now_ms);
+            if let Op::Vote { observer, down } = op {
+                sut.counter += 1;
+                let down: Vec<NodeId> = down.into_iter().map(NodeId).collect();
+                assert!(sut.tally.record(now, NodeId(observer), seq(sut.counter), &down));
+            }
+            settle(&mut sut.tally, now, &mut sut.state);
+            sut
+        }
+
+        fn check_invariants(sut: &Sut, model: &Model) {
+            let got: BTreeSet<u64> = sut.state.down.iter().map(|d| d.0).collect();
+            assert_eq!(got, model.down, "verdicts differ from the model");
+        }
+    }
+
+    prop_state_machine! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn tally_matches_model(sequential 1..40 => TallyModel);
+    }
+}
