@@ -4,16 +4,15 @@
 
 use crate::config::{FeedConfig, InjectedBugs, TallyConfig};
 use crate::durable::Record;
-use crate::feed::{Change, FeedBody, FeedEntry, FeedLog};
+use crate::feed::{Change, FeedEntry, FeedLog};
+use crate::feed_server::FeedServer;
 use crate::ids::{ClusterId, LogId, NodeId, Zone};
 use crate::io::{Notice, Outbox};
 use crate::message::{Envelope, Message};
 use crate::observers::assign_observers;
 use crate::state::ClusterState;
-use crate::time::{earliest, Duration, Time};
+use crate::time::{earliest, Time};
 use crate::vote_tally::VoteTally;
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 /// The authority's durable state: the log and the state it describes.
 #[derive(Clone, Debug)]
@@ -39,15 +38,6 @@ impl AuthorityStore {
     }
 }
 
-#[derive(Clone, Debug)]
-struct HeldPull {
-    addr: SocketAddr,
-    req: u64,
-    since: u64,
-    limit: u32,
-    deadline: Time,
-}
-
 /// Tally rounds per event: verdicts that change who counts as a live
 /// observer are settled in the same event, up to this many rounds.
 const SETTLE_ROUNDS: usize = 4;
@@ -59,7 +49,7 @@ pub struct Authority {
     feed_cfg: FeedConfig,
     store: AuthorityStore,
     tally: VoteTally,
-    held: BTreeMap<NodeId, HeldPull>,
+    feed: FeedServer,
     observers_due: Option<Time>,
     last_assignment: Option<Time>,
 }
@@ -79,7 +69,7 @@ impl Authority {
             tally_cfg,
             feed_cfg,
             store,
-            held: BTreeMap::new(),
+            feed: FeedServer::default(),
             // Recompute at start: the configured K may have changed.
             observers_due: Some(now),
             last_assignment: None,
@@ -139,27 +129,18 @@ impl Authority {
                 since,
                 limit,
                 wait,
-            } => {
-                let body = self.store.log.read(*since, *limit);
-                let nothing_new = matches!(&body, FeedBody::Entries { entries, .. } if entries.is_empty());
-                if nothing_new && !wait.is_zero() {
-                    let wait = (*wait).min(self.feed_cfg.long_poll * 2);
-                    self.held.insert(
-                        env.from,
-                        HeldPull {
-                            addr: env.from_addr,
-                            req: *req,
-                            since: *since,
-                            limit: *limit,
-                            deadline: now + wait,
-                        },
-                    );
-                } else {
-                    self.held.remove(&env.from);
-                    let log = self.log_id();
-                    out.send(env.from_addr, Message::FeedReply { req: *req, log, body });
-                }
-            }
+            } => self.feed.on_pull(
+                now,
+                &self.feed_cfg,
+                &self.store.log,
+                env.from,
+                env.from_addr,
+                *req,
+                *since,
+                *limit,
+                *wait,
+                out,
+            ),
             Message::SnapshotPull { req } => {
                 let snapshot = self.store.state.snapshot(self.head());
                 let log = self.log_id();
@@ -168,21 +149,18 @@ impl Authority {
                     Message::SnapshotReply {
                         req: *req,
                         log,
-                        snapshot,
+                        snapshot: Box::new(snapshot),
                     },
                 );
             }
             _ => return false,
         }
-        self.flush_held(now, out);
+        self.feed.flush(now, &self.feed_cfg, &self.store.log, out);
         true
     }
 
     fn append(&mut self, now: Time, change: Change, out: &mut Outbox) {
         let membership_before = self.store.state.registry.membership_version();
-        if let Change::NodeRemoved(id) = &change {
-            self.tally.forget(*id);
-        }
         if let Change::Health { node, down } = &change {
             out.notice(Notice::VerdictPublished {
                 node: *node,
@@ -191,6 +169,7 @@ impl Authority {
         }
         let entry = self.store.log.append(change);
         self.store.state.apply(&entry.change);
+        self.tally.note_applied(&entry.change, &self.store.state);
         out.persist(Record::Appended(entry));
         if self.store.state.registry.membership_version() != membership_before
             && self.observers_due.is_none()
@@ -259,45 +238,19 @@ impl Authority {
         }
     }
 
-    /// Answers held pulls that now have entries, and those whose wait is over.
-    fn flush_held(&mut self, now: Time, out: &mut Outbox) {
-        let head = self.head();
-        let due: Vec<NodeId> = self
-            .held
-            .iter()
-            .filter(|(_, h)| h.since < head || h.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        let log = self.log_id();
-        for id in due {
-            if let Some(h) = self.held.remove(&id) {
-                let body = self.store.log.read(h.since, h.limit);
-                out.send(h.addr, Message::FeedReply { req: h.req, log, body });
-            }
-        }
-    }
-
     pub fn on_tick(&mut self, now: Time, out: &mut Outbox) {
         if self.observers_due.is_some_and(|t| t <= now) {
             self.reassign_observers(now, out);
         }
         self.settle(now, out);
-        self.flush_held(now, out);
+        self.feed.flush(now, &self.feed_cfg, &self.store.log, out);
     }
 
-    pub fn next_deadline(&self, now: Time) -> Option<Time> {
-        let mut next = earliest(
+    pub fn next_deadline(&self) -> Option<Time> {
+        let next = earliest(
             self.observers_due,
-            self.tally.next_deadline(now, &self.store.state),
+            self.tally.next_deadline(),
         );
-        for h in self.held.values() {
-            next = earliest(next, Some(h.deadline));
-        }
-        next
-    }
-
-    /// How long the authority holds a pull at most (for drivers sizing timeouts).
-    pub fn max_hold(&self) -> Duration {
-        self.feed_cfg.long_poll * 2
+        earliest(next, self.feed.next_deadline())
     }
 }

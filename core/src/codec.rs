@@ -80,7 +80,7 @@ mod tests {
             zone: Zone::new("z1"),
         };
         vec![
-            env(Message::Join { info: info.clone() }),
+            env(Message::Join { info: Box::new(info.clone()) }),
             env(Message::Ping { probe: 9 }),
             env(Message::PingReq {
                 probe: 1,

@@ -106,6 +106,9 @@ pub struct FeedConfig {
     /// Extra time a reader waits for an answer beyond `long_poll` before it
     /// asks again (covers a lost request or answer).
     pub rpc_margin: Duration,
+    /// The authority sends an answer again if the reader's next pull (its
+    /// acknowledgement) has not arrived after this long.
+    pub resend: Duration,
 }
 
 impl Default for FeedConfig {
@@ -115,6 +118,7 @@ impl Default for FeedConfig {
             pull_limit: 1_000,
             long_poll: Duration::from_millis(500),
             rpc_margin: Duration::from_millis(150),
+            resend: Duration::from_millis(100),
         }
     }
 }
@@ -264,6 +268,7 @@ impl NodeConfig {
             ("feed.retain", self.feed.retain == 0),
             ("feed.pull_limit", self.feed.pull_limit == 0),
             ("feed.rpc_margin", self.feed.rpc_margin.is_zero()),
+            ("feed.resend", self.feed.resend.is_zero()),
             ("join_retry", self.join_retry.is_zero()),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {

@@ -103,3 +103,10 @@ impl Outbox {
         self.queue.push_back(Output::Notice(notice));
     }
 }
+
+/// The boundary every transport implements (the seeded simulated network,
+/// HTTP): carry an envelope to an address, best effort. Loss, delay and
+/// duplication are the transport's business; core tolerates all three.
+pub trait Transport {
+    fn send(&mut self, to: SocketAddr, envelope: Envelope);
+}

@@ -34,7 +34,7 @@ pub struct VoteSeq {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Message {
     /// To the authority: register or update this node (idempotent by node id).
-    Join { info: NodeInfo },
+    Join { info: Box<NodeInfo> },
     /// From the authority: the join is recorded as of feed entry `seq` of log
     /// `log`; the envelope carries the cluster id.
     JoinAck { node: NodeId, log: LogId, seq: u64 },
@@ -65,7 +65,7 @@ pub enum Message {
     SnapshotReply {
         req: u64,
         log: LogId,
-        snapshot: Snapshot,
+        snapshot: Box<Snapshot>,
     },
 }
 
@@ -97,5 +97,18 @@ impl Message {
                 | Message::PingReq { .. }
                 | Message::IndirectAck { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Envelopes are moved through queues on every hop; keep them small by
+    /// boxing the rare large payloads.
+    #[test]
+    fn envelope_stays_small() {
+        assert!(std::mem::size_of::<Message>() <= 64, "{}", std::mem::size_of::<Message>());
+        assert!(std::mem::size_of::<Envelope>() <= 128, "{}", std::mem::size_of::<Envelope>());
     }
 }

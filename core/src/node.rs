@@ -176,7 +176,7 @@ impl Node {
             next = earliest(next, self.ping.next_deadline());
         }
         if let Some(a) = &self.authority {
-            next = earliest(next, a.next_deadline(self.now));
+            next = earliest(next, a.next_deadline());
         }
         next
     }
@@ -322,7 +322,7 @@ impl Node {
             Message::SnapshotReply { req, log, snapshot } if from_authority => {
                 let applied = self
                     .replica
-                    .on_snapshot_reply(req, log, snapshot, &mut self.out);
+                    .on_snapshot_reply(req, log, *snapshot, &mut self.out);
                 self.topology_dirty |= applied.topology;
             }
             Message::FeedReply { .. } | Message::SnapshotReply { .. } => {}
@@ -350,7 +350,7 @@ impl Node {
         let authority_addr = self.cfg.authority_addr;
         if !self.join.joined {
             if now >= self.join.next_attempt {
-                self.out.send(authority_addr, Message::Join { info: self.info() });
+                self.out.send(authority_addr, Message::Join { info: Box::new(self.info()) });
                 self.join.next_attempt = now + self.cfg.join_retry;
             }
         } else {
@@ -373,7 +373,7 @@ impl Node {
             );
         }
         if let Some(a) = &mut self.authority {
-            if a.next_deadline(now).is_some_and(|t| t <= now) {
+            if a.next_deadline().is_some_and(|t| t <= now) {
                 a.on_tick(now, &mut self.out);
             }
         }
@@ -439,6 +439,6 @@ impl Node {
                 })
             })
             .collect();
-        self.ping.assign(self.now, assignments, &mut *self.rng);
+        self.ping.assign(self.now, assignments);
     }
 }

@@ -62,6 +62,11 @@ pub struct PingNet {
     relays: BTreeMap<u64, Relay>,
     next_probe: u64,
     votes: VoteSender,
+    /// Rounds start on this node's grid (`phase + k * probe_interval`), so all
+    /// subjects share one wake-up per interval.
+    phase: Time,
+    /// Cached `next_deadline`, refreshed after every change.
+    deadline: Option<Time>,
 }
 
 /// One subject as the node assigns it.
@@ -74,7 +79,11 @@ pub struct Assignment {
 
 impl PingNet {
     pub fn new(cfg: PingConfig, bugs: InjectedBugs, incarnation: u64, rng: &mut dyn Rng) -> Self {
+        let interval = cfg.probe_interval.as_micros() as u64;
+        let phase = Time::from_micros(rng.below(interval.max(1)));
         PingNet {
+            phase,
+            deadline: None,
             cfg,
             bugs,
             subjects: BTreeMap::new(),
@@ -93,10 +102,19 @@ impl PingNet {
         }
     }
 
-    /// Replaces the set of subjects. New subjects get a random first probe
-    /// time within one interval so probes spread out; dropped subjects lose
-    /// their votes.
-    pub fn assign(&mut self, now: Time, assignments: Vec<Assignment>, rng: &mut dyn Rng) {
+    /// The first grid point strictly after `after`.
+    fn next_grid(&self, after: Time) -> Time {
+        let p = self.cfg.probe_interval.as_micros() as u64;
+        let (a, phase) = (after.as_micros(), self.phase.as_micros());
+        if a < phase || p == 0 {
+            return self.phase;
+        }
+        Time::from_micros(phase + ((a - phase) / p + 1) * p)
+    }
+
+    /// Replaces the set of subjects. New subjects are first probed at the next
+    /// grid point; dropped subjects lose their votes.
+    pub fn assign(&mut self, now: Time, assignments: Vec<Assignment>) {
         let keep: BTreeSet<NodeId> = assignments.iter().map(|a| a.subject).collect();
         let dropped: Vec<NodeId> = self
             .subjects
@@ -110,7 +128,7 @@ impl PingNet {
                 self.change_vote(now, s, false);
             }
         }
-        let interval = self.cfg.probe_interval.as_micros() as u64;
+        let first = self.next_grid(now);
         for a in assignments {
             match self.subjects.get_mut(&a.subject) {
                 Some(s) => {
@@ -123,7 +141,6 @@ impl PingNet {
                     s.helpers = a.helpers;
                 }
                 None => {
-                    let phase = crate::time::Duration::from_micros(rng.below(interval.max(1)));
                     self.subjects.insert(
                         a.subject,
                         Subject {
@@ -133,12 +150,13 @@ impl PingNet {
                             suspect: false,
                             voted_down: false,
                             round: None,
-                            next_round_at: now + phase,
+                            next_round_at: first,
                         },
                     );
                 }
             }
         }
+        self.refresh_deadline();
     }
 
     pub fn subjects(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -176,6 +194,7 @@ impl PingNet {
         if self.votes.next_send.is_some_and(|t| t <= now) {
             self.send_votes(now, authority, out);
         }
+        self.refresh_deadline();
     }
 
     fn advance_subject(
@@ -187,6 +206,7 @@ impl PingNet {
         out: &mut Outbox,
     ) {
         let cfg = self.cfg.clone();
+        let next_grid = self.next_grid(now);
         let Some(s) = self.subjects.get_mut(&id) else {
             return;
         };
@@ -255,7 +275,7 @@ impl PingNet {
                 phase: Phase::Direct,
                 deadline: now + cfg.probe_timeout,
             });
-            s.next_round_at = now + cfg.probe_interval;
+            s.next_round_at = next_grid;
             out.send(s.addr, Message::Ping { probe });
         }
     }
@@ -276,11 +296,13 @@ impl PingNet {
             }
         }
         self.on_reached(now, from, probe, out);
+        self.refresh_deadline();
     }
 
     /// A helper reached `target` for us.
     pub fn on_indirect_ack(&mut self, now: Time, target: NodeId, probe: u64, out: &mut Outbox) {
         self.on_reached(now, target, probe, out);
+        self.refresh_deadline();
     }
 
     /// Another observer asks us to probe `target` for it.
@@ -304,6 +326,7 @@ impl PingNet {
             },
         );
         out.send(target_addr, Message::Ping { probe });
+        self.refresh_deadline();
     }
 
     fn on_reached(&mut self, now: Time, id: NodeId, probe: u64, out: &mut Outbox) {
@@ -368,9 +391,14 @@ impl PingNet {
         } else {
             Some(now + self.cfg.vote_refresh)
         };
+        self.refresh_deadline();
     }
 
     pub fn next_deadline(&self) -> Option<Time> {
+        self.deadline
+    }
+
+    fn refresh_deadline(&mut self) {
         let mut next = self.votes.next_send;
         for s in self.subjects.values() {
             next = earliest(next, Some(s.round.map_or(s.next_round_at, |r| r.deadline)));
@@ -378,7 +406,7 @@ impl PingNet {
         for r in self.relays.values() {
             next = earliest(next, Some(r.expires));
         }
-        next
+        self.deadline = next;
     }
 }
 
@@ -427,7 +455,7 @@ mod tests {
                 helpers: (10..14).map(|h| (NodeId(h), addr(h))).collect(),
             })
             .collect();
-        p.assign(Time::ZERO, assignments, &mut rng);
+        p.assign(Time::ZERO, assignments);
         (p, Outbox::new(NodeId(99), addr(99)), rng)
     }
 
@@ -589,7 +617,6 @@ mod tests {
                 addr: addr(1),
                 helpers: vec![],
             }],
-            &mut rng,
         );
         let mut out = Outbox::new(NodeId(99), addr(99));
         run_silent(&mut p, &mut rng, &mut out, Time::from_secs(5));

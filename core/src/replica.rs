@@ -109,6 +109,10 @@ impl Replica {
         }
     }
 
+    /// An answer to our pull, or entries the authority pushed (a resend or a
+    /// push after a lost pull). Pushed entries are applied when they continue
+    /// our log; any answer that moves us forward ends the request in flight so
+    /// the next pull (our acknowledgement) goes out at once.
     pub fn on_feed_reply(
         &mut self,
         req: u64,
@@ -117,26 +121,34 @@ impl Replica {
         out: &mut Outbox,
     ) -> Applied {
         let mut applied = Applied::default();
-        if !self.take_answer(req) || !self.has_snapshot {
+        let ours = self.inflight.is_some_and(|f| f.req == req);
+        if !self.has_snapshot {
             return applied;
         }
         if self.log != Some(log) {
-            // The authority's log is another history: start over from a snapshot.
-            self.has_snapshot = false;
-            self.at_end = false;
-            self.ready = false;
+            if ours {
+                // The authority's log is another history: start over.
+                self.inflight = None;
+                self.has_snapshot = false;
+                self.at_end = false;
+                self.ready = false;
+            }
             return applied;
         }
         match body {
             FeedBody::SnapshotRequired { .. } => {
-                self.has_snapshot = false;
-                self.at_end = false;
+                if ours {
+                    self.inflight = None;
+                    self.has_snapshot = false;
+                    self.at_end = false;
+                }
             }
             FeedBody::Entries {
                 entries,
                 head,
-                at_end,
+                at_end: _,
             } => {
+                let before = self.seq;
                 for e in entries {
                     if e.seq <= self.seq {
                         continue;
@@ -153,7 +165,10 @@ impl Replica {
                     self.state.apply(&e.change);
                     self.seq = e.seq;
                 }
-                self.at_end = at_end && self.seq == head;
+                if ours || self.seq > before {
+                    self.inflight = None;
+                    self.at_end = self.seq == head;
+                }
                 if self.at_end && !self.ready {
                     self.ready = true;
                     out.notice(Notice::Ready);

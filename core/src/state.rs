@@ -13,6 +13,8 @@ pub struct ClusterState {
     pub observers: BTreeMap<NodeId, Vec<NodeId>>,
     /// Nodes the authority has published as down.
     pub down: BTreeSet<NodeId>,
+    /// Reverse of `observers`: the subjects each node observes.
+    observing: BTreeMap<NodeId, BTreeSet<NodeId>>,
 }
 
 impl ClusterState {
@@ -21,15 +23,11 @@ impl ClusterState {
             Change::NodeUpserted(info) => self.registry.upsert(info.clone()),
             Change::NodeRemoved(id) => {
                 self.registry.remove(*id);
-                self.observers.remove(id);
+                self.set_observers(*id, Vec::new());
                 self.down.remove(id);
             }
             Change::Observers { subject, observers } => {
-                if observers.is_empty() {
-                    self.observers.remove(subject);
-                } else {
-                    self.observers.insert(*subject, observers.clone());
-                }
+                self.set_observers(*subject, observers.clone());
             }
             Change::Health { node, down } => {
                 if *down {
@@ -38,6 +36,25 @@ impl ClusterState {
                     self.down.remove(node);
                 }
             }
+        }
+    }
+
+    fn set_observers(&mut self, subject: NodeId, observers: Vec<NodeId>) {
+        let old = if observers.is_empty() {
+            self.observers.remove(&subject)
+        } else {
+            self.observers.insert(subject, observers)
+        };
+        for o in old.iter().flatten() {
+            if let Some(set) = self.observing.get_mut(o) {
+                set.remove(&subject);
+                if set.is_empty() {
+                    self.observing.remove(o);
+                }
+            }
+        }
+        for o in self.observers.get(&subject).into_iter().flatten() {
+            self.observing.entry(*o).or_default().insert(subject);
         }
     }
 
@@ -51,11 +68,9 @@ impl ClusterState {
 
     /// Subjects that `observer` is assigned to probe.
     pub fn subjects_of(&self, observer: NodeId) -> Vec<NodeId> {
-        self.observers
-            .iter()
-            .filter(|(_, obs)| obs.binary_search(&observer).is_ok())
-            .map(|(s, _)| *s)
-            .collect()
+        self.observing
+            .get(&observer)
+            .map_or_else(Vec::new, |s| s.iter().copied().collect())
     }
 
     pub fn snapshot(&self, seq: u64) -> Snapshot {
@@ -77,7 +92,7 @@ impl ClusterState {
             state.registry.upsert(info.clone());
         }
         for (s, o) in &snap.observers {
-            state.observers.insert(*s, o.clone());
+            state.set_observers(*s, o.clone());
         }
         state.down = snap.down.iter().copied().collect();
         state
@@ -146,6 +161,12 @@ mod tests {
         assert_eq!(back.down, s.down);
         assert_eq!(back.observers, s.observers);
         assert_eq!(s.subjects_of(NodeId(2)), vec![NodeId(1)]);
+        assert_eq!(back.subjects_of(NodeId(2)), vec![NodeId(1)]);
+        s.apply(&Change::Observers {
+            subject: NodeId(1),
+            observers: vec![],
+        });
+        assert!(s.subjects_of(NodeId(2)).is_empty());
     }
 
     #[test]

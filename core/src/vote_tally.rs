@@ -46,8 +46,16 @@ pub struct VoteTally {
     cfg: TallyConfig,
     bugs: InjectedBugs,
     ballots: BTreeMap<NodeId, Ballot>,
+    /// When each non-empty ballot expires, earliest first.
+    expiries: BTreeSet<(Time, NodeId)>,
     flaps: BTreeMap<NodeId, FlapHistory>,
+    /// When flap-damping holds end, earliest first.
+    holds: BTreeSet<(Time, NodeId)>,
     grace_until: Time,
+    grace_pending: bool,
+    /// Subjects whose verdict may have changed since the last evaluation.
+    dirty: BTreeSet<NodeId>,
+    all_dirty: bool,
 }
 
 impl VoteTally {
@@ -59,8 +67,13 @@ impl VoteTally {
             cfg,
             bugs,
             ballots: BTreeMap::new(),
+            expiries: BTreeSet::new(),
             flaps: BTreeMap::new(),
+            holds: BTreeSet::new(),
             grace_until,
+            grace_pending: true,
+            dirty: BTreeSet::new(),
+            all_dirty: true,
         }
     }
 
@@ -72,21 +85,47 @@ impl VoteTally {
                 return false;
             }
         }
-        self.ballots.insert(
-            observer,
-            Ballot {
-                seq,
-                down: down.iter().copied().filter(|d| *d != observer).collect(),
-                expires: now + self.cfg.vote_ttl,
-            },
-        );
+        let down: BTreeSet<NodeId> = down.iter().copied().filter(|d| *d != observer).collect();
+        let expires = now + self.cfg.vote_ttl;
+        if let Some(old) = self.ballots.remove(&observer) {
+            self.expiries.remove(&(old.expires, observer));
+            self.dirty.extend(old.down.symmetric_difference(&down).copied());
+        } else {
+            self.dirty.extend(down.iter().copied());
+        }
+        if !down.is_empty() {
+            self.expiries.insert((expires, observer));
+        }
+        self.ballots.insert(observer, Ballot { seq, down, expires });
         true
     }
 
+    /// Marks what a change applied to the state may affect.
+    pub fn note_applied(&mut self, change: &Change, state: &ClusterState) {
+        match change {
+            // Whether `node` counts as a live observer changed.
+            Change::Health { node, .. } => self.dirty.extend(state.subjects_of(*node)),
+            Change::Observers { subject, .. } => {
+                self.dirty.insert(*subject);
+            }
+            Change::NodeUpserted(info) => {
+                self.dirty.insert(info.id);
+            }
+            Change::NodeRemoved(id) => {
+                self.forget(*id);
+                self.all_dirty = true;
+            }
+        }
+    }
+
     /// Forgets a node that left the cluster.
-    pub fn forget(&mut self, id: NodeId) {
-        self.ballots.remove(&id);
-        self.flaps.remove(&id);
+    fn forget(&mut self, id: NodeId) {
+        if let Some(b) = self.ballots.remove(&id) {
+            self.expiries.remove(&(b.expires, id));
+        }
+        if let Some(h) = self.flaps.remove(&id) {
+            self.holds.remove(&(h.hold_until, id));
+        }
     }
 
     pub fn count(&self, now: Time, subject: NodeId, state: &ClusterState) -> Count {
@@ -110,24 +149,49 @@ impl VoteTally {
 
     /// Verdict changes due now. `exempt` (the authority itself) never gets a
     /// verdict. Changes are computed against `state` as given; the caller
-    /// applies them and calls again until nothing changes.
+    /// applies them (telling [`VoteTally::note_applied`]) and calls again
+    /// until nothing changes.
     pub fn evaluate(&mut self, now: Time, state: &ClusterState, exempt: NodeId) -> Vec<Change> {
-        self.ballots.retain(|_, b| b.expires > now || b.down.is_empty());
+        while let Some(&(t, observer)) = self.expiries.first() {
+            if t > now {
+                break;
+            }
+            self.expiries.pop_first();
+            if let Some(b) = self.ballots.get_mut(&observer) {
+                self.dirty.extend(std::mem::take(&mut b.down));
+            }
+        }
+        while let Some(&(t, subject)) = self.holds.first() {
+            if t > now {
+                break;
+            }
+            self.holds.pop_first();
+            self.dirty.insert(subject);
+        }
+        if self.grace_pending && now >= self.grace_until {
+            self.grace_pending = false;
+            self.dirty.extend(state.down.iter().copied());
+        }
+        let subjects: Vec<NodeId> = if std::mem::take(&mut self.all_dirty) {
+            self.dirty.clear();
+            state.registry.iter().map(|n| n.id).collect()
+        } else {
+            std::mem::take(&mut self.dirty).into_iter().collect()
+        };
         let mut changes = Vec::new();
-        for info in state.registry.iter() {
-            let subject = info.id;
-            if subject == exempt {
+        for subject in subjects {
+            if subject == exempt || !state.registry.contains(subject) {
                 continue;
             }
-            let count = self.count(now, subject, state);
+            let down_now = self.count(now, subject, state).is_down(&self.bugs);
             let is_down = state.is_down(subject);
-            if count.is_down(&self.bugs) && !is_down {
+            if down_now && !is_down {
                 self.note_down(now, subject);
                 changes.push(Change::Health {
                     node: subject,
                     down: true,
                 });
-            } else if !count.is_down(&self.bugs) && is_down && self.may_come_up(now, subject) {
+            } else if !down_now && is_down && self.may_come_up(now, subject) {
                 changes.push(Change::Health {
                     node: subject,
                     down: false,
@@ -152,7 +216,9 @@ impl VoteTally {
                 .flap_hold_base
                 .saturating_mul(1 << doublings)
                 .min(self.cfg.flap_hold_max);
+            self.holds.remove(&(h.hold_until, subject));
             h.hold_until = now + hold;
+            self.holds.insert((h.hold_until, subject));
         }
     }
 
@@ -166,24 +232,14 @@ impl VoteTally {
     }
 
     /// The next time a verdict could change without new votes arriving.
-    pub fn next_deadline(&self, now: Time, state: &ClusterState) -> Option<Time> {
-        let mut next = None;
-        for b in self.ballots.values() {
-            if !b.down.is_empty() && b.expires > now {
-                next = earliest(next, Some(b.expires));
-            }
+    pub fn next_deadline(&self) -> Option<Time> {
+        let mut next = self.expiries.first().map(|(t, _)| *t);
+        next = earliest(next, self.holds.first().map(|(t, _)| *t));
+        if self.grace_pending {
+            next = earliest(next, Some(self.grace_until));
         }
-        if !state.down.is_empty() {
-            if self.grace_until > now {
-                next = earliest(next, Some(self.grace_until));
-            }
-            for d in &state.down {
-                if let Some(h) = self.flaps.get(d) {
-                    if h.hold_until > now {
-                        next = earliest(next, Some(h.hold_until));
-                    }
-                }
-            }
+        if self.all_dirty || !self.dirty.is_empty() {
+            next = Some(Time::ZERO);
         }
         next
     }
@@ -237,6 +293,7 @@ mod tests {
             }
             for c in &changes {
                 s.apply(c);
+                t.note_applied(c, s);
             }
             all.extend(changes);
         }
@@ -305,7 +362,7 @@ mod tests {
         t.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
         t.record(Time::ZERO, NodeId(2), seq(1), &[NodeId(0)]);
         assert_eq!(settle(&mut t, Time::ZERO, &mut s).len(), 1);
-        let deadline = t.next_deadline(Time::ZERO, &s).unwrap();
+        let deadline = t.next_deadline().unwrap();
         assert_eq!(deadline, Time::ZERO + cfg().vote_ttl);
         assert!(settle(&mut t, deadline - Duration::from_micros(1), &mut s).is_empty());
         assert_eq!(
@@ -339,7 +396,7 @@ mod tests {
         let mut t = VoteTally::new(TallyConfig::default(), InjectedBugs::default(), Time::ZERO);
         assert!(settle(&mut t, Time::from_secs(1), &mut s).is_empty());
         assert_eq!(
-            t.next_deadline(Time::from_secs(1), &s),
+            t.next_deadline(),
             Some(Time::ZERO + TallyConfig::default().startup_grace)
         );
         assert_eq!(settle(&mut t, Time::from_secs(3), &mut s).len(), 1);
@@ -378,7 +435,10 @@ mod tests {
         t.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
         t.record(Time::ZERO, NodeId(2), seq(1), &[NodeId(0)]);
         assert!(t.evaluate(Time::ZERO, &s, NodeId(0)).is_empty());
-        assert_eq!(settle(&mut t, Time::ZERO, &mut s).len(), 1);
+        let mut other = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        other.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
+        other.record(Time::ZERO, NodeId(2), seq(1), &[NodeId(0)]);
+        assert_eq!(settle(&mut other, Time::ZERO, &mut s).len(), 1);
     }
 
     // Model-based test: verdicts equal a direct majority count over the model,

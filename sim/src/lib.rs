@@ -1,1 +1,18 @@
+//! The StretchFS deterministic simulator: core nodes over a seeded network,
+//! with simulated clocks, crashes, pauses and partitions, checked by oracles
+//! while it runs. Same seed, same trace hash.
 
+pub mod bench;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod oracle;
+pub mod report;
+pub mod swarm;
+pub mod trace;
+pub mod world;
+
+pub use config::{Fault, SimConfig};
+pub use engine::{run, Sim};
+pub use oracle::{Violation, ViolationKind};
+pub use report::Report;

@@ -1,0 +1,305 @@
+//! What one simulation run is: cluster shape, network, clocks, node settings
+//! and the fault schedule. Swarm mode draws all of it from the seed.
+
+use crate::clock::SimClock;
+use stretchfs_core::rng::{Rng, SeededRng};
+use stretchfs_core::{
+    Duration, FeedConfig, InjectedBugs, NodeConfig, PingConfig, Roles, TallyConfig, Time, Zone,
+};
+use stretchfs_transport_sim::{HostId, LatencyModel, NetConfig};
+
+/// One scheduled fault. Hosts are numbered from 0; host 0 is the authority.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// The process dies: volatile state is lost, its disk is kept.
+    Crash { host: HostId },
+    /// The process starts again from its disk, optionally on a new address.
+    Restart { host: HostId, new_addr: bool },
+    /// The process stops running (GC pause, SIGSTOP) until `Resume`.
+    Pause { host: HostId },
+    Resume { host: HostId },
+    /// Both directions between the two groups are cut.
+    Split { a: Vec<HostId>, b: Vec<HostId> },
+    /// Messages from `from` to `to` are dropped; the other direction works.
+    OneWay { from: HostId, to: HostId },
+    /// The host is cut off from every other host.
+    Isolate { host: HostId },
+    /// Messages to and from the host are held for `duration`.
+    ClogHost { host: HostId, duration: Duration },
+    /// Messages on one directed link are held for `duration`.
+    ClogLink {
+        from: HostId,
+        to: HostId,
+        duration: Duration,
+    },
+    /// Removes every partition and clog.
+    HealNetwork,
+    /// Changes loss, duplication, reordering and latency.
+    SetNet(NetConfig),
+    /// The liveness phase begins: every crashed host restarts, every paused
+    /// host resumes, the network heals and becomes lossless.
+    HealAll,
+}
+
+#[derive(Clone, Debug)]
+pub struct HostSpec {
+    pub roles: Roles,
+    pub zone: Zone,
+    pub clock: SimClock,
+    /// When the host first starts.
+    pub start_at: Time,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub hosts: Vec<HostSpec>,
+    pub net: NetConfig,
+    pub ping: PingConfig,
+    pub tally: TallyConfig,
+    pub feed: FeedConfig,
+    pub bugs: InjectedBugs,
+    /// Faults in time order.
+    pub faults: Vec<(Time, Fault)>,
+    /// When the final heal happens (a `HealAll` is scheduled then).
+    pub heal_at: Time,
+    /// How long after the heal every node must agree.
+    pub liveness_bound: Duration,
+    /// Test only: mixes a non-reproducible value into the run so the
+    /// determinism check has something to catch.
+    pub inject_nondeterminism: bool,
+}
+
+impl SimConfig {
+    /// A calm cluster of `n` hosts in `zones` zones with default settings and
+    /// no faults; scenarios add theirs.
+    pub fn calm(seed: u64, n: usize, zones: usize) -> SimConfig {
+        let hosts = (0..n)
+            .map(|i| HostSpec {
+                roles: role_of(i),
+                zone: Zone::new(format!("zone-{}", i % zones.max(1))),
+                clock: SimClock::EXACT,
+                start_at: Time::from_millis(i as u64 * 10),
+            })
+            .collect();
+        let mut cfg = SimConfig {
+            seed,
+            hosts,
+            net: NetConfig::default(),
+            ping: PingConfig::default(),
+            tally: TallyConfig::default(),
+            feed: FeedConfig::default(),
+            bugs: InjectedBugs::default(),
+            faults: Vec::new(),
+            heal_at: Time::from_secs(30),
+            liveness_bound: Duration::ZERO,
+            inject_nondeterminism: false,
+        };
+        cfg.liveness_bound = cfg.default_liveness_bound();
+        cfg
+    }
+
+    /// Node settings for host `i`; the simulator fills in the address.
+    pub fn node_config(&self, i: HostId, addr: std::net::SocketAddr, authority: std::net::SocketAddr) -> NodeConfig {
+        let h = &self.hosts[i];
+        let mut c = NodeConfig::new(addr, h.roles, h.zone.clone(), authority);
+        c.ping = self.ping.clone();
+        c.tally = self.tally.clone();
+        c.feed = self.feed.clone();
+        c.bugs = self.bugs.clone();
+        c
+    }
+
+    /// The template node config (host 0's), for the bounds derived from it.
+    pub fn template(&self) -> NodeConfig {
+        let a = "10.0.0.1:7000".parse().expect("literal address");
+        self.node_config(0, a, a)
+    }
+
+    /// Long enough for the worst flap-damping hold, the authority's startup
+    /// grace, a detection, the feed and a rejoin after a heal.
+    pub fn default_liveness_bound(&self) -> Duration {
+        let t = self.template();
+        self.tally.flap_hold_max
+            + self.tally.startup_grace
+            + t.detection_bound()
+            + t.propagation_bound()
+            + Duration::from_secs(5)
+    }
+
+    pub fn end(&self) -> Time {
+        self.heal_at + self.liveness_bound
+    }
+
+    pub fn schedule(&mut self, at: Time, fault: Fault) {
+        let pos = self.faults.partition_point(|(t, _)| *t <= at);
+        self.faults.insert(pos, (at, fault));
+    }
+
+    /// Swarm mode: everything drawn from the seed (TigerBeetle's VOPR does
+    /// the same): cluster size, zones, loss 0-20%, duplication, reordering,
+    /// latency, partition kinds, crash and pause rates, clock skew and drift.
+    pub fn swarm(seed: u64) -> SimConfig {
+        let mut r = SeededRng::stream(seed, "swarm");
+        let n = 3 + r.below(10) as usize;
+        let zones = 1 + r.below(3) as usize;
+        let mut cfg = SimConfig::calm(seed, n, zones);
+        for h in &mut cfg.hosts {
+            h.clock = SimClock {
+                offset_us: r.below(60_000_000),
+                drift_ppm: r.below(2001) as i64 - 1000,
+            };
+            h.start_at = Time::from_micros(r.below(1_000_000));
+        }
+        cfg.hosts[0].start_at = Time::ZERO;
+        cfg.net = draw_net(&mut r);
+        let fault_start = Time::from_secs(5);
+        let fault_span = 40_000_000u64;
+        cfg.heal_at = fault_start + Duration::from_micros(fault_span);
+        let at = |r: &mut SeededRng| fault_start + Duration::from_micros(r.below(fault_span));
+        let secs = |r: &mut SeededRng, lo: f64, hi: f64| Duration::from_secs_f64(lo + (hi - lo) * r.unit());
+        // Store crashes, some restarting on a new address.
+        for _ in 0..r.below(4) {
+            let host = 1 + r.below(n as u64 - 1) as usize;
+            let t = at(&mut r);
+            let down = secs(&mut r, 0.5, 15.0);
+            let new_addr = r.chance(0.3);
+            cfg.schedule(t, Fault::Crash { host });
+            cfg.schedule(t + down, Fault::Restart { host, new_addr });
+        }
+        // Authority crash.
+        if r.chance(0.3) {
+            let t = at(&mut r);
+            let down = secs(&mut r, 0.5, 8.0);
+            cfg.schedule(t, Fault::Crash { host: 0 });
+            cfg.schedule(t + down, Fault::Restart { host: 0, new_addr: false });
+        }
+        // Pauses, some longer than the detection bound.
+        for _ in 0..r.below(3) {
+            let host = r.below(n as u64) as usize;
+            let t = at(&mut r);
+            cfg.schedule(t, Fault::Pause { host });
+            cfg.schedule(t + secs(&mut r, 0.1, 5.0), Fault::Resume { host });
+        }
+        // Network episodes.
+        for _ in 0..r.below(3) {
+            let t = at(&mut r);
+            let len = secs(&mut r, 0.5, 10.0);
+            let fault = match r.below(5) {
+                0 => {
+                    let mut a = Vec::new();
+                    let mut b = Vec::new();
+                    for h in 0..n {
+                        if r.chance(0.5) { a.push(h) } else { b.push(h) }
+                    }
+                    Fault::Split { a, b }
+                }
+                1 => {
+                    let from = r.below(n as u64) as usize;
+                    let to = (from + 1 + r.below(n as u64 - 1) as usize) % n;
+                    Fault::OneWay { from, to }
+                }
+                2 => Fault::Isolate { host: r.below(n as u64) as usize },
+                3 => Fault::ClogHost { host: r.below(n as u64) as usize, duration: len },
+                _ => {
+                    let from = r.below(n as u64) as usize;
+                    let to = (from + 1 + r.below(n as u64 - 1) as usize) % n;
+                    Fault::ClogLink { from, to, duration: len }
+                }
+            };
+            let heals = !matches!(fault, Fault::ClogHost { .. } | Fault::ClogLink { .. });
+            cfg.schedule(t, fault);
+            if heals {
+                cfg.schedule(t + len, Fault::HealNetwork);
+            }
+        }
+        cfg
+    }
+
+    /// One line describing the drawn fault mix.
+    pub fn describe(&self) -> String {
+        let count = |f: &dyn Fn(&Fault) -> bool| self.faults.iter().filter(|(_, x)| f(x)).count();
+        format!(
+            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={}",
+            self.hosts.len(),
+            self.hosts.iter().map(|h| &h.zone).collect::<std::collections::BTreeSet<_>>().len(),
+            self.net.drop * 100.0,
+            self.net.duplicate * 100.0,
+            self.net.reorder * 100.0,
+            self.net.latency.base,
+            self.net.latency.mean_extra,
+            count(&|f| matches!(f, Fault::Crash { host } if *host != 0)),
+            count(&|f| matches!(f, Fault::Crash { host: 0 })),
+            count(&|f| matches!(f, Fault::Pause { .. })),
+            count(&|f| matches!(f, Fault::Split { .. } | Fault::OneWay { .. } | Fault::Isolate { .. })),
+            count(&|f| matches!(f, Fault::ClogHost { .. } | Fault::ClogLink { .. })),
+        )
+    }
+}
+
+/// Host 0 is the authority; the rest alternate between store and prism.
+fn role_of(i: usize) -> Roles {
+    match i {
+        0 => Roles::AUTHORITY,
+        i if i % 3 == 0 => Roles::PRISM,
+        _ => Roles::STORE,
+    }
+}
+
+fn draw_net(r: &mut SeededRng) -> NetConfig {
+    let drop = match r.below(10) {
+        0..=3 => 0.0,
+        4..=6 => 0.05 * r.unit(),
+        _ => 0.05 + 0.15 * r.unit(),
+    };
+    let duplicate = if r.chance(0.5) { 0.05 * r.unit() } else { 0.0 };
+    let (reorder, reorder_delay) = if r.chance(0.5) {
+        (0.2 * r.unit(), Duration::from_micros(1_000 + r.below(29_000)))
+    } else {
+        (0.0, Duration::from_millis(20))
+    };
+    let latency = if r.chance(0.5) {
+        LatencyModel::lan()
+    } else {
+        LatencyModel {
+            base: Duration::from_micros(50 + r.below(950)),
+            mean_extra: Duration::from_micros(100 + r.below(2_900)),
+            spike_chance: 0.01 * r.unit(),
+            spike: Duration::from_millis(1 + r.below(50)),
+        }
+    };
+    NetConfig {
+        latency,
+        drop,
+        duplicate,
+        reorder,
+        reorder_delay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swarm_draw_is_a_function_of_the_seed() {
+        let a = SimConfig::swarm(5);
+        let b = SimConfig::swarm(5);
+        assert_eq!(a.faults, b.faults);
+        assert_eq!(a.net, b.net);
+        assert_eq!(a.describe(), b.describe());
+        let differs = (0..20).any(|s| SimConfig::swarm(s).describe() != a.describe());
+        assert!(differs);
+    }
+
+    #[test]
+    fn swarm_faults_fall_before_the_heal_and_in_order() {
+        for seed in 0..200 {
+            let c = SimConfig::swarm(seed);
+            assert!(c.faults.windows(2).all(|w| w[0].0 <= w[1].0));
+            assert!(c.hosts.len() >= 3);
+            assert!(c.net.drop <= 0.2);
+            let _ = &c.hosts[0].roles.authority.then_some(()).expect("host 0 is the authority");
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Safety and liveness checks, run while the simulation runs.
+//!
+//! - no false down: a node that is running, not paused, and reachable over
+//!   clean links by a majority of its counted observers (running, stable,
+//!   connected to the authority) is never marked down, once it and they have
+//!   been stable for longer than a vote can outlive its cause;
+//! - timely detection: a crashed node is marked down within the configured
+//!   bound whenever the authority and a majority of its observers are up,
+//!   stable and connected;
+//! - liveness: after the final heal every node agrees with the authority
+//!   within the liveness bound, with nobody down or suspected.
+
+use crate::config::SimConfig;
+use crate::world::World;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use stretchfs_core::{Duration, NodeId, Notice, Time};
+use stretchfs_transport_sim::HostId;
+
+/// Above this loss rate, false downs are counted, not failures.
+pub const LOSSY: f64 = 0.05;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    FalseDown,
+    LateDetection,
+    NoConvergence,
+    Nondeterminism,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub at: Time,
+    pub kind: ViolationKind,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {:?}: {}", self.at, self.kind, self.detail)
+    }
+}
+
+/// One crash being timed until every live node applied its down verdict.
+#[derive(Clone, Debug)]
+struct CrashWatch {
+    node: NodeId,
+    at: Time,
+    published: Option<Time>,
+    pending: BTreeSet<HostId>,
+    /// When every live node had applied the verdict.
+    everywhere: Option<Time>,
+    /// Set by the detection check: could the cluster detect this crash in
+    /// time (authority and a majority of observers up, settled, connected),
+    /// and could every live node hear of it (all connected to the authority)?
+    eligible: Option<(bool, bool)>,
+}
+
+#[derive(Debug)]
+pub struct Oracle {
+    /// How long a node (and its observers) must have been stable before a
+    /// down verdict on it counts as false: a vote can outlive its cause by
+    /// the vote TTL after its observer loses the authority, plus a detection.
+    pub stable_window: Duration,
+    pub detection_bound: Duration,
+    /// Observers that restarted this recently are not expected to probe yet.
+    pub settle: Duration,
+    pub violations: Vec<Violation>,
+    pub false_downs_tolerated: u64,
+    /// Crash to verdict at the authority, crashes the cluster could detect.
+    pub detections: Vec<Duration>,
+    /// Crash to verdict on every live node, crashes every node could hear of.
+    pub detections_everywhere: Vec<Duration>,
+    /// Either of the above for crashes that were not detectable in time
+    /// (authority down, observers partitioned, ...): reported, not judged.
+    pub detections_impaired: Vec<Duration>,
+    pub detections_censored: u64,
+    pub detection_checks: u64,
+    pub false_down_checks: u64,
+    crashes: BTreeMap<HostId, CrashWatch>,
+    heal_at: Time,
+    pub converged_at: Option<Time>,
+    pub divergence: Option<String>,
+}
+
+const MAX_VIOLATIONS: usize = 20;
+
+impl Oracle {
+    pub fn new(cfg: &SimConfig) -> Oracle {
+        let t = cfg.template();
+        Oracle {
+            stable_window: cfg.tally.vote_ttl + t.detection_bound(),
+            detection_bound: t.detection_bound(),
+            settle: Duration::from_secs(3),
+            violations: Vec::new(),
+            false_downs_tolerated: 0,
+            detections: Vec::new(),
+            detections_everywhere: Vec::new(),
+            detections_impaired: Vec::new(),
+            detections_censored: 0,
+            detection_checks: 0,
+            false_down_checks: 0,
+            crashes: BTreeMap::new(),
+            heal_at: cfg.heal_at,
+            converged_at: None,
+            divergence: None,
+        }
+    }
+
+    pub fn violate(&mut self, at: Time, kind: ViolationKind, detail: String) {
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(Violation { at, kind, detail });
+        }
+    }
+
+    /// A host crashed; returns when to check that it was detected.
+    pub fn on_crash(&mut self, w: &World, host: HostId, node: NodeId) -> Time {
+        if let Some(old) = self.crashes.remove(&host) {
+            self.censor(old);
+        }
+        for watch in self.crashes.values_mut() {
+            watch.pending.remove(&host);
+        }
+        self.complete_watches(w.now);
+        if host != 0 {
+            self.crashes.insert(
+                host,
+                CrashWatch {
+                    node,
+                    at: w.now,
+                    published: None,
+                    pending: BTreeSet::new(),
+                    everywhere: None,
+                    eligible: None,
+                },
+            );
+        }
+        w.now + self.detection_bound
+    }
+
+    pub fn on_restart(&mut self, host: HostId) {
+        if let Some(old) = self.crashes.remove(&host) {
+            self.censor(old);
+        }
+    }
+
+    /// A watch ends before it completed (the host restarted, the run ended):
+    /// what was measured still counts, with whatever eligibility is known.
+    fn censor(&mut self, mut watch: CrashWatch) {
+        if watch.everywhere.is_none() && watch.published.is_some() {
+            self.detections_censored += 1;
+        }
+        watch.eligible.get_or_insert((false, false));
+        self.record(&watch, watch.published, watch.everywhere);
+    }
+
+    fn record(&mut self, w: &CrashWatch, published: Option<Time>, everywhere: Option<Time>) {
+        let (detectable, audible) = w.eligible.unwrap_or((false, false));
+        if let Some(p) = published {
+            if detectable {
+                self.detections.push(p.since(w.at));
+            } else {
+                self.detections_impaired.push(p.since(w.at));
+            }
+        }
+        if let Some(e) = everywhere {
+            if audible {
+                self.detections_everywhere.push(e.since(w.at));
+            } else {
+                self.detections_impaired.push(e.since(w.at));
+            }
+        }
+    }
+
+    /// Watches whose verdict reached every live node and whose eligibility is
+    /// known are recorded and closed.
+    fn complete_watches(&mut self, now: Time) {
+        for c in self.crashes.values_mut() {
+            if c.published.is_some() && c.pending.is_empty() && c.everywhere.is_none() {
+                c.everywhere = Some(now);
+            }
+        }
+        let done: Vec<HostId> = self
+            .crashes
+            .iter()
+            .filter(|(_, c)| c.everywhere.is_some() && c.eligible.is_some())
+            .map(|(h, _)| *h)
+            .collect();
+        for h in done {
+            if let Some(c) = self.crashes.remove(&h) {
+                self.record(&c, c.published, c.everywhere);
+            }
+        }
+    }
+
+    pub fn on_notice(&mut self, w: &World, host: HostId, notice: &Notice) {
+        match *notice {
+            Notice::VerdictPublished { node, down: true } => {
+                self.check_false_down(w, node);
+                if let Some(h) = w.host_of(node) {
+                    if let Some(c) = self.crashes.get_mut(&h) {
+                        if c.node == node && c.published.is_none() {
+                            c.published = Some(w.now);
+                            c.pending = (0..w.hosts.len())
+                                .filter(|x| *x != h && w.hosts[*x].node.is_some())
+                                .collect();
+                        }
+                    }
+                }
+                self.complete_watches(w.now);
+            }
+            Notice::VerdictApplied { node, down: true } => {
+                if let Some(h) = w.host_of(node) {
+                    if let Some(c) = self.crashes.get_mut(&h) {
+                        if c.node == node && c.published.is_some() {
+                            c.pending.remove(&host);
+                        }
+                    }
+                }
+                self.complete_watches(w.now);
+            }
+            _ => {}
+        }
+    }
+
+    fn check_false_down(&mut self, w: &World, node: NodeId) {
+        let Some(xh) = w.host_of(node) else { return };
+        let Some(authority) = w.authority() else {
+            return;
+        };
+        let now = w.now;
+        let stable = |h: HostId| {
+            let host = &w.hosts[h];
+            host.is_up() && now.since(host.stable_since()) > self.stable_window
+        };
+        if !stable(xh) || w.hosts[xh].node.as_ref().map(|n| n.id()) != Some(node) {
+            return;
+        }
+        let counted: Vec<HostId> = authority
+            .state()
+            .observers_of(node)
+            .iter()
+            .filter_map(|o| w.host_of(*o))
+            .filter(|o| stable(*o) && w.clean(*o, 0))
+            .collect();
+        if counted.is_empty() {
+            return;
+        }
+        self.false_down_checks += 1;
+        let reaching = counted.iter().filter(|o| w.clean(**o, xh)).count();
+        if reaching * 2 > counted.len() {
+            if w.net.config().drop > LOSSY {
+                self.false_downs_tolerated += 1;
+            } else {
+                self.violate(
+                    now,
+                    ViolationKind::FalseDown,
+                    format!(
+                        "node {node} (host {xh}) marked down while {reaching} of {} counted observers reach it over clean links",
+                        counted.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Scheduled `detection_bound` after a crash.
+    pub fn check_detection(&mut self, w: &World, host: HostId, crash_id: u64, crashed_at: Time) {
+        let h = &w.hosts[host];
+        if h.crash_id != crash_id || h.node.is_some() || host == 0 {
+            return; // Restarted since, or the authority itself.
+        }
+        let (detectable, audible) = self.eligibility(w, host, crashed_at);
+        if let Some(c) = self.crashes.get_mut(&host) {
+            c.eligible = Some((detectable, audible));
+        }
+        self.complete_watches(w.now);
+        if !detectable {
+            return;
+        }
+        self.detection_checks += 1;
+        let Some(node) = h.disk.node else { return };
+        let down = w.authority().is_some_and(|a| a.state().is_down(node));
+        if !down {
+            self.violate(
+                w.now,
+                ViolationKind::LateDetection,
+                format!(
+                    "node {node} (host {host}) crashed at {crashed_at} and is not down after {:?}",
+                    self.detection_bound
+                ),
+            );
+        }
+    }
+
+    /// Could the crash of `host` be detected in time (the authority and a
+    /// majority of the node's observers up, settled since before the crash and
+    /// connected to the authority), and could every live node hear of it
+    /// (every live host settled and connected to the authority)?
+    fn eligibility(&self, w: &World, host: HostId, crashed_at: Time) -> (bool, bool) {
+        let settled = |t: Time| t + self.settle <= crashed_at;
+        let ok = |o: HostId| {
+            let oh = &w.hosts[o];
+            oh.is_up() && settled(oh.stable_since()) && w.clean(o, 0)
+        };
+        let (Some(node), Some(started)) = (w.hosts[host].disk.node, w.hosts[host].first_started)
+        else {
+            return (false, false);
+        };
+        if !ok(0) || !settled(started) {
+            return (false, false);
+        }
+        let Some(authority) = w.authority() else {
+            return (false, false);
+        };
+        let observers = authority.state().observers_of(node);
+        let good = observers
+            .iter()
+            .filter_map(|o| w.host_of(*o))
+            .filter(|o| ok(*o))
+            .count();
+        let detectable = !observers.is_empty() && good * 2 > observers.len();
+        let audible = detectable && (0..w.hosts.len()).filter(|x| *x != host).all(ok);
+        (detectable, audible)
+    }
+
+    /// Called periodically after the heal: do all nodes agree, with every
+    /// node up and nobody suspected?
+    pub fn check_convergence(&mut self, w: &World) {
+        if self.converged_at.is_some() {
+            return; // Checked again, in full, when the run ends.
+        }
+        self.recheck_convergence(w);
+    }
+
+    fn recheck_convergence(&mut self, w: &World) {
+        match divergence(w) {
+            None => {
+                if self.converged_at.is_none() {
+                    self.converged_at = Some(w.now);
+                }
+                self.divergence = None;
+            }
+            Some(why) => {
+                self.converged_at = None;
+                self.divergence = Some(why);
+            }
+        }
+    }
+
+    pub fn finish(&mut self, w: &World) {
+        self.recheck_convergence(w);
+        for (_, c) in std::mem::take(&mut self.crashes) {
+            self.censor(c);
+        }
+        if self.converged_at.is_none() {
+            let why = self.divergence.clone().unwrap_or_default();
+            self.violate(
+                w.now,
+                ViolationKind::NoConvergence,
+                format!(
+                    "not converged {:?} after the heal: {why}",
+                    w.now.since(self.heal_at)
+                ),
+            );
+        }
+    }
+
+    pub fn convergence_time(&self) -> Option<Duration> {
+        self.converged_at.map(|t| t.since(self.heal_at))
+    }
+}
+
+/// Why the cluster has not converged, or `None` if it has.
+fn divergence(w: &World) -> Option<String> {
+    let Some(authority) = w.authority() else {
+        return Some("authority not running".into());
+    };
+    let state = authority.state();
+    for h in &w.hosts {
+        let Some(node) = &h.node else {
+            return Some(format!("host {} not running", h.id));
+        };
+        if h.paused {
+            return Some(format!("host {} paused", h.id));
+        }
+        if state.registry.get(node.id()) != Some(&node.info()) {
+            return Some(format!("host {} not registered as it is", h.id));
+        }
+    }
+    if let Some(d) = state.down.iter().next() {
+        return Some(format!("node {d} still down at the authority"));
+    }
+    for h in &w.hosts {
+        let Some(node) = h.node.as_ref() else {
+            continue;
+        };
+        let r = node.replica();
+        if r.log() != Some(authority.log_id()) || r.seq() != authority.head() {
+            return Some(format!(
+                "host {} replica at {} of {:?}, authority at {}",
+                h.id,
+                r.seq(),
+                r.log(),
+                authority.head()
+            ));
+        }
+        let health = node.health();
+        if let Some(s) = state.registry.iter().find(|i| health.is_suspect(i.id)) {
+            return Some(format!("host {} suspects {}", h.id, s.id));
+        }
+    }
+    // Same position in the same log: the states must be equal too.
+    let digest = state.digest();
+    for h in &w.hosts {
+        if h.node.as_ref().is_some_and(|n| n.replica().state().digest() != digest) {
+            return Some(format!("host {} replica differs from the authority at the same seq", h.id));
+        }
+    }
+    None
+}

@@ -1,0 +1,129 @@
+//! What one run found, and percentiles over many.
+
+use crate::oracle::Violation;
+use std::fmt;
+use stretchfs_core::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub description: String,
+    pub trace_hash: u64,
+    pub events: u64,
+    pub sim_time: Duration,
+    pub wall_time: std::time::Duration,
+    pub loss: f64,
+    /// Crash to the authority's down verdict.
+    pub detections: Vec<Duration>,
+    /// Crash to the verdict applied on every live node.
+    pub detections_everywhere: Vec<Duration>,
+    /// Detections of crashes the cluster was too impaired to detect in time.
+    pub detections_impaired: Vec<Duration>,
+    pub detections_censored: u64,
+    pub detection_checks: u64,
+    pub false_down_checks: u64,
+    pub false_downs_tolerated: u64,
+    pub convergence: Option<Duration>,
+    pub violations: Vec<Violation>,
+    pub messages: u64,
+    pub probe_messages: u64,
+    pub dropped_foreign: u64,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run --release -p stretchfs-sim -- run --seed {}",
+            self.seed
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {}: {}", self.seed, self.description)?;
+        writeln!(
+            f,
+            "  simulated {:.1}s in {:.3}s wall ({:.0}x), {} events, {} messages ({} probe)",
+            self.sim_time.as_secs_f64(),
+            self.wall_time.as_secs_f64(),
+            self.sim_time.as_secs_f64() / self.wall_time.as_secs_f64().max(1e-9),
+            self.events,
+            self.messages,
+            self.probe_messages
+        )?;
+        writeln!(
+            f,
+            "  detection (crash -> down at authority): {}",
+            list_ms(&self.detections)
+        )?;
+        writeln!(
+            f,
+            "  detection (crash -> down on every live node): {} ({} censored by a later fault)",
+            list_ms(&self.detections_everywhere),
+            self.detections_censored
+        )?;
+        writeln!(
+            f,
+            "  detection while the cluster was impaired (not judged): {}",
+            list_ms(&self.detections_impaired)
+        )?;
+        writeln!(
+            f,
+            "  checks: {} false-down, {} timely-detection; false downs tolerated at >5% loss: {}",
+            self.false_down_checks, self.detection_checks, self.false_downs_tolerated
+        )?;
+        match self.convergence {
+            Some(c) => writeln!(f, "  converged {:.2}s after the final heal", c.as_secs_f64())?,
+            None => writeln!(f, "  did not converge after the final heal")?,
+        }
+        writeln!(f, "  trace hash {:016x}", self.trace_hash)?;
+        if self.violations.is_empty() {
+            write!(f, "  OK: no violations")
+        } else {
+            writeln!(f, "  {} VIOLATIONS:", self.violations.len())?;
+            for v in &self.violations {
+                writeln!(f, "    {v}")?;
+            }
+            write!(f, "  replay: {}", self.replay_command())
+        }
+    }
+}
+
+fn list_ms(d: &[Duration]) -> String {
+    if d.is_empty() {
+        return "none".into();
+    }
+    d.iter()
+        .map(|x| format!("{}ms", x.as_millis()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The value below which `p` (0..=1) of the sorted samples fall
+/// (nearest-rank).
+pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 0.5), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&v, 0.99), Some(Duration::from_millis(99)));
+        assert_eq!(percentile(&v, 1.0), Some(Duration::from_millis(100)));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}
