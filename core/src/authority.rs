@@ -214,14 +214,7 @@ impl Authority {
         }
         for (subject, observers) in assigned {
             if self.store.state.observers_of(subject) != observers.as_slice() {
-                self.append(
-                    now,
-                    Change::Observers {
-                        subject,
-                        observers,
-                    },
-                    out,
-                );
+                self.append(now, Change::Observers { subject, observers }, out);
             }
         }
     }
@@ -247,10 +240,7 @@ impl Authority {
     }
 
     pub fn next_deadline(&self) -> Option<Time> {
-        let next = earliest(
-            self.observers_due,
-            self.tally.next_deadline(),
-        );
+        let next = earliest(self.observers_due, self.tally.next_deadline());
         earliest(next, self.feed.next_deadline())
     }
 }

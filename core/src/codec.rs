@@ -21,7 +21,10 @@ impl fmt::Display for DecodeError {
             DecodeError::Malformed(why) => write!(f, "malformed envelope: {why}"),
             DecodeError::TrailingBytes(n) => write!(f, "{n} bytes after the envelope"),
             DecodeError::UnsupportedVersion(v) => {
-                write!(f, "protocol version {v} (this node speaks {PROTOCOL_VERSION})")
+                write!(
+                    f,
+                    "protocol version {v} (this node speaks {PROTOCOL_VERSION})"
+                )
             }
         }
     }
@@ -80,7 +83,9 @@ mod tests {
             zone: Zone::new("z1"),
         };
         vec![
-            env(Message::Join { info: Box::new(info.clone()) }),
+            env(Message::Join {
+                info: Box::new(info.clone()),
+            }),
             env(Message::Ping { probe: 9 }),
             env(Message::PingReq {
                 probe: 1,

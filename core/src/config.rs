@@ -259,7 +259,10 @@ impl NodeConfig {
         let positive = [
             ("ping.probe_interval", self.ping.probe_interval.is_zero()),
             ("ping.probe_timeout", self.ping.probe_timeout.is_zero()),
-            ("ping.indirect_timeout", self.ping.indirect_timeout.is_zero()),
+            (
+                "ping.indirect_timeout",
+                self.ping.indirect_timeout.is_zero(),
+            ),
             ("ping.failure_threshold", self.ping.failure_threshold == 0),
             ("ping.vote_retransmit", self.ping.vote_retransmit.is_zero()),
             ("ping.vote_refresh", self.ping.vote_refresh.is_zero()),

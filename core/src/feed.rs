@@ -130,7 +130,7 @@ mod tests {
     fn health(n: u64) -> Change {
         Change::Health {
             node: NodeId(n),
-            down: n % 2 == 0,
+            down: n.is_multiple_of(2),
         }
     }
 
@@ -150,11 +150,20 @@ mod tests {
         assert_eq!(seqs(&log.read(0, 3)), vec![1, 2, 3]);
         assert!(matches!(
             log.read(0, 3),
-            FeedBody::Entries { at_end: false, head: 10, .. }
+            FeedBody::Entries {
+                at_end: false,
+                head: 10,
+                ..
+            }
         ));
         assert_eq!(seqs(&log.read(7, 100)), vec![8, 9, 10]);
-        assert!(matches!(log.read(7, 100), FeedBody::Entries { at_end: true, .. }));
-        assert!(matches!(log.read(10, 100), FeedBody::Entries { at_end: true, ref entries, .. } if entries.is_empty()));
+        assert!(matches!(
+            log.read(7, 100),
+            FeedBody::Entries { at_end: true, .. }
+        ));
+        assert!(
+            matches!(log.read(10, 100), FeedBody::Entries { at_end: true, ref entries, .. } if entries.is_empty())
+        );
     }
 
     #[test]
@@ -169,14 +178,20 @@ mod tests {
             log.read(5, 100),
             FeedBody::SnapshotRequired { snapshot_seq: 10 }
         );
-        assert_eq!(log.read(0, 100), FeedBody::SnapshotRequired { snapshot_seq: 10 });
+        assert_eq!(
+            log.read(0, 100),
+            FeedBody::SnapshotRequired { snapshot_seq: 10 }
+        );
     }
 
     #[test]
     fn reader_ahead_of_the_log_is_from_another_history() {
         let mut log = FeedLog::new(LogId(1), 4);
         log.append(health(1));
-        assert_eq!(log.read(5, 10), FeedBody::SnapshotRequired { snapshot_seq: 1 });
+        assert_eq!(
+            log.read(5, 10),
+            FeedBody::SnapshotRequired { snapshot_seq: 1 }
+        );
     }
 
     #[test]

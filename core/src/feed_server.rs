@@ -139,7 +139,9 @@ impl FeedServer {
             timers.remove(&(t, id));
         }
         let lease_end = r.last_pull + Self::lease(cfg) + Duration::from_micros(1);
-        let resend = r.resend_at.filter(|_| r.unacked() && r.resends < MAX_RESENDS);
+        let resend = r
+            .resend_at
+            .filter(|_| r.unacked() && r.resends < MAX_RESENDS);
         let t = earliest(earliest(r.hold_until, resend), Some(lease_end));
         r.timer = t;
         if let Some(t) = t {
@@ -222,9 +224,10 @@ mod tests {
             if let Output::Send { envelope, .. } = o {
                 if let Message::FeedReply {
                     req,
-                    body: FeedBody::Entries {
-                        entries, at_end, ..
-                    },
+                    body:
+                        FeedBody::Entries {
+                            entries, at_end, ..
+                        },
                     ..
                 } = envelope.msg
                 {
@@ -245,7 +248,18 @@ mod tests {
         let mut s = FeedServer::default();
         let mut log = log_with(2);
         let mut out = outbox();
-        s.on_pull(Time::ZERO, &cfg, &log, NodeId(2), addr(), 7, 2, 100, cfg.long_poll, &mut out);
+        s.on_pull(
+            Time::ZERO,
+            &cfg,
+            &log,
+            NodeId(2),
+            addr(),
+            7,
+            2,
+            100,
+            cfg.long_poll,
+            &mut out,
+        );
         assert!(replies(&mut out).is_empty(), "held");
         log.append(Change::NodeRemoved(NodeId(9)));
         s.flush(Time::from_millis(10), &cfg, &log, &mut out);
@@ -258,12 +272,34 @@ mod tests {
         let mut s = FeedServer::default();
         let log = log_with(3);
         let mut out = outbox();
-        s.on_pull(Time::ZERO, &cfg, &log, NodeId(2), addr(), 7, 1, 100, cfg.long_poll, &mut out);
+        s.on_pull(
+            Time::ZERO,
+            &cfg,
+            &log,
+            NodeId(2),
+            addr(),
+            7,
+            1,
+            100,
+            cfg.long_poll,
+            &mut out,
+        );
         assert_eq!(replies(&mut out), vec![(7, vec![2, 3], true)]);
         s.flush(Time::ZERO + cfg.resend, &cfg, &log, &mut out);
         assert_eq!(replies(&mut out), vec![(7, vec![2, 3], true)], "resent");
         // The next pull acknowledges: no more resends.
-        s.on_pull(Time::from_millis(250), &cfg, &log, NodeId(2), addr(), 8, 3, 100, cfg.long_poll, &mut out);
+        s.on_pull(
+            Time::from_millis(250),
+            &cfg,
+            &log,
+            NodeId(2),
+            addr(),
+            8,
+            3,
+            100,
+            cfg.long_poll,
+            &mut out,
+        );
         s.flush(Time::from_millis(400), &cfg, &log, &mut out);
         assert!(replies(&mut out).is_empty());
     }
@@ -274,7 +310,18 @@ mod tests {
         let mut s = FeedServer::default();
         let mut log = log_with(1);
         let mut out = outbox();
-        s.on_pull(Time::ZERO, &cfg, &log, NodeId(2), addr(), 7, 1, 100, cfg.long_poll, &mut out);
+        s.on_pull(
+            Time::ZERO,
+            &cfg,
+            &log,
+            NodeId(2),
+            addr(),
+            7,
+            1,
+            100,
+            cfg.long_poll,
+            &mut out,
+        );
         // The hold expires and is answered empty; the reader's next pull is lost.
         s.flush(Time::ZERO + cfg.long_poll, &cfg, &log, &mut out);
         assert_eq!(replies(&mut out), vec![(7, vec![], true)]);
@@ -289,7 +336,18 @@ mod tests {
         let mut s = FeedServer::default();
         let mut log = log_with(1);
         let mut out = outbox();
-        s.on_pull(Time::ZERO, &cfg, &log, NodeId(2), addr(), 7, 1, 100, Duration::ZERO, &mut out);
+        s.on_pull(
+            Time::ZERO,
+            &cfg,
+            &log,
+            NodeId(2),
+            addr(),
+            7,
+            1,
+            100,
+            Duration::ZERO,
+            &mut out,
+        );
         let _ = replies(&mut out);
         let later = Time::ZERO + cfg.pull_timeout() * 6;
         log.append(Change::NodeRemoved(NodeId(9)));

@@ -25,7 +25,11 @@ impl HealthView<'_> {
     /// This node failed to reach `id` recently (its own probes, or a call
     /// reported with `Input::ContactFailed`) and has not reached it since.
     pub fn is_suspect(&self, id: NodeId) -> bool {
-        self.ping.is_suspect(id) || self.contact_failures.get(&id).is_some_and(|t| *t > self.now)
+        self.ping.is_suspect(id)
+            || self
+                .contact_failures
+                .get(&id)
+                .is_some_and(|t| *t > self.now)
     }
 
     /// Registered, not published down, not locally suspected.

@@ -21,7 +21,10 @@ pub enum Input {
 /// Something the driver must do or may observe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    Send { to: SocketAddr, envelope: Envelope },
+    Send {
+        to: SocketAddr,
+        envelope: Envelope,
+    },
     /// Write to durable storage before sending anything that follows.
     Persist(Record),
     Notice(Notice),

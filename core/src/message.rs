@@ -34,14 +34,24 @@ pub struct VoteSeq {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Message {
     /// To the authority: register or update this node (idempotent by node id).
-    Join { info: Box<NodeInfo> },
+    Join {
+        info: Box<NodeInfo>,
+    },
     /// From the authority: the join is recorded as of feed entry `seq` of log
     /// `log`; the envelope carries the cluster id.
-    JoinAck { node: NodeId, log: LogId, seq: u64 },
+    JoinAck {
+        node: NodeId,
+        log: LogId,
+        seq: u64,
+    },
     /// Direct probe.
-    Ping { probe: u64 },
+    Ping {
+        probe: u64,
+    },
     /// Answer to a ping, echoing its probe id.
-    Ack { probe: u64 },
+    Ack {
+        probe: u64,
+    },
     /// Ask a helper to probe `target` for us.
     PingReq {
         probe: u64,
@@ -49,10 +59,18 @@ pub enum Message {
         target_addr: SocketAddr,
     },
     /// A helper reached `target` on our behalf.
-    IndirectAck { probe: u64, target: NodeId },
+    IndirectAck {
+        probe: u64,
+        target: NodeId,
+    },
     /// An observer's complete set of down votes (replaces its previous set).
-    Votes { seq: VoteSeq, down: Vec<NodeId> },
-    VotesAck { seq: VoteSeq },
+    Votes {
+        seq: VoteSeq,
+        down: Vec<NodeId>,
+    },
+    VotesAck {
+        seq: VoteSeq,
+    },
     /// Entries after `since`; the authority may hold the pull up to `wait`.
     FeedPull {
         req: u64,
@@ -60,8 +78,14 @@ pub enum Message {
         limit: u32,
         wait: Duration,
     },
-    FeedReply { req: u64, log: LogId, body: FeedBody },
-    SnapshotPull { req: u64 },
+    FeedReply {
+        req: u64,
+        log: LogId,
+        body: FeedBody,
+    },
+    SnapshotPull {
+        req: u64,
+    },
     SnapshotReply {
         req: u64,
         log: LogId,
@@ -108,7 +132,15 @@ mod size_tests {
     /// boxing the rare large payloads.
     #[test]
     fn envelope_stays_small() {
-        assert!(std::mem::size_of::<Message>() <= 64, "{}", std::mem::size_of::<Message>());
-        assert!(std::mem::size_of::<Envelope>() <= 128, "{}", std::mem::size_of::<Envelope>());
+        assert!(
+            std::mem::size_of::<Message>() <= 64,
+            "{}",
+            std::mem::size_of::<Message>()
+        );
+        assert!(
+            std::mem::size_of::<Envelope>() <= 128,
+            "{}",
+            std::mem::size_of::<Envelope>()
+        );
     }
 }

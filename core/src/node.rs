@@ -308,9 +308,14 @@ impl Node {
                 probe,
                 target,
                 target_addr,
-            } => self
-                .ping
-                .on_ping_req(now, env.from_addr, probe, target, target_addr, &mut self.out),
+            } => self.ping.on_ping_req(
+                now,
+                env.from_addr,
+                probe,
+                target,
+                target_addr,
+                &mut self.out,
+            ),
             Message::IndirectAck { probe, target } => {
                 self.ping.on_indirect_ack(now, target, probe, &mut self.out)
             }
@@ -350,7 +355,12 @@ impl Node {
         let authority_addr = self.cfg.authority_addr;
         if !self.join.joined {
             if now >= self.join.next_attempt {
-                self.out.send(authority_addr, Message::Join { info: Box::new(self.info()) });
+                self.out.send(
+                    authority_addr,
+                    Message::Join {
+                        info: Box::new(self.info()),
+                    },
+                );
                 self.join.next_attempt = now + self.cfg.join_retry;
             }
         } else {
@@ -440,5 +450,237 @@ impl Node {
             })
             .collect();
         self.ping.assign(self.now, assignments);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::ids::{Roles, Zone};
+    use crate::rng::SeededRng;
+    use crate::time::Duration;
+    use std::collections::{BTreeSet, VecDeque};
+    use std::net::SocketAddr;
+
+    /// A tiny in-memory driver: instant, lossless delivery; `down` hosts
+    /// neither send nor receive.
+    struct Cluster {
+        nodes: Vec<Node>,
+        disks: Vec<DurableState>,
+        queue: VecDeque<(SocketAddr, Envelope)>,
+        notices: Vec<(usize, Notice)>,
+        down: BTreeSet<usize>,
+        now: Time,
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        format!("10.0.0.{}:7000", i + 1).parse().unwrap()
+    }
+
+    fn config(i: usize) -> NodeConfig {
+        let roles = if i == 0 {
+            Roles::AUTHORITY
+        } else {
+            Roles::STORE
+        };
+        NodeConfig::new(addr(i), roles, Zone::new("z"), addr(0))
+    }
+
+    impl Cluster {
+        fn new(n: usize) -> Cluster {
+            let mut c = Cluster {
+                nodes: Vec::new(),
+                disks: vec![DurableState::default(); n],
+                queue: VecDeque::new(),
+                notices: Vec::new(),
+                down: BTreeSet::new(),
+                now: Time::from_secs(1),
+            };
+            for i in 0..n {
+                let node = Node::new(
+                    config(i),
+                    &c.disks[i],
+                    Box::new(SeededRng::new(i as u64)),
+                    c.now,
+                )
+                .unwrap();
+                c.nodes.push(node);
+            }
+            c.drain();
+            c
+        }
+
+        fn drain(&mut self) {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                while let Some(out) = node.poll_output() {
+                    match out {
+                        Output::Send { to, envelope } => {
+                            if !self.down.contains(&i) {
+                                self.queue.push_back((to, envelope));
+                            }
+                        }
+                        Output::Persist(r) => self.disks[i].apply(&r),
+                        Output::Notice(n) => self.notices.push((i, n)),
+                    }
+                }
+            }
+        }
+
+        fn deliver(&mut self, to: SocketAddr, env: Envelope) {
+            if let Some(i) = (0..self.nodes.len()).find(|i| addr(*i) == to) {
+                if !self.down.contains(&i) {
+                    self.nodes[i].handle(self.now, Input::Message(env));
+                }
+            }
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            let until = self.now + d;
+            loop {
+                self.drain();
+                if let Some((to, env)) = self.queue.pop_front() {
+                    self.deliver(to, env);
+                    continue;
+                }
+                let next = (0..self.nodes.len())
+                    .filter(|i| !self.down.contains(i))
+                    .filter_map(|i| self.nodes[i].poll_timeout())
+                    .min();
+                match next {
+                    Some(t) if t <= until => {
+                        self.now = self.now.max(t);
+                        for i in 0..self.nodes.len() {
+                            let due = self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now);
+                            if due && !self.down.contains(&i) {
+                                self.nodes[i].handle(self.now, Input::Tick);
+                            }
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            self.now = until;
+        }
+    }
+
+    #[test]
+    fn nodes_join_become_ready_and_observe_each_other() {
+        let mut c = Cluster::new(3);
+        c.run_for(Duration::from_secs(2));
+        for n in &c.nodes {
+            assert!(n.is_joined() && n.is_ready(), "{n:?}");
+            assert_eq!(n.replica().state().registry.len(), 3);
+            assert_eq!(n.ping_net().subjects().count(), 2);
+            assert_eq!(n.cluster(), c.nodes[0].cluster());
+        }
+        assert!(c
+            .notices
+            .iter()
+            .any(|(i, n)| *i == 1 && *n == Notice::Ready));
+    }
+
+    #[test]
+    fn foreign_cluster_and_version_are_dropped_and_counted() {
+        let mut c = Cluster::new(3);
+        c.run_for(Duration::from_secs(2));
+        let mut env = c.nodes[1].out.envelope(Message::Ping { probe: 1 });
+        env.cluster = ClusterId(12345);
+        c.nodes[2].handle(c.now, Input::Message(env.clone()));
+        env.cluster = c.nodes[1].cluster().unwrap();
+        env.version = PROTOCOL_VERSION + 1;
+        c.nodes[2].handle(c.now, Input::Message(env));
+        let counters = c.nodes[2].counters();
+        assert_eq!(counters.foreign_cluster, 1);
+        assert_eq!(counters.unsupported_version, 1);
+        assert!(c.nodes[2].poll_output().is_some_and(|o| matches!(
+            o,
+            Output::Notice(Notice::Dropped {
+                why: DropReason::ForeignCluster,
+                ..
+            })
+        )));
+    }
+
+    #[test]
+    fn node_pinned_to_another_cluster_never_joins() {
+        let mut c = Cluster::new(2);
+        let mut cfg = config(1);
+        cfg.cluster = Some(ClusterId(999));
+        c.nodes[1] = Node::new(
+            cfg,
+            &DurableState::default(),
+            Box::new(SeededRng::new(9)),
+            c.now,
+        )
+        .unwrap();
+        c.run_for(Duration::from_secs(3));
+        assert!(!c.nodes[1].is_joined());
+        assert_eq!(c.nodes[1].cluster(), Some(ClusterId(999)));
+        // The authority refuses its joins as foreign traffic.
+        assert!(c.nodes[0].counters().foreign_cluster >= 1);
+        assert_eq!(c.nodes[0].authority().unwrap().state().registry.len(), 1);
+    }
+
+    #[test]
+    fn restart_keeps_identity_and_bumps_incarnation() {
+        let mut c = Cluster::new(3);
+        c.run_for(Duration::from_secs(2));
+        let id = c.nodes[2].id();
+        let head = c.nodes[0].authority().unwrap().head();
+        c.nodes[2] =
+            Node::new(config(2), &c.disks[2], Box::new(SeededRng::new(77)), c.now).unwrap();
+        c.run_for(Duration::from_secs(2));
+        assert_eq!(c.nodes[2].id(), id);
+        assert_eq!(c.nodes[2].incarnation(), 2);
+        assert!(c.nodes[2].is_ready());
+        // Rejoining with the same identity and address changes nothing.
+        assert_eq!(c.nodes[0].authority().unwrap().head(), head);
+    }
+
+    #[test]
+    fn silent_node_is_voted_down_and_avoided_then_returns() {
+        let mut c = Cluster::new(4);
+        c.run_for(Duration::from_secs(2));
+        let victim = c.nodes[3].id();
+        c.down.insert(3);
+        let bound = config(0).detection_bound();
+        c.run_for(bound);
+        for i in 0..3 {
+            let h = c.nodes[i].health();
+            assert!(h.is_down(victim), "node {i} sees the verdict");
+            assert!(!h.may_contact(victim));
+            assert!(h.may_contact(c.nodes[(i + 1) % 3].id()));
+        }
+        c.down.remove(&3);
+        c.run_for(Duration::from_secs(2));
+        for n in &c.nodes {
+            assert!(!n.health().is_down(victim));
+        }
+    }
+
+    #[test]
+    fn contact_failure_is_suspected_briefly() {
+        let mut c = Cluster::new(3);
+        c.run_for(Duration::from_secs(2));
+        let peer = c.nodes[2].id();
+        c.nodes[1].handle(c.now, Input::ContactFailed(peer));
+        assert!(!c.nodes[1].health().may_contact(peer));
+        c.run_for(Duration::from_secs(2));
+        assert!(c.nodes[1].health().may_contact(peer));
+    }
+
+    #[test]
+    fn authority_with_a_different_join_address_is_refused() {
+        let mut cfg = config(0);
+        cfg.authority_addr = addr(5);
+        let err = Node::new(
+            cfg,
+            &DurableState::default(),
+            Box::new(SeededRng::new(1)),
+            Time::ZERO,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::AuthorityAddrMismatch { .. }));
     }
 }

@@ -3,8 +3,8 @@
 //! node believes down.
 
 use crate::config::{InjectedBugs, PingConfig};
-use crate::io::{Notice, Outbox};
 use crate::ids::NodeId;
+use crate::io::{Notice, Outbox};
 use crate::message::{Message, VoteSeq};
 use crate::rng::Rng;
 use crate::time::{earliest, Time};
@@ -225,7 +225,13 @@ impl PingNet {
                         deadline: now + cfg.indirect_timeout,
                         ..round
                     });
-                    out.send(addr, Message::Ping { probe: round.probe });
+                    // Each missing helper is replaced by one more direct
+                    // ping, so a subject with few co-observers is not judged
+                    // on fewer attempts.
+                    let direct = 1 + cfg.indirect_probes.saturating_sub(helpers.len());
+                    for _ in 0..direct {
+                        out.send(addr, Message::Ping { probe: round.probe });
+                    }
                     for (_, helper_addr) in helpers {
                         out.send(
                             helper_addr,
@@ -492,7 +498,9 @@ mod tests {
         let cfg = PingConfig::default();
         run_silent(&mut p, &mut rng, &mut out, Time::ZERO + cfg.vote_bound());
         let msgs = sent(&mut out);
-        assert!(msgs.iter().any(|(_, m)| matches!(m, Message::PingReq { .. })));
+        assert!(msgs
+            .iter()
+            .any(|(_, m)| matches!(m, Message::PingReq { .. })));
         let votes: Vec<_> = msgs
             .iter()
             .filter_map(|(to, m)| match m {
@@ -500,7 +508,10 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(votes.first(), Some(&(AUTH.parse().unwrap(), vec![NodeId(1)])));
+        assert_eq!(
+            votes.first(),
+            Some(&(AUTH.parse().unwrap(), vec![NodeId(1)]))
+        );
         assert!(p.is_suspect(NodeId(1)));
     }
 
@@ -521,7 +532,7 @@ mod tests {
                 Message::Ping { probe } if to == addr(1) => Some(probe),
                 _ => None,
             })
-            .last()
+            .next_back()
             .unwrap();
         p.on_ack(first + cfg.round_time(), NodeId(1), probe, &mut out);
         assert!(!p.is_suspect(NodeId(1)));
@@ -579,6 +590,40 @@ mod tests {
             now += crate::time::Duration::from_millis(1);
         }
         assert!(p.subjects().all(|s| !p.is_suspect(s)));
+    }
+
+    #[test]
+    fn missing_helpers_are_replaced_by_direct_pings() {
+        let mut rng = SeededRng::new(1);
+        let mut p = PingNet::new(PingConfig::default(), InjectedBugs::default(), 1, &mut rng);
+        p.assign(
+            Time::ZERO,
+            vec![Assignment {
+                subject: NodeId(1),
+                addr: addr(1),
+                helpers: vec![(NodeId(2), addr(2))],
+            }],
+        );
+        let mut out = Outbox::new(NodeId(99), addr(99));
+        let first = p.next_deadline().unwrap();
+        tick(&mut p, first, &mut rng, &mut out);
+        let _ = sent(&mut out);
+        tick(
+            &mut p,
+            first + PingConfig::default().probe_timeout,
+            &mut rng,
+            &mut out,
+        );
+        let msgs = sent(&mut out);
+        let direct = msgs
+            .iter()
+            .filter(|(to, m)| *to == addr(1) && matches!(m, Message::Ping { .. }))
+            .count();
+        let via = msgs
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::PingReq { .. }))
+            .count();
+        assert_eq!((direct, via), (3, 1));
     }
 
     #[test]

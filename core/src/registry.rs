@@ -50,7 +50,9 @@ impl Registry {
 
     /// The change a leave implies: none for a node that is not registered.
     pub fn leave_change(&self, id: NodeId) -> Option<Change> {
-        self.nodes.contains_key(&id).then_some(Change::NodeRemoved(id))
+        self.nodes
+            .contains_key(&id)
+            .then_some(Change::NodeRemoved(id))
     }
 
     pub(crate) fn upsert(&mut self, info: NodeInfo) {

@@ -89,7 +89,8 @@ impl VoteTally {
         let expires = now + self.cfg.vote_ttl;
         if let Some(old) = self.ballots.remove(&observer) {
             self.expiries.remove(&(old.expires, observer));
-            self.dirty.extend(old.down.symmetric_difference(&down).copied());
+            self.dirty
+                .extend(old.down.symmetric_difference(&down).copied());
         } else {
             self.dirty.extend(down.iter().copied());
         }
@@ -474,9 +475,9 @@ mod tests {
                     let votes = live
                         .iter()
                         .filter(|o| {
-                            self.votes.get(o).is_some_and(|(d, exp)| {
-                                *exp > self.now_ms && d.contains(&subject)
-                            })
+                            self.votes
+                                .get(o)
+                                .is_some_and(|(d, exp)| *exp > self.now_ms && d.contains(&subject))
                         })
                         .count();
                     if !live.is_empty() && votes * 2 > live.len() {
@@ -554,7 +555,9 @@ mod tests {
             if let Op::Vote { observer, down } = op {
                 sut.counter += 1;
                 let down: Vec<NodeId> = down.into_iter().map(NodeId).collect();
-                assert!(sut.tally.record(now, NodeId(observer), seq(sut.counter), &down));
+                assert!(sut
+                    .tally
+                    .record(now, NodeId(observer), seq(sut.counter), &down));
             }
             settle(&mut sut.tally, now, &mut sut.state);
             sut

@@ -93,10 +93,19 @@ pub fn run(quick: bool) {
         (Duration::from_secs(600), Duration::from_secs(20))
     };
     let runs = if quick { 1 } else { 3 };
-    println!("simulator benchmark (calm cluster, default settings, 3 zones; median of {runs} runs)");
+    println!(
+        "simulator benchmark (calm cluster, default settings, 3 zones; median of {runs} runs)"
+    );
     println!(
         "{:>6} {:>10} {:>10} {:>12} {:>14} {:>16} {:>12} {:>18}",
-        "nodes", "sim s", "wall s", "sim s/wall s", "events/s", "bare loop ev/s", "vs bare", "probe msgs/node/s"
+        "nodes",
+        "sim s",
+        "wall s",
+        "sim s/wall s",
+        "events/s",
+        "bare loop ev/s",
+        "vs bare",
+        "probe msgs/node/s"
     );
     let mut probe = Vec::new();
     for (nodes, warmup, window) in [

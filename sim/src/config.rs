@@ -12,20 +12,40 @@ use stretchfs_transport_sim::{HostId, LatencyModel, NetConfig};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
     /// The process dies: volatile state is lost, its disk is kept.
-    Crash { host: HostId },
+    Crash {
+        host: HostId,
+    },
     /// The process starts again from its disk, optionally on a new address.
-    Restart { host: HostId, new_addr: bool },
+    Restart {
+        host: HostId,
+        new_addr: bool,
+    },
     /// The process stops running (GC pause, SIGSTOP) until `Resume`.
-    Pause { host: HostId },
-    Resume { host: HostId },
+    Pause {
+        host: HostId,
+    },
+    Resume {
+        host: HostId,
+    },
     /// Both directions between the two groups are cut.
-    Split { a: Vec<HostId>, b: Vec<HostId> },
+    Split {
+        a: Vec<HostId>,
+        b: Vec<HostId>,
+    },
     /// Messages from `from` to `to` are dropped; the other direction works.
-    OneWay { from: HostId, to: HostId },
+    OneWay {
+        from: HostId,
+        to: HostId,
+    },
     /// The host is cut off from every other host.
-    Isolate { host: HostId },
+    Isolate {
+        host: HostId,
+    },
     /// Messages to and from the host are held for `duration`.
-    ClogHost { host: HostId, duration: Duration },
+    ClogHost {
+        host: HostId,
+        duration: Duration,
+    },
     /// Messages on one directed link are held for `duration`.
     ClogLink {
         from: HostId,
@@ -100,7 +120,12 @@ impl SimConfig {
     }
 
     /// Node settings for host `i`; the simulator fills in the address.
-    pub fn node_config(&self, i: HostId, addr: std::net::SocketAddr, authority: std::net::SocketAddr) -> NodeConfig {
+    pub fn node_config(
+        &self,
+        i: HostId,
+        addr: std::net::SocketAddr,
+        authority: std::net::SocketAddr,
+    ) -> NodeConfig {
         let h = &self.hosts[i];
         let mut c = NodeConfig::new(addr, h.roles, h.zone.clone(), authority);
         c.ping = self.ping.clone();
@@ -157,7 +182,9 @@ impl SimConfig {
         let fault_span = 40_000_000u64;
         cfg.heal_at = fault_start + Duration::from_micros(fault_span);
         let at = |r: &mut SeededRng| fault_start + Duration::from_micros(r.below(fault_span));
-        let secs = |r: &mut SeededRng, lo: f64, hi: f64| Duration::from_secs_f64(lo + (hi - lo) * r.unit());
+        let secs = |r: &mut SeededRng, lo: f64, hi: f64| {
+            Duration::from_secs_f64(lo + (hi - lo) * r.unit())
+        };
         // Store crashes, some restarting on a new address.
         for _ in 0..r.below(4) {
             let host = 1 + r.below(n as u64 - 1) as usize;
@@ -172,7 +199,13 @@ impl SimConfig {
             let t = at(&mut r);
             let down = secs(&mut r, 0.5, 8.0);
             cfg.schedule(t, Fault::Crash { host: 0 });
-            cfg.schedule(t + down, Fault::Restart { host: 0, new_addr: false });
+            cfg.schedule(
+                t + down,
+                Fault::Restart {
+                    host: 0,
+                    new_addr: false,
+                },
+            );
         }
         // Pauses, some longer than the detection bound.
         for _ in 0..r.below(3) {
@@ -190,7 +223,11 @@ impl SimConfig {
                     let mut a = Vec::new();
                     let mut b = Vec::new();
                     for h in 0..n {
-                        if r.chance(0.5) { a.push(h) } else { b.push(h) }
+                        if r.chance(0.5) {
+                            a.push(h)
+                        } else {
+                            b.push(h)
+                        }
                     }
                     Fault::Split { a, b }
                 }
@@ -199,12 +236,21 @@ impl SimConfig {
                     let to = (from + 1 + r.below(n as u64 - 1) as usize) % n;
                     Fault::OneWay { from, to }
                 }
-                2 => Fault::Isolate { host: r.below(n as u64) as usize },
-                3 => Fault::ClogHost { host: r.below(n as u64) as usize, duration: len },
+                2 => Fault::Isolate {
+                    host: r.below(n as u64) as usize,
+                },
+                3 => Fault::ClogHost {
+                    host: r.below(n as u64) as usize,
+                    duration: len,
+                },
                 _ => {
                     let from = r.below(n as u64) as usize;
                     let to = (from + 1 + r.below(n as u64 - 1) as usize) % n;
-                    Fault::ClogLink { from, to, duration: len }
+                    Fault::ClogLink {
+                        from,
+                        to,
+                        duration: len,
+                    }
                 }
             };
             let heals = !matches!(fault, Fault::ClogHost { .. } | Fault::ClogLink { .. });
@@ -254,7 +300,10 @@ fn draw_net(r: &mut SeededRng) -> NetConfig {
     };
     let duplicate = if r.chance(0.5) { 0.05 * r.unit() } else { 0.0 };
     let (reorder, reorder_delay) = if r.chance(0.5) {
-        (0.2 * r.unit(), Duration::from_micros(1_000 + r.below(29_000)))
+        (
+            0.2 * r.unit(),
+            Duration::from_micros(1_000 + r.below(29_000)),
+        )
     } else {
         (0.0, Duration::from_millis(20))
     };
@@ -299,7 +348,11 @@ mod tests {
             assert!(c.faults.windows(2).all(|w| w[0].0 <= w[1].0));
             assert!(c.hosts.len() >= 3);
             assert!(c.net.drop <= 0.2);
-            let _ = &c.hosts[0].roles.authority.then_some(()).expect("host 0 is the authority");
+            let _ = &c.hosts[0]
+                .roles
+                .authority
+                .then_some(())
+                .expect("host 0 is the authority");
         }
     }
 }

@@ -26,6 +26,7 @@ enum Event {
         crashed_at: Time,
     },
     Converge,
+    KeptDownCheck,
     NetMark(Vec<HostId>),
     End,
 }
@@ -68,6 +69,7 @@ impl EventQueue {
 }
 
 const CONVERGE_EVERY: Duration = Duration::from_millis(250);
+const KEPT_DOWN_EVERY: Duration = Duration::from_secs(1);
 
 /// Counters for reports and benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -100,6 +102,7 @@ impl Sim {
         }
         queue.push(cfg.heal_at, Event::Fault(Fault::HealAll));
         queue.push(cfg.heal_at, Event::Converge);
+        queue.push(Time::ZERO + KEPT_DOWN_EVERY, Event::KeptDownCheck);
         queue.push(cfg.end(), Event::End);
         let noise = if cfg.inject_nondeterminism {
             // Deliberately not reproducible: only for the oracle self-test.
@@ -123,6 +126,12 @@ impl Sim {
 
     pub fn world(&self) -> &World {
         &self.world
+    }
+
+    /// Adds a fault to the schedule of a run in progress (tests pick hosts
+    /// from what the cluster looks like mid-run).
+    pub fn schedule(&mut self, at: Time, fault: Fault) {
+        self.queue.push(at.max(self.world.now), Event::Fault(fault));
     }
 
     pub fn counts(&self) -> Counts {
@@ -184,6 +193,8 @@ impl Sim {
             messages: self.counts.messages,
             probe_messages: self.counts.probe_messages,
             dropped_foreign,
+            verdicts: std::mem::take(&mut self.oracle.verdicts),
+            votes: std::mem::take(&mut self.oracle.votes),
         }
     }
 
@@ -213,6 +224,12 @@ impl Sim {
                 self.oracle.check_convergence(&self.world);
                 if now + CONVERGE_EVERY < self.world.cfg.end() {
                     self.queue.push(now + CONVERGE_EVERY, Event::Converge);
+                }
+            }
+            Event::KeptDownCheck => {
+                self.oracle.check_kept_down(&self.world);
+                if now + KEPT_DOWN_EVERY < self.world.cfg.end() {
+                    self.queue.push(now + KEPT_DOWN_EVERY, Event::KeptDownCheck);
                 }
             }
             Event::NetMark(hosts) => self.world.mark_net_changed(hosts),
@@ -444,7 +461,8 @@ impl Sim {
         let mut notices = std::mem::take(&mut self.notices);
         for (h, n) in notices.drain(..) {
             if self.trace.printing() && !matches!(n, Notice::Suspicion { .. }) {
-                self.trace.line(format_args!("[{now}] host {h} notice {n:?}"));
+                self.trace
+                    .line(format_args!("[{now}] host {h} notice {n:?}"));
             }
             self.oracle.on_notice(&self.world, h, &n);
         }

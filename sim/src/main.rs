@@ -35,7 +35,11 @@ fn flag_value<T: std::str::FromStr>(args: &[String], name: &str) -> Result<Optio
     }
 }
 
-fn check_flags(args: &[String], known_values: &[&str], known_switches: &[&str]) -> Result<(), String> {
+fn check_flags(
+    args: &[String],
+    known_values: &[&str],
+    known_switches: &[&str],
+) -> Result<(), String> {
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();

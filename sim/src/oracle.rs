@@ -65,6 +65,10 @@ pub struct Oracle {
     pub detection_bound: Duration,
     /// Observers that restarted this recently are not expected to probe yet.
     pub settle: Duration,
+    /// A restarted authority lets nobody up for this long.
+    pub startup_grace: Duration,
+    /// Nodes already reported as kept down (reported once each).
+    kept_down: BTreeSet<NodeId>,
     pub violations: Vec<Violation>,
     pub false_downs_tolerated: u64,
     /// Crash to verdict at the authority, crashes the cluster could detect.
@@ -79,6 +83,10 @@ pub struct Oracle {
     pub false_down_checks: u64,
     crashes: BTreeMap<HostId, CrashWatch>,
     heal_at: Time,
+    /// Every verdict the authority published: (time, host, down).
+    pub verdicts: Vec<(Time, HostId, bool)>,
+    /// Every vote change: (time, voter host, subject host, down).
+    pub votes: Vec<(Time, HostId, HostId, bool)>,
     pub converged_at: Option<Time>,
     pub divergence: Option<String>,
 }
@@ -92,6 +100,8 @@ impl Oracle {
             stable_window: cfg.tally.vote_ttl + t.detection_bound(),
             detection_bound: t.detection_bound(),
             settle: Duration::from_secs(3),
+            startup_grace: cfg.tally.startup_grace,
+            kept_down: BTreeSet::new(),
             violations: Vec::new(),
             false_downs_tolerated: 0,
             detections: Vec::new(),
@@ -102,6 +112,8 @@ impl Oracle {
             false_down_checks: 0,
             crashes: BTreeMap::new(),
             heal_at: cfg.heal_at,
+            verdicts: Vec::new(),
+            votes: Vec::new(),
             converged_at: None,
             divergence: None,
         }
@@ -195,8 +207,21 @@ impl Oracle {
 
     pub fn on_notice(&mut self, w: &World, host: HostId, notice: &Notice) {
         match *notice {
+            Notice::VerdictPublished { node, down } => {
+                if let Some(h) = w.host_of(node) {
+                    self.verdicts.push((w.now, h, down));
+                }
+            }
+            Notice::VoteCast { subject, down } => {
+                if let Some(h) = w.host_of(subject) {
+                    self.votes.push((w.now, host, h, down));
+                }
+            }
+            _ => {}
+        }
+        match *notice {
             Notice::VerdictPublished { node, down: true } => {
-                self.check_false_down(w, node);
+                self.check_false_down(w, node, true);
                 if let Some(h) = w.host_of(node) {
                     if let Some(c) = self.crashes.get_mut(&h) {
                         if c.node == node && c.published.is_none() {
@@ -223,7 +248,23 @@ impl Oracle {
         }
     }
 
-    fn check_false_down(&mut self, w: &World, node: NodeId) {
+    /// Runs periodically: a node the authority keeps down although it has been
+    /// healthy and reachable for long enough is as wrong as one marked down.
+    pub fn check_kept_down(&mut self, w: &World) {
+        let Some(authority) = w.authority() else {
+            return;
+        };
+        let down: Vec<NodeId> = authority.state().down.iter().copied().collect();
+        for node in down {
+            if !self.kept_down.contains(&node) {
+                self.check_false_down(w, node, false);
+            }
+        }
+    }
+
+    /// `transition`: the authority just marked `node` down; otherwise it has
+    /// been keeping it down.
+    fn check_false_down(&mut self, w: &World, node: NodeId, transition: bool) {
         let Some(xh) = w.host_of(node) else { return };
         let Some(authority) = w.authority() else {
             return;
@@ -235,6 +276,19 @@ impl Oracle {
         };
         if !stable(xh) || w.hosts[xh].node.as_ref().map(|n| n.id()) != Some(node) {
             return;
+        }
+        if !transition {
+            // A verdict may rightly outlast its cause while flap damping
+            // holds it, or while a restarted authority waits for votes.
+            let held = authority
+                .tally()
+                .held_until(node)
+                .is_some_and(|h| h + Duration::from_secs(1) > now);
+            let grace =
+                now.since(w.hosts[0].stable_since()) <= self.stable_window + self.startup_grace;
+            if held || grace {
+                return;
+            }
         }
         let counted: Vec<HostId> = authority
             .state()
@@ -252,14 +306,18 @@ impl Oracle {
             if w.net.config().drop > LOSSY {
                 self.false_downs_tolerated += 1;
             } else {
+                let what = if transition { "marked" } else { "kept" };
                 self.violate(
                     now,
                     ViolationKind::FalseDown,
                     format!(
-                        "node {node} (host {xh}) marked down while {reaching} of {} counted observers reach it over clean links",
+                        "node {node} (host {xh}) {what} down while {reaching} of {} counted observers reach it over clean links",
                         counted.len()
                     ),
                 );
+            }
+            if !transition {
+                self.kept_down.insert(node);
             }
         }
     }
@@ -413,8 +471,14 @@ fn divergence(w: &World) -> Option<String> {
     // Same position in the same log: the states must be equal too.
     let digest = state.digest();
     for h in &w.hosts {
-        if h.node.as_ref().is_some_and(|n| n.replica().state().digest() != digest) {
-            return Some(format!("host {} replica differs from the authority at the same seq", h.id));
+        if h.node
+            .as_ref()
+            .is_some_and(|n| n.replica().state().digest() != digest)
+        {
+            return Some(format!(
+                "host {} replica differs from the authority at the same seq",
+                h.id
+            ));
         }
     }
     None

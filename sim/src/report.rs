@@ -2,7 +2,8 @@
 
 use crate::oracle::Violation;
 use std::fmt;
-use stretchfs_core::Duration;
+use stretchfs_core::{Duration, Time};
+use stretchfs_transport_sim::HostId;
 
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -28,11 +29,24 @@ pub struct Report {
     pub messages: u64,
     pub probe_messages: u64,
     pub dropped_foreign: u64,
+    /// Every verdict the authority published: (time, host, down).
+    pub verdicts: Vec<(Time, HostId, bool)>,
+    /// Every vote change: (time, voter host, subject host, down).
+    pub votes: Vec<(Time, HostId, HostId, bool)>,
 }
 
 impl Report {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// Times at which the authority published `host` as down (`down`) or up.
+    pub fn verdicts_for(&self, host: HostId, down: bool) -> Vec<Time> {
+        self.verdicts
+            .iter()
+            .filter(|(_, h, d)| *h == host && *d == down)
+            .map(|(t, _, _)| *t)
+            .collect()
     }
 
     pub fn replay_command(&self) -> String {
@@ -78,7 +92,11 @@ impl fmt::Display for Report {
             self.false_down_checks, self.detection_checks, self.false_downs_tolerated
         )?;
         match self.convergence {
-            Some(c) => writeln!(f, "  converged {:.2}s after the final heal", c.as_secs_f64())?,
+            Some(c) => writeln!(
+                f,
+                "  converged {:.2}s after the final heal",
+                c.as_secs_f64()
+            )?,
             None => writeln!(f, "  did not converge after the final heal")?,
         }
         writeln!(f, "  trace hash {:016x}", self.trace_hash)?;

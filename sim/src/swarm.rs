@@ -59,7 +59,8 @@ impl SwarmSummary {
         every.sort();
         let mut conv = self.convergence.clone();
         conv.sort();
-        let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{}ms", d.as_millis()));
+        let ms =
+            |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{}ms", d.as_millis()));
         println!("seeds run: {}", self.seeds);
         let run_wall = self.run_wall.as_secs_f64().max(1e-9);
         println!(
@@ -133,7 +134,10 @@ pub fn run_swarm_with(
                     return;
                 }
                 let report = run_seed(&config, seed, replay);
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+                results
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(report);
             });
         }
     });

@@ -196,7 +196,11 @@ impl SimNet {
         let link = self.clogged_links.get(&(from, to)).copied();
         let a = self.clogged_hosts.get(&from).copied();
         let b = self.clogged_hosts.get(&to).copied();
-        [link, a, b].into_iter().flatten().filter(|t| *t > now).max()
+        [link, a, b]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .max()
     }
 
     fn latency(&mut self) -> Duration {
@@ -260,7 +264,14 @@ impl SimNet {
         at
     }
 
-    fn queue(&mut self, at: Time, from: HostId, to: HostId, to_addr: SocketAddr, envelope: Envelope) {
+    fn queue(
+        &mut self,
+        at: Time,
+        from: HostId,
+        to: HostId,
+        to_addr: SocketAddr,
+        envelope: Envelope,
+    ) {
         self.stats.delivered += 1;
         self.pending.push(Delivery {
             at,

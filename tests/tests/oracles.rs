@@ -1,0 +1,53 @@
+//! Every oracle can fail: each test injects a bug the oracle exists to catch
+//! and checks that it does.
+
+use stretchfs_core::Duration;
+use stretchfs_core::InjectedBugs;
+use stretchfs_sim::swarm::run_swarm_with;
+use stretchfs_sim::{Fault, ViolationKind};
+use stretchfs_tests::{cut_observer_scenario, detection_bound, has_violation, scenario, secs};
+
+#[test]
+fn false_down_oracle_catches_a_single_vote_rule() {
+    let bugs = InjectedBugs {
+        single_vote_downs: true,
+        ..InjectedBugs::default()
+    };
+    let (sim, _, _) = cut_observer_scenario(bugs);
+    let r = sim.run();
+    assert!(has_violation(&r, ViolationKind::FalseDown), "{r}");
+}
+
+#[test]
+fn detection_oracle_catches_observers_that_never_vote() {
+    let mut cfg = scenario(1, 7, 2, 30.0);
+    cfg.bugs.never_vote_down = true;
+    cfg.schedule(secs(10.0), Fault::Crash { host: 3 });
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::LateDetection), "{r}");
+}
+
+#[test]
+fn liveness_oracle_catches_votes_that_are_never_withdrawn() {
+    let mut cfg = scenario(6, 5, 2, 30.0);
+    cfg.bugs.never_withdraw_votes = true;
+    let resume = secs(10.0) + detection_bound(&cfg) + Duration::from_secs(2);
+    cfg.schedule(secs(10.0), Fault::Pause { host: 3 });
+    cfg.schedule(resume, Fault::Resume { host: 3 });
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::NoConvergence), "{r}");
+}
+
+#[test]
+fn determinism_check_catches_a_nondeterministic_run() {
+    let summary = run_swarm_with(11, 1, 1, true, |seed| {
+        let mut cfg = stretchfs_sim::SimConfig::swarm(seed);
+        cfg.inject_nondeterminism = true;
+        cfg
+    });
+    assert_eq!(summary.failures.len(), 1);
+    assert!(summary.failures[0]
+        .violations
+        .iter()
+        .any(|v| v.kind == ViolationKind::Nondeterminism));
+}

@@ -1,0 +1,199 @@
+//! Named simulator scenarios: each sets up one situation by hand and checks
+//! what must happen, on top of the oracles every run is checked by.
+
+use stretchfs_core::Duration;
+use stretchfs_sim::{Fault, Sim};
+use stretchfs_tests::{assert_passed, cut_observer_scenario, detection_bound, scenario, secs};
+
+#[test]
+fn store_crash_is_down_everywhere_within_two_seconds() {
+    let mut cfg = scenario(1, 7, 2, 30.0);
+    cfg.schedule(secs(10.0), Fault::Crash { host: 3 });
+    let r = stretchfs_sim::run(cfg, false);
+    assert_passed(&r);
+    let down = r.verdicts_for(3, true);
+    assert_eq!(down.len(), 1, "{r}");
+    assert!(down[0] > secs(10.0) && down[0] <= secs(12.0), "{r}");
+    assert_eq!(r.detections_everywhere.len(), 1, "{r}");
+    assert!(r.detections_everywhere[0] <= Duration::from_secs(2), "{r}");
+    // It restarts at the heal and comes back by itself.
+    assert!(
+        r.verdicts_for(3, false).iter().any(|t| *t > secs(30.0)),
+        "{r}"
+    );
+    // Nobody else was ever marked down.
+    assert_eq!(r.verdicts.len(), 2, "{r}");
+}
+
+#[test]
+fn authority_crash_and_restart_keeps_the_state_and_detection_resumes() {
+    let mut cfg = scenario(2, 6, 2, 40.0);
+    cfg.schedule(secs(10.0), Fault::Crash { host: 0 });
+    cfg.schedule(
+        secs(14.0),
+        Fault::Restart {
+            host: 0,
+            new_addr: false,
+        },
+    );
+    cfg.schedule(secs(25.0), Fault::Crash { host: 4 });
+    let bound = detection_bound(&cfg);
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(9.9));
+    let a = sim.world().authority().expect("authority up");
+    let (log, head, nodes) = (a.log_id(), a.head(), a.state().registry.len());
+    assert_eq!(nodes, 6);
+    sim.run_until(secs(12.0));
+    assert!(sim.world().authority().is_none());
+    sim.run_until(secs(14.5));
+    let a = sim.world().authority().expect("authority restarted");
+    assert_eq!(a.log_id(), log, "same log after restart");
+    assert!(a.head() >= head, "no entry lost");
+    assert_eq!(a.state().registry.len(), nodes, "registry intact");
+    let r = sim.run();
+    assert_passed(&r);
+    let down = r.verdicts_for(4, true);
+    assert!(
+        down.iter()
+            .any(|t| *t > secs(25.0) && *t <= secs(25.0) + bound),
+        "{r}"
+    );
+}
+
+#[test]
+fn ten_percent_loss_detects_crashes_without_false_downs() {
+    let mut cfg = scenario(3, 8, 3, 40.0);
+    cfg.net.drop = 0.10;
+    cfg.schedule(secs(15.0), Fault::Crash { host: 5 });
+    let bound = detection_bound(&cfg);
+    let r = stretchfs_sim::run(cfg, false);
+    assert_passed(&r);
+    assert_eq!(r.false_downs_tolerated, 0, "{r}");
+    let downs: Vec<_> = r.verdicts.iter().filter(|(_, _, d)| *d).collect();
+    assert_eq!(downs.len(), 1, "only the crashed node goes down: {r}");
+    assert_eq!(downs[0].1, 5);
+    assert!(downs[0].0 <= secs(15.0) + bound, "{r}");
+}
+
+#[test]
+fn deaf_observer_cannot_take_healthy_nodes_down() {
+    let mut cfg = scenario(4, 5, 1, 30.0);
+    // Host 2 goes deaf: nothing reaches it, and it reaches nobody but the
+    // authority. Every probe it makes fails, so it votes its subjects down,
+    // and those votes do arrive.
+    for other in [0, 1, 3, 4] {
+        cfg.schedule(secs(5.0), Fault::OneWay { from: other, to: 2 });
+    }
+    for to in [1, 3, 4] {
+        cfg.schedule(secs(5.0), Fault::OneWay { from: 2, to });
+    }
+    cfg.schedule(secs(25.0), Fault::HealNetwork);
+    let r = stretchfs_sim::run(cfg, false);
+    assert_passed(&r);
+    for subject in [1, 3, 4] {
+        assert!(
+            r.votes
+                .iter()
+                .any(|&(_, voter, s, down)| voter == 2 && s == subject && down),
+            "the broken observer voted {subject} down: {r}"
+        );
+        assert!(r.verdicts_for(subject, true).is_empty(), "{r}");
+    }
+}
+
+#[test]
+fn observer_cut_off_from_its_subject_cannot_take_it_down() {
+    let (sim, cut, subject) = cut_observer_scenario(stretchfs_core::InjectedBugs::default());
+    let r = sim.run();
+    assert_passed(&r);
+    assert!(
+        r.votes
+            .iter()
+            .any(|&(_, voter, s, down)| voter == cut && s == subject && down),
+        "the cut observer voted its subject down: {r}"
+    );
+    assert!(r.verdicts_for(subject, true).is_empty(), "{r}");
+    assert!(
+        r.verdicts_for(cut, true).is_empty(),
+        "the authority still reaches it: {r}"
+    );
+}
+
+#[test]
+fn node_restarting_on_a_new_address_is_found_there() {
+    let mut cfg = scenario(5, 5, 2, 30.0);
+    cfg.schedule(secs(10.0), Fault::Crash { host: 4 });
+    cfg.schedule(
+        secs(14.0),
+        Fault::Restart {
+            host: 4,
+            new_addr: true,
+        },
+    );
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(20.0));
+    let w = sim.world();
+    let node = w.hosts[4].node.as_ref().expect("running");
+    let registered = w
+        .authority()
+        .and_then(|a| a.state().registry.get(node.id()).cloned())
+        .expect("registered");
+    assert_eq!(registered.addr.port(), 7001, "new address recorded");
+    assert!(w.hosts.iter().all(|h| h.node.as_ref().is_some_and(|n| n
+        .replica()
+        .state()
+        .registry
+        .get(node.id())
+        == Some(&registered))));
+    let r = sim.run();
+    assert_passed(&r);
+    let down = r.verdicts_for(4, true);
+    let up = r.verdicts_for(4, false);
+    assert_eq!(down.len(), 1, "{r}");
+    assert!(up.iter().any(|t| *t > secs(14.0) && *t < secs(18.0)), "{r}");
+}
+
+#[test]
+fn pause_longer_than_the_bound_goes_down_then_comes_back() {
+    let mut cfg = scenario(6, 5, 2, 30.0);
+    let bound = detection_bound(&cfg);
+    let resume = secs(10.0) + bound + Duration::from_secs(2);
+    cfg.schedule(secs(10.0), Fault::Pause { host: 3 });
+    cfg.schedule(resume, Fault::Resume { host: 3 });
+    let r = stretchfs_sim::run(cfg, false);
+    assert_passed(&r);
+    let down = r.verdicts_for(3, true);
+    assert_eq!(down.len(), 1, "{r}");
+    assert!(down[0] <= secs(10.0) + bound, "{r}");
+    let up = r.verdicts_for(3, false);
+    assert!(
+        up.iter()
+            .any(|t| *t > resume && *t <= resume + Duration::from_secs(3)),
+        "{r}"
+    );
+}
+
+#[test]
+fn short_pause_does_not_take_the_node_down() {
+    let mut cfg = scenario(7, 5, 2, 30.0);
+    cfg.schedule(secs(10.0), Fault::Pause { host: 2 });
+    cfg.schedule(secs(10.3), Fault::Resume { host: 2 });
+    let r = stretchfs_sim::run(cfg, false);
+    assert_passed(&r);
+    assert!(r.verdicts.is_empty(), "{r}");
+}
+
+#[test]
+fn paused_observer_does_not_blame_its_subjects() {
+    // The authority itself stalls for three seconds: its own probe rounds
+    // expire while it sleeps and must not count as failures.
+    let mut cfg = scenario(8, 5, 1, 30.0);
+    cfg.schedule(secs(10.0), Fault::Pause { host: 0 });
+    cfg.schedule(secs(13.0), Fault::Resume { host: 0 });
+    let r = stretchfs_sim::run(cfg, false);
+    assert_passed(&r);
+    assert!(
+        r.votes.iter().all(|&(_, voter, _, _)| voter != 0),
+        "the stalled node voted: {r}"
+    );
+}
