@@ -604,16 +604,19 @@ mod tests {
 
     #[test]
     fn node_pinned_to_another_cluster_never_joins() {
-        let mut c = Cluster::new(2);
+        let mut c = Cluster::new(1);
         let mut cfg = config(1);
         cfg.cluster = Some(ClusterId(999));
-        c.nodes[1] = Node::new(
-            cfg,
-            &DurableState::default(),
-            Box::new(SeededRng::new(9)),
-            c.now,
-        )
-        .unwrap();
+        c.disks.push(DurableState::default());
+        c.nodes.push(
+            Node::new(
+                cfg,
+                &DurableState::default(),
+                Box::new(SeededRng::new(9)),
+                c.now,
+            )
+            .unwrap(),
+        );
         c.run_for(Duration::from_secs(3));
         assert!(!c.nodes[1].is_joined());
         assert_eq!(c.nodes[1].cluster(), Some(ClusterId(999)));
