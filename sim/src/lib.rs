@@ -15,4 +15,4 @@ pub mod world;
 pub use config::{Fault, SimConfig};
 pub use engine::{run, Sim};
 pub use oracle::{Violation, ViolationKind};
-pub use report::Report;
+pub use report::{Measurements, Report};

@@ -11,6 +11,7 @@
 //!   within the liveness bound, with nobody down or suspected.
 
 use crate::config::SimConfig;
+use crate::report::Measurements;
 use crate::world::World;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -70,17 +71,7 @@ pub struct Oracle {
     /// Nodes already reported as kept down (reported once each).
     kept_down: BTreeSet<NodeId>,
     pub violations: Vec<Violation>,
-    pub false_downs_tolerated: u64,
-    /// Crash to verdict at the authority, crashes the cluster could detect.
-    pub detections: Vec<Duration>,
-    /// Crash to verdict on every live node, crashes every node could hear of.
-    pub detections_everywhere: Vec<Duration>,
-    /// Either of the above for crashes that were not detectable in time
-    /// (authority down, observers partitioned, ...): reported, not judged.
-    pub detections_impaired: Vec<Duration>,
-    pub detections_censored: u64,
-    pub detection_checks: u64,
-    pub false_down_checks: u64,
+    pub measured: Measurements,
     crashes: BTreeMap<HostId, CrashWatch>,
     heal_at: Time,
     /// Every verdict the authority published: (time, host, down).
@@ -103,13 +94,7 @@ impl Oracle {
             startup_grace: cfg.tally.startup_grace,
             kept_down: BTreeSet::new(),
             violations: Vec::new(),
-            false_downs_tolerated: 0,
-            detections: Vec::new(),
-            detections_everywhere: Vec::new(),
-            detections_impaired: Vec::new(),
-            detections_censored: 0,
-            detection_checks: 0,
-            false_down_checks: 0,
+            measured: Measurements::default(),
             crashes: BTreeMap::new(),
             heal_at: cfg.heal_at,
             verdicts: Vec::new(),
@@ -160,7 +145,7 @@ impl Oracle {
     /// what was measured still counts, with whatever eligibility is known.
     fn censor(&mut self, mut watch: CrashWatch) {
         if watch.everywhere.is_none() && watch.published.is_some() {
-            self.detections_censored += 1;
+            self.measured.detections_censored += 1;
         }
         watch.eligible.get_or_insert((false, false));
         self.record(&watch, watch.published, watch.everywhere);
@@ -170,16 +155,16 @@ impl Oracle {
         let (detectable, audible) = w.eligible.unwrap_or((false, false));
         if let Some(p) = published {
             if detectable {
-                self.detections.push(p.since(w.at));
+                self.measured.detections.push(p.since(w.at));
             } else {
-                self.detections_impaired.push(p.since(w.at));
+                self.measured.detections_impaired.push(p.since(w.at));
             }
         }
         if let Some(e) = everywhere {
             if audible {
-                self.detections_everywhere.push(e.since(w.at));
+                self.measured.detections_everywhere.push(e.since(w.at));
             } else {
-                self.detections_impaired.push(e.since(w.at));
+                self.measured.detections_impaired.push(e.since(w.at));
             }
         }
     }
@@ -300,11 +285,11 @@ impl Oracle {
         if counted.is_empty() {
             return;
         }
-        self.false_down_checks += 1;
+        self.measured.false_down_checks += 1;
         let reaching = counted.iter().filter(|o| w.clean(**o, xh)).count();
         if reaching * 2 > counted.len() {
             if w.net.config().drop > LOSSY {
-                self.false_downs_tolerated += 1;
+                self.measured.false_downs_tolerated += 1;
             } else {
                 let what = if transition { "marked" } else { "kept" };
                 self.violate(
@@ -336,7 +321,7 @@ impl Oracle {
         if !detectable {
             return;
         }
-        self.detection_checks += 1;
+        self.measured.detection_checks += 1;
         let Some(node) = h.disk.node else { return };
         let down = w.authority().is_some_and(|a| a.state().is_down(node));
         if !down {

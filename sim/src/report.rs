@@ -5,6 +5,37 @@ use std::fmt;
 use stretchfs_core::{Duration, Time};
 use stretchfs_transport_sim::HostId;
 
+/// What the oracles measured (as opposed to what they judged).
+#[derive(Clone, Debug, Default)]
+pub struct Measurements {
+    /// Crash to the authority's down verdict, crashes the cluster could detect.
+    pub detections: Vec<Duration>,
+    /// Crash to the verdict applied on every live node, crashes every node
+    /// could hear of.
+    pub detections_everywhere: Vec<Duration>,
+    /// Detections of crashes the cluster was too impaired to detect in time.
+    pub detections_impaired: Vec<Duration>,
+    /// Crashes whose timing a later fault cut short.
+    pub detections_censored: u64,
+    pub detection_checks: u64,
+    pub false_down_checks: u64,
+    /// False downs at more than 5% loss: counted, not failed.
+    pub false_downs_tolerated: u64,
+}
+
+impl Measurements {
+    pub fn merge(&mut self, other: &Measurements) {
+        self.detections.extend(&other.detections);
+        self.detections_everywhere
+            .extend(&other.detections_everywhere);
+        self.detections_impaired.extend(&other.detections_impaired);
+        self.detections_censored += other.detections_censored;
+        self.detection_checks += other.detection_checks;
+        self.false_down_checks += other.false_down_checks;
+        self.false_downs_tolerated += other.false_downs_tolerated;
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Report {
     pub seed: u64,
@@ -14,16 +45,7 @@ pub struct Report {
     pub sim_time: Duration,
     pub wall_time: std::time::Duration,
     pub loss: f64,
-    /// Crash to the authority's down verdict.
-    pub detections: Vec<Duration>,
-    /// Crash to the verdict applied on every live node.
-    pub detections_everywhere: Vec<Duration>,
-    /// Detections of crashes the cluster was too impaired to detect in time.
-    pub detections_impaired: Vec<Duration>,
-    pub detections_censored: u64,
-    pub detection_checks: u64,
-    pub false_down_checks: u64,
-    pub false_downs_tolerated: u64,
+    pub measured: Measurements,
     pub convergence: Option<Duration>,
     pub violations: Vec<Violation>,
     pub messages: u64,
@@ -73,23 +95,25 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  detection (crash -> down at authority): {}",
-            list_ms(&self.detections)
+            list_ms(&self.measured.detections)
         )?;
         writeln!(
             f,
             "  detection (crash -> down on every live node): {} ({} censored by a later fault)",
-            list_ms(&self.detections_everywhere),
-            self.detections_censored
+            list_ms(&self.measured.detections_everywhere),
+            self.measured.detections_censored
         )?;
         writeln!(
             f,
             "  detection while the cluster was impaired (not judged): {}",
-            list_ms(&self.detections_impaired)
+            list_ms(&self.measured.detections_impaired)
         )?;
         writeln!(
             f,
             "  checks: {} false-down, {} timely-detection; false downs tolerated at >5% loss: {}",
-            self.false_down_checks, self.detection_checks, self.false_downs_tolerated
+            self.measured.false_down_checks,
+            self.measured.detection_checks,
+            self.measured.false_downs_tolerated
         )?;
         match self.convergence {
             Some(c) => writeln!(

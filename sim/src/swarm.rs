@@ -4,7 +4,7 @@
 use crate::config::SimConfig;
 use crate::engine::run;
 use crate::oracle::{Violation, ViolationKind};
-use crate::report::{percentile, Report};
+use crate::report::{percentile, Measurements, Report};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use stretchfs_core::{Duration, Time};
@@ -14,13 +14,7 @@ pub struct SwarmSummary {
     pub seeds: u64,
     /// Reports of the seeds that failed, in seed order.
     pub failures: Vec<Report>,
-    pub detections: Vec<Duration>,
-    pub detections_everywhere: Vec<Duration>,
-    pub detections_impaired: Vec<Duration>,
-    pub detections_censored: u64,
-    pub detection_checks: u64,
-    pub false_down_checks: u64,
-    pub false_downs_tolerated: u64,
+    pub measured: Measurements,
     pub convergence: Vec<Duration>,
     pub events: u64,
     pub sim_time: Duration,
@@ -36,14 +30,8 @@ impl SwarmSummary {
 
     fn add(&mut self, r: Report) {
         self.seeds += 1;
-        self.detections.extend(&r.detections);
-        self.detections_everywhere.extend(&r.detections_everywhere);
-        self.detections_impaired.extend(&r.detections_impaired);
+        self.measured.merge(&r.measured);
         self.run_wall += r.wall_time;
-        self.detections_censored += r.detections_censored;
-        self.detection_checks += r.detection_checks;
-        self.false_down_checks += r.false_down_checks;
-        self.false_downs_tolerated += r.false_downs_tolerated;
         self.convergence.extend(r.convergence);
         self.events += r.events;
         self.sim_time += r.sim_time;
@@ -53,9 +41,9 @@ impl SwarmSummary {
     }
 
     pub fn print(&self) {
-        let mut all = self.detections.clone();
+        let mut all = self.measured.detections.clone();
         all.sort();
-        let mut every = self.detections_everywhere.clone();
+        let mut every = self.measured.detections_everywhere.clone();
         every.sort();
         let mut conv = self.convergence.clone();
         conv.sort();
@@ -83,9 +71,9 @@ impl SwarmSummary {
             ms(percentile(&every, 0.5)),
             ms(percentile(&every, 0.99)),
             ms(every.last().copied()),
-            self.detections_censored
+            self.measured.detections_censored
         );
-        let mut imp = self.detections_impaired.clone();
+        let mut imp = self.measured.detections_impaired.clone();
         imp.sort();
         println!(
             "crash -> down while impaired (authority or observers down/partitioned; not judged): n={} p50={} max={}",
@@ -95,7 +83,7 @@ impl SwarmSummary {
         );
         println!(
             "oracle checks: {} timely-detection, {} false-down; false downs at >5% loss (tolerated): {}",
-            self.detection_checks, self.false_down_checks, self.false_downs_tolerated
+            self.measured.detection_checks, self.measured.false_down_checks, self.measured.false_downs_tolerated
         );
         println!(
             "convergence after final heal: p50={} p99={} max={}",

@@ -14,8 +14,11 @@ fn store_crash_is_down_everywhere_within_two_seconds() {
     let down = r.verdicts_for(3, true);
     assert_eq!(down.len(), 1, "{r}");
     assert!(down[0] > secs(10.0) && down[0] <= secs(12.0), "{r}");
-    assert_eq!(r.detections_everywhere.len(), 1, "{r}");
-    assert!(r.detections_everywhere[0] <= Duration::from_secs(2), "{r}");
+    assert_eq!(r.measured.detections_everywhere.len(), 1, "{r}");
+    assert!(
+        r.measured.detections_everywhere[0] <= Duration::from_secs(2),
+        "{r}"
+    );
     // It restarts at the heal and comes back by itself.
     assert!(
         r.verdicts_for(3, false).iter().any(|t| *t > secs(30.0)),
@@ -68,7 +71,7 @@ fn ten_percent_loss_detects_crashes_without_false_downs() {
     let bound = detection_bound(&cfg);
     let r = stretchfs_sim::run(cfg, false);
     assert_passed(&r);
-    assert_eq!(r.false_downs_tolerated, 0, "{r}");
+    assert_eq!(r.measured.false_downs_tolerated, 0, "{r}");
     let downs: Vec<_> = r.verdicts.iter().filter(|(_, _, d)| *d).collect();
     assert_eq!(downs.len(), 1, "only the crashed node goes down: {r}");
     assert_eq!(downs[0].1, 5);

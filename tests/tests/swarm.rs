@@ -15,11 +15,11 @@ fn two_hundred_swarm_seeds_pass_every_oracle() {
     assert_eq!(summary.violations(), 0, "replay the seeds printed above");
     // The oracles did real work.
     assert!(
-        summary.detection_checks > 50,
+        summary.measured.detection_checks > 50,
         "{}",
-        summary.detection_checks
+        summary.measured.detection_checks
     );
-    assert!(!summary.detections_everywhere.is_empty());
+    assert!(!summary.measured.detections_everywhere.is_empty());
 }
 
 #[test]
