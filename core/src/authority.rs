@@ -1,18 +1,29 @@
-//! The authority: master registry, observer assignment, vote tally and the
-//! feed log that publishes all of it. Its durable part is [`AuthorityStore`];
-//! votes and held pulls are volatile and rebuilt by the nodes after a restart.
+//! The authority: master registry, observer assignment, vote tally,
+//! inventory, purchases, repair, and the feed log that publishes all of it.
+//! Its durable part is [`AuthorityStore`]; votes, held pulls, report
+//! sequence numbers and repair jobs are volatile and rebuilt after a restart.
+//!
+//! An authority that starts without its state (first start, or its database
+//! was lost) is *recovering*: until every node that comes back has handed in
+//! the purchases its replica held and every store has reported its
+//! inventory, it answers "unavailable" instead of "not found".
 
-use crate::config::{FeedConfig, InjectedBugs, TallyConfig};
+use crate::config::{ContentConfig, FeedConfig, InjectedBugs, TallyConfig};
+use crate::content::ContentMeta;
 use crate::durable::Record;
 use crate::feed::{Change, FeedEntry, FeedLog};
 use crate::feed_server::FeedServer;
+use crate::hash::ContentHash;
 use crate::ids::{ClusterId, LogId, NodeId, Zone};
 use crate::io::{Notice, Outbox};
-use crate::message::{Envelope, Message};
+use crate::message::{Answer, Ask, Envelope, InventoryBatch, Lookup, Message, VoteSeq};
 use crate::observers::assign_observers;
+use crate::purchase::{Token, MAX_LIFE, MIN_LIFE};
+use crate::repair::Repair;
 use crate::state::ClusterState;
-use crate::time::{earliest, Time};
+use crate::time::{earliest, Duration, Time, WallTime};
 use crate::vote_tally::VoteTally;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The authority's durable state: the log and the state it describes.
 #[derive(Clone, Debug)]
@@ -20,6 +31,14 @@ pub struct AuthorityStore {
     pub cluster: ClusterId,
     pub log: FeedLog,
     pub state: ClusterState,
+    /// False until the state this log started without has been rebuilt.
+    pub recovered: bool,
+    /// Nodes that handed back their purchases for this log.
+    pub restored: BTreeSet<NodeId>,
+    /// Stores whose full inventory scan against this log was applied.
+    pub synced: BTreeSet<NodeId>,
+    /// During recovery: nodes the lost state knew, as the nodes reported.
+    pub expected: BTreeSet<NodeId>,
 }
 
 impl AuthorityStore {
@@ -28,6 +47,10 @@ impl AuthorityStore {
             cluster,
             log: FeedLog::new(log, retain),
             state: ClusterState::default(),
+            recovered: false,
+            restored: BTreeSet::new(),
+            synced: BTreeSet::new(),
+            expected: BTreeSet::new(),
         }
     }
 
@@ -42,37 +65,92 @@ impl AuthorityStore {
 /// observer are settled in the same event, up to this many rounds.
 const SETTLE_ROUNDS: usize = 4;
 
+/// An expected node that does not come back within this many recovery
+/// windows is presumed gone.
+const EXPECT_WINDOWS: u32 = 4;
+
+/// Expired tombstones are dropped in batches of at least this many (or all
+/// at once when only expired ones are left), one feed entry per batch.
+const TOMBSTONE_BATCH: usize = 256;
+
+/// Recovery ends at the latest after this many recovery windows, so one node
+/// that never hands in its purchases cannot keep the cluster unavailable.
+const RECOVERY_MAX_WINDOWS: u32 = 12;
+
+#[derive(Debug)]
+struct Recovery {
+    until: Time,
+    /// An expected node that has not registered again by then is presumed
+    /// gone and no longer waited for.
+    expect_until: Time,
+    hard_until: Time,
+}
+
+/// Settings the authority needs.
+#[derive(Clone, Debug)]
+pub struct AuthorityConfig {
+    pub tally: TallyConfig,
+    pub feed: FeedConfig,
+    pub content: ContentConfig,
+    pub bugs: InjectedBugs,
+}
+
 #[derive(Debug)]
 pub struct Authority {
     me: NodeId,
-    tally_cfg: TallyConfig,
-    feed_cfg: FeedConfig,
+    cfg: AuthorityConfig,
     store: AuthorityStore,
     tally: VoteTally,
     feed: FeedServer,
     observers_due: Option<Time>,
     last_assignment: Option<Time>,
+    /// Last inventory report applied per store.
+    reports: BTreeMap<NodeId, VoteSeq>,
+    recovery: Option<Recovery>,
+    /// Purchase expiries, earliest first, for pruning.
+    expiries: BTreeSet<(WallTime, Token)>,
+    /// When each store went down, for repair's grace period.
+    down_since: BTreeMap<NodeId, Time>,
+    /// Copies a store reported gone; a prism's older claim must not bring
+    /// them back.
+    recent_drops: BTreeMap<(ContentHash, NodeId), Time>,
+    repair: Repair,
+    now: Time,
+    wall: WallTime,
 }
 
 impl Authority {
-    pub fn new(
-        me: NodeId,
-        tally_cfg: TallyConfig,
-        feed_cfg: FeedConfig,
-        bugs: InjectedBugs,
-        store: AuthorityStore,
-        now: Time,
-    ) -> Authority {
+    pub fn new(me: NodeId, cfg: AuthorityConfig, store: AuthorityStore, now: Time) -> Authority {
+        let expiries = store
+            .state
+            .purchases
+            .values()
+            .map(|p| (p.expires, p.token))
+            .collect();
+        let recovery = (!store.recovered).then(|| Recovery {
+            until: now + cfg.content.recovery_window,
+            expect_until: now + cfg.content.recovery_window * EXPECT_WINDOWS,
+            hard_until: now + cfg.content.recovery_window * RECOVERY_MAX_WINDOWS,
+        });
+        // Stores already down count from now: the restart forgot since when.
+        let down_since = store.state.down.iter().map(|d| (*d, now)).collect();
         Authority {
             me,
-            tally: VoteTally::new(tally_cfg.clone(), bugs, now),
-            tally_cfg,
-            feed_cfg,
+            tally: VoteTally::new(cfg.tally.clone(), cfg.bugs.clone(), now),
+            cfg,
             store,
             feed: FeedServer::default(),
             // Recompute at start: the configured K may have changed.
             observers_due: Some(now),
             last_assignment: None,
+            reports: BTreeMap::new(),
+            recovery,
+            expiries,
+            down_since,
+            recent_drops: BTreeMap::new(),
+            repair: Repair::default(),
+            now,
+            wall: WallTime::default(),
         }
     }
 
@@ -96,16 +174,35 @@ impl Authority {
         &self.tally
     }
 
+    pub fn is_recovering(&self) -> bool {
+        self.recovery.is_some()
+    }
+
+    /// Stores whose full inventory scan against this log was applied.
+    pub fn synced_stores(&self) -> &BTreeSet<NodeId> {
+        &self.store.synced
+    }
+
+    pub fn repair_jobs(&self) -> usize {
+        self.repair.jobs_in_flight()
+    }
+
+    fn clock(&mut self, now: Time, wall: WallTime) {
+        self.now = self.now.max(now);
+        self.wall = self.wall.max(wall);
+    }
+
     /// Handles a message addressed to the authority. Returns false if it is
     /// not an authority message.
-    pub fn handle(&mut self, now: Time, env: &Envelope, out: &mut Outbox) -> bool {
+    pub fn handle(&mut self, now: Time, wall: WallTime, env: &Envelope, out: &mut Outbox) -> bool {
+        self.clock(now, wall);
         match &env.msg {
             Message::Join { info } => {
                 if info.id != env.from {
                     return true; // A node may only register itself.
                 }
                 if let Some(change) = self.store.state.registry.join_change(info) {
-                    self.append(now, change, out);
+                    self.append(change, out);
                 }
                 out.send(
                     env.from_addr,
@@ -122,7 +219,7 @@ impl Authority {
                 }
                 self.tally.record(now, env.from, *seq, down);
                 out.send(env.from_addr, Message::VotesAck { seq: *seq });
-                self.settle(now, out);
+                self.settle(out);
             }
             Message::FeedPull {
                 req,
@@ -131,7 +228,7 @@ impl Authority {
                 wait,
             } => self.feed.on_pull(
                 now,
-                &self.feed_cfg,
+                &self.cfg.feed,
                 &self.store.log,
                 env.from,
                 env.from_addr,
@@ -153,19 +250,273 @@ impl Authority {
                     },
                 );
             }
+            Message::InventoryReport(batch) => {
+                let InventoryBatch {
+                    seq,
+                    sync,
+                    adds,
+                    removes,
+                } = &**batch;
+                let is_store = self
+                    .store
+                    .state
+                    .registry
+                    .get(env.from)
+                    .is_some_and(|i| i.roles.store);
+                if !is_store {
+                    return true; // Not registered (yet): it will rejoin and retry.
+                }
+                if self.reports.get(&env.from).is_none_or(|last| seq > last) {
+                    self.reports.insert(env.from, *seq);
+                    self.apply_report(env.from, env.from_addr, *sync, adds, removes, out);
+                }
+                out.send(env.from_addr, Message::InventoryAck { seq: *seq });
+            }
+            Message::CloneDone { job, .. } => self.repair.on_clone_done(*job),
+            Message::Ask { req, ask } => {
+                let answer = self.answer(env.from, ask, out);
+                out.send(
+                    env.from_addr,
+                    Message::Answer {
+                        req: *req,
+                        answer: Box::new(answer),
+                    },
+                );
+            }
             _ => return false,
         }
-        self.feed.flush(now, &self.feed_cfg, &self.store.log, out);
+        self.check_recovery(out);
+        self.feed.flush(now, &self.cfg.feed, &self.store.log, out);
         true
     }
 
-    fn append(&mut self, now: Time, change: Change, out: &mut Outbox) {
+    fn apply_report(
+        &mut self,
+        store: NodeId,
+        addr: std::net::SocketAddr,
+        sync: Option<LogId>,
+        adds: &[(ContentHash, ContentMeta)],
+        removes: &[ContentHash],
+        out: &mut Outbox,
+    ) {
+        for (hash, meta) in adds {
+            if self.store.state.deleted.contains(hash) {
+                out.send(
+                    addr,
+                    Message::DropCopy {
+                        hash: Box::new(*hash),
+                    },
+                );
+                continue;
+            }
+            if !self.holds(hash, store) {
+                self.recent_drops.remove(&(*hash, store));
+                self.append(
+                    Change::ContentStored {
+                        hash: *hash,
+                        store,
+                        meta: meta.clone(),
+                    },
+                    out,
+                );
+            }
+        }
+        for hash in removes {
+            self.recent_drops.insert((*hash, store), self.now);
+            if self.holds(hash, store) {
+                self.append(Change::ContentDropped { hash: *hash, store }, out);
+            }
+        }
+        if sync.is_some() && sync == Some(self.log_id()) && self.store.synced.insert(store) {
+            out.persist(Record::Synced(store));
+        }
+    }
+
+    fn holds(&self, hash: &ContentHash, store: NodeId) -> bool {
+        self.store
+            .state
+            .inventory
+            .get(hash)
+            .is_some_and(|r| r.stores.contains(&store))
+    }
+
+    fn lookup<T>(&self, found: Option<T>) -> Lookup<T> {
+        match found {
+            Some(x) => Lookup::Found(x),
+            None if self.recovery.is_some() => Lookup::Unavailable,
+            None => Lookup::NotFound,
+        }
+    }
+
+    fn answer(&mut self, from: NodeId, ask: &Ask, out: &mut Outbox) -> Answer {
+        match ask {
+            Ask::ContentPlaced { hash, meta, stores } => {
+                let state = &self.store.state;
+                let new: Vec<NodeId> = stores
+                    .iter()
+                    .copied()
+                    .filter(|s| state.registry.get(*s).is_some_and(|i| i.roles.store))
+                    .filter(|s| !self.recent_drops.contains_key(&(*hash, *s)))
+                    .filter(|s| !self.holds(hash, *s))
+                    .collect();
+                for store in new {
+                    let change = Change::ContentStored {
+                        hash: *hash,
+                        store,
+                        meta: meta.clone(),
+                    };
+                    self.append(change, out);
+                }
+                Answer::Done
+            }
+            Ask::ContentLookup { hash } => {
+                Answer::Content(self.lookup(self.store.state.inventory.get(hash).cloned()))
+            }
+            Ask::ContentExists { hashes } => {
+                let found: Vec<bool> = hashes
+                    .iter()
+                    .map(|h| self.store.state.inventory.contains_key(h))
+                    .collect();
+                if self.recovery.is_some() && found.iter().any(|f| !f) {
+                    Answer::Unavailable
+                } else {
+                    Answer::Exists(found)
+                }
+            }
+            Ask::ContentDelete { hash } => {
+                let state = &self.store.state;
+                let holders: Vec<std::net::SocketAddr> = state
+                    .inventory
+                    .get(hash)
+                    .into_iter()
+                    .flat_map(|r| r.stores.iter())
+                    .filter_map(|s| state.registry.get(*s).map(|i| i.addr))
+                    .collect();
+                for addr in holders {
+                    out.send(
+                        addr,
+                        Message::DropCopy {
+                            hash: Box::new(*hash),
+                        },
+                    );
+                }
+                if !self.store.state.deleted.contains(hash) {
+                    self.append(Change::ContentDeleted { hash: *hash }, out);
+                }
+                Answer::Done
+            }
+            Ask::PurchaseCreate { purchase, life } => {
+                if !(MIN_LIFE..=MAX_LIFE).contains(life) {
+                    return Answer::Refused(format!(
+                        "life must be between {MIN_LIFE:?} and {MAX_LIFE:?}"
+                    ));
+                }
+                if let Some(existing) = self.store.state.purchases.get(&purchase.token) {
+                    // A retried create: same answer. Anything else is a clash.
+                    return if existing.hash == purchase.hash {
+                        Answer::Purchase(Lookup::Found(existing.clone()))
+                    } else {
+                        Answer::Refused("token already in use".into())
+                    };
+                }
+                let mut p = purchase.clone();
+                p.expires = self.wall + *life;
+                self.append(Change::PurchaseCreated(p.clone()), out);
+                Answer::Purchase(Lookup::Found(p))
+            }
+            Ask::PurchaseLookup { token } => {
+                Answer::Purchase(self.lookup(self.store.state.purchases.get(token).cloned()))
+            }
+            Ask::PurchaseRemove { token } => {
+                if self.store.state.purchases.contains_key(token) {
+                    self.append(Change::PurchaseRemoved { token: *token }, out);
+                    Answer::Removed(true)
+                } else if self.recovery.is_some() {
+                    Answer::Unavailable
+                } else {
+                    Answer::Removed(false)
+                }
+            }
+            Ask::Drain { node, draining } => {
+                let state = &self.store.state;
+                let is_store = state.registry.get(*node).is_some_and(|i| i.roles.store);
+                if !is_store {
+                    return Answer::Refused(format!("{node} is not a registered store"));
+                }
+                if state.draining.contains(node) != *draining {
+                    self.append(
+                        Change::Draining {
+                            node: *node,
+                            draining: *draining,
+                        },
+                        out,
+                    );
+                }
+                Answer::Done
+            }
+            Ask::RestorePurchases {
+                purchases,
+                revoked,
+                nodes,
+                done,
+            } => {
+                if self.recovery.is_some() {
+                    for n in nodes {
+                        if *n != self.me && self.store.expected.insert(*n) {
+                            out.persist(Record::Expected(*n));
+                        }
+                    }
+                }
+                for (token, _) in revoked {
+                    if self.store.state.purchases.contains_key(token) {
+                        self.append(Change::PurchaseRemoved { token: *token }, out);
+                    }
+                }
+                for p in purchases {
+                    let state = &self.store.state;
+                    let known = state.purchases.contains_key(&p.token)
+                        || state.revoked.contains_key(&p.token)
+                        || revoked.iter().any(|(t, _)| *t == p.token);
+                    if !known && !p.is_expired(self.wall) {
+                        self.append(Change::PurchaseCreated(p.clone()), out);
+                    }
+                }
+                if *done && self.recovery.is_some() && self.store.restored.insert(from) {
+                    out.persist(Record::Restored(from));
+                }
+                Answer::Done
+            }
+        }
+    }
+
+    fn append(&mut self, change: Change, out: &mut Outbox) {
+        let now = self.now;
         let membership_before = self.store.state.registry.membership_version();
-        if let Change::Health { node, down } = &change {
-            out.notice(Notice::VerdictPublished {
-                node: *node,
-                down: *down,
-            });
+        match &change {
+            Change::Health { node, down } => {
+                out.notice(Notice::VerdictPublished {
+                    node: *node,
+                    down: *down,
+                });
+                if *down {
+                    self.down_since.insert(*node, now);
+                } else {
+                    self.down_since.remove(node);
+                }
+            }
+            Change::PurchaseCreated(p) => {
+                self.expiries.insert((p.expires, p.token));
+            }
+            Change::PurchaseRemoved { token } | Change::PurchaseExpired { token } => {
+                if let Some(p) = self.store.state.purchases.get(token) {
+                    self.expiries.remove(&(p.expires, *token));
+                }
+            }
+            Change::NodeRemoved(id) => {
+                self.down_since.remove(id);
+                self.reports.remove(id);
+            }
+            _ => {}
         }
         let entry = self.store.log.append(change);
         self.store.state.apply(&entry.change);
@@ -176,15 +527,15 @@ impl Authority {
         {
             let earliest_allowed = self
                 .last_assignment
-                .map_or(now, |t| t + self.tally_cfg.observer_debounce);
+                .map_or(now, |t| t + self.cfg.tally.observer_debounce);
             self.observers_due = Some(now.max(earliest_allowed));
         }
     }
 
     /// Publishes the observer assignments that differ from the current ones.
-    fn reassign_observers(&mut self, now: Time, out: &mut Outbox) {
+    fn reassign_observers(&mut self, out: &mut Outbox) {
         self.observers_due = None;
-        self.last_assignment = Some(now);
+        self.last_assignment = Some(self.now);
         let members: Vec<(NodeId, Zone)> = self
             .store
             .state
@@ -193,7 +544,7 @@ impl Authority {
             .map(|n| (n.id, n.zone.clone()))
             .collect();
         let refs: Vec<(NodeId, &Zone)> = members.iter().map(|(id, z)| (*id, z)).collect();
-        let assigned = assign_observers(&refs, self.tally_cfg.observers);
+        let assigned = assign_observers(&refs, self.cfg.tally.observers);
         let stale: Vec<NodeId> = self
             .store
             .state
@@ -204,7 +555,6 @@ impl Authority {
             .collect();
         for subject in stale {
             self.append(
-                now,
                 Change::Observers {
                     subject,
                     observers: vec![],
@@ -214,33 +564,112 @@ impl Authority {
         }
         for (subject, observers) in assigned {
             if self.store.state.observers_of(subject) != observers.as_slice() {
-                self.append(now, Change::Observers { subject, observers }, out);
+                self.append(Change::Observers { subject, observers }, out);
             }
         }
     }
 
-    fn settle(&mut self, now: Time, out: &mut Outbox) {
+    fn settle(&mut self, out: &mut Outbox) {
         for _ in 0..SETTLE_ROUNDS {
-            let changes = self.tally.evaluate(now, &self.store.state, self.me);
+            let changes = self.tally.evaluate(self.now, &self.store.state, self.me);
             if changes.is_empty() {
                 break;
             }
             for c in changes {
-                self.append(now, c, out);
+                self.append(c, out);
             }
         }
     }
 
-    pub fn on_tick(&mut self, now: Time, out: &mut Outbox) {
-        if self.observers_due.is_some_and(|t| t <= now) {
-            self.reassign_observers(now, out);
+    fn prune_purchases(&mut self, out: &mut Outbox) {
+        while let Some(&(expires, token)) = self.expiries.first() {
+            if expires > self.wall {
+                break;
+            }
+            self.expiries.pop_first();
+            if self.store.state.purchases.contains_key(&token) {
+                self.append(Change::PurchaseExpired { token }, out);
+            }
         }
-        self.settle(now, out);
-        self.feed.flush(now, &self.feed_cfg, &self.store.log, out);
+        // Tombstones are needed only until the purchase would have expired.
+        let stale = self
+            .store
+            .state
+            .revoked
+            .values()
+            .filter(|e| **e <= self.wall)
+            .count();
+        if stale >= TOMBSTONE_BATCH || (stale > 0 && self.store.state.revoked.len() == stale) {
+            let until = self.wall;
+            self.append(Change::TombstonesExpired { until }, out);
+        }
+    }
+
+    fn check_recovery(&mut self, out: &mut Outbox) {
+        let Some(r) = &self.recovery else {
+            return;
+        };
+        let state = &self.store.state;
+        let restored = &self.store.restored;
+        // Someone besides us must have handed back: until then we cannot
+        // know who else is out there.
+        let mut complete = restored.iter().any(|n| *n != self.me);
+        for n in state.registry.iter().filter(|n| !state.is_down(n.id)) {
+            complete &= restored.contains(&n.id);
+            complete &= !n.roles.store || self.store.synced.contains(&n.id);
+        }
+        for n in &self.store.expected {
+            let gone = !state.registry.contains(*n) && self.now >= r.expect_until;
+            complete &= restored.contains(n) || state.is_down(*n) || gone;
+        }
+        if (complete && self.now >= r.until) || self.now >= r.hard_until {
+            self.recovery = None;
+            self.store.recovered = true;
+            out.persist(Record::Recovered);
+            out.notice(Notice::Recovered);
+        }
+    }
+
+    pub fn on_tick(&mut self, now: Time, wall: WallTime, out: &mut Outbox) {
+        self.clock(now, wall);
+        if self.observers_due.is_some_and(|t| t <= now) {
+            self.reassign_observers(out);
+        }
+        self.settle(out);
+        self.prune_purchases(out);
+        let keep = self.cfg.content.clone_timeout * 6;
+        self.recent_drops.retain(|_, t| now.since(*t) < keep);
+        self.repair.on_tick(
+            now,
+            &self.cfg.content,
+            &self.cfg.bugs,
+            &self.store.state,
+            &self.down_since,
+            out,
+        );
+        self.check_recovery(out);
+        self.feed.flush(now, &self.cfg.feed, &self.store.log, out);
     }
 
     pub fn next_deadline(&self) -> Option<Time> {
-        let next = earliest(self.observers_due, self.tally.next_deadline());
-        earliest(next, self.feed.next_deadline())
+        let mut next = earliest(self.observers_due, self.tally.next_deadline());
+        next = earliest(next, self.feed.next_deadline());
+        next = earliest(next, self.repair.next_deadline());
+        if let Some(&(expires, _)) = self.expiries.first() {
+            let wait =
+                Duration::from_micros(expires.as_micros().saturating_sub(self.wall.as_micros()));
+            next = earliest(next, Some(self.now + wait));
+        }
+        if let Some(r) = &self.recovery {
+            // Completion is checked on every message; the timers only cover
+            // the minimum window and the hard limit.
+            let t = if self.now < r.until {
+                r.until
+            } else {
+                r.hard_until
+            };
+            next = earliest(next, Some(t));
+        }
+        next
     }
 }

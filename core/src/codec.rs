@@ -81,6 +81,7 @@ mod tests {
             addr: "10.0.0.3:7000".parse().unwrap(),
             roles: Roles::STORE,
             zone: Zone::new("z1"),
+            weight: 100,
         };
         vec![
             env(Message::Join {

@@ -130,6 +130,62 @@ impl FeedConfig {
     }
 }
 
+/// Content: replication, inventory reporting, scrub, repair, recovery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContentConfig {
+    /// Copies of every piece of content (R).
+    pub replicas: usize,
+    /// Durable copies before an upload is acknowledged (W <= R).
+    pub write_quorum: usize,
+    /// A request to the authority is re-sent this often...
+    pub rpc_retry: Duration,
+    /// ...until this much time has passed (then the client hears 503).
+    pub rpc_timeout: Duration,
+    /// A store re-runs its full scan-and-diff this often.
+    pub resync_interval: Duration,
+    /// A store verifies one local copy this often (background scrub).
+    pub scrub_interval: Duration,
+    /// Most inventory changes in one report.
+    pub report_batch: usize,
+    /// An unacknowledged inventory report is re-sent this often.
+    pub report_retransmit: Duration,
+    /// The authority looks for under- and over-replicated content this often.
+    pub repair_interval: Duration,
+    /// A store down this long no longer counts as holding its copies.
+    pub repair_grace: Duration,
+    /// A clone job not reported done by then is given up and retried.
+    pub clone_timeout: Duration,
+    /// Clone jobs in flight, in all and per source store.
+    pub max_clone_jobs: usize,
+    pub max_clone_jobs_per_store: usize,
+    /// After the authority starts from an empty state it answers
+    /// "unavailable" rather than "not found" for at least this long, and
+    /// until every node that came back has restored its purchases and every
+    /// store has reported its inventory.
+    pub recovery_window: Duration,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        ContentConfig {
+            replicas: 2,
+            write_quorum: 2,
+            rpc_retry: Duration::from_millis(200),
+            rpc_timeout: Duration::from_secs(3),
+            resync_interval: Duration::from_secs(3600),
+            scrub_interval: Duration::from_secs(1),
+            report_batch: 10_000,
+            report_retransmit: Duration::from_millis(300),
+            repair_interval: Duration::from_secs(1),
+            repair_grace: Duration::from_secs(10),
+            clone_timeout: Duration::from_secs(10),
+            max_clone_jobs: 64,
+            max_clone_jobs_per_store: 4,
+            recovery_window: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Deliberate bugs that the simulator's oracles must catch. All off by
 /// default; each one exists so a test can prove an oracle can fail.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +196,18 @@ pub struct InjectedBugs {
     pub never_vote_down: bool,
     /// Observers never withdraw a down vote once cast.
     pub never_withdraw_votes: bool,
+    /// A prism answers "not found" on a local miss without asking the authority.
+    pub no_authority_fallback: bool,
+    /// A prism ignores purchase expiry and removal when delivering.
+    pub deliver_invalid_purchases: bool,
+    /// A prism acknowledges an upload after the first durable copy.
+    pub ack_after_one_copy: bool,
+    /// The authority never repairs under-replicated content.
+    pub no_repair: bool,
+    /// A prism delivers from any holder, down or not.
+    pub deliver_from_down_stores: bool,
+    /// Replicas skip purchase removals in the feed.
+    pub replica_skips_removals: bool,
 }
 
 /// Everything a node needs to start.
@@ -149,6 +217,8 @@ pub struct NodeConfig {
     pub addr: SocketAddr,
     pub roles: Roles,
     pub zone: Zone,
+    /// Relative storage capacity for placement (stores only).
+    pub weight: u32,
     /// The one address a node needs to join.
     pub authority_addr: SocketAddr,
     /// If set, the node refuses to join any other cluster.
@@ -156,6 +226,7 @@ pub struct NodeConfig {
     pub ping: PingConfig,
     pub tally: TallyConfig,
     pub feed: FeedConfig,
+    pub content: ContentConfig,
     /// How often an unanswered join is retried.
     pub join_retry: Duration,
     pub bugs: InjectedBugs,
@@ -167,11 +238,13 @@ impl NodeConfig {
             addr,
             roles,
             zone,
+            weight: 100,
             authority_addr,
             cluster: None,
             ping: PingConfig::default(),
             tally: TallyConfig::default(),
             feed: FeedConfig::default(),
+            content: ContentConfig::default(),
             join_retry: Duration::from_millis(500),
             bugs: InjectedBugs::default(),
         }
@@ -225,6 +298,8 @@ pub enum ConfigError {
     Zero(&'static str),
     /// The probe timeouts do not fit in the probe interval.
     RoundLongerThanInterval,
+    /// More acknowledged copies asked for than copies made.
+    QuorumAboveReplicas,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -241,6 +316,10 @@ impl std::fmt::Display for ConfigError {
             ConfigError::RoundLongerThanInterval => write!(
                 f,
                 "probe_timeout + indirect_timeout must not exceed probe_interval"
+            ),
+            ConfigError::QuorumAboveReplicas => write!(
+                f,
+                "content.write_quorum must not exceed content.replicas"
             ),
         }
     }
@@ -273,12 +352,33 @@ impl NodeConfig {
             ("feed.rpc_margin", self.feed.rpc_margin.is_zero()),
             ("feed.resend", self.feed.resend.is_zero()),
             ("join_retry", self.join_retry.is_zero()),
+            ("weight", self.roles.store && self.weight == 0),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero(name));
         }
         if self.ping.round_time() > self.ping.probe_interval {
             return Err(ConfigError::RoundLongerThanInterval);
+        }
+        let c = &self.content;
+        let positive = [
+            ("content.replicas", c.replicas == 0),
+            ("content.write_quorum", c.write_quorum == 0),
+            ("content.rpc_retry", c.rpc_retry.is_zero()),
+            ("content.scrub_interval", c.scrub_interval.is_zero()),
+            ("content.report_batch", c.report_batch == 0),
+            ("content.repair_interval", c.repair_interval.is_zero()),
+            ("content.max_clone_jobs", c.max_clone_jobs == 0),
+            (
+                "content.max_clone_jobs_per_store",
+                c.max_clone_jobs_per_store == 0,
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::Zero(name));
+        }
+        if c.write_quorum > c.replicas {
+            return Err(ConfigError::QuorumAboveReplicas);
         }
         Ok(())
     }
@@ -320,5 +420,8 @@ mod validate_tests {
         let mut c = cfg();
         c.ping.probe_timeout = Duration::from_secs(1);
         assert_eq!(c.validate(), Err(ConfigError::RoundLongerThanInterval));
+        let mut c = cfg();
+        c.content.write_quorum = 3;
+        assert_eq!(c.validate(), Err(ConfigError::QuorumAboveReplicas));
     }
 }

@@ -23,6 +23,14 @@ pub enum Record {
     },
     /// The authority appended an entry to the feed log.
     Appended(FeedEntry),
+    /// The authority finished rebuilding a state it started without.
+    Recovered,
+    /// During recovery: this node handed back its purchases.
+    Restored(NodeId),
+    /// This store's full inventory scan against the current log was applied.
+    Synced(NodeId),
+    /// During recovery: a node the lost state knew, to wait for.
+    Expected(NodeId),
 }
 
 /// The accumulated effect of every record written so far.
@@ -50,6 +58,26 @@ impl DurableState {
             Record::Appended(entry) => {
                 if let Some(store) = &mut self.authority {
                     store.apply(entry.clone());
+                }
+            }
+            Record::Recovered => {
+                if let Some(store) = &mut self.authority {
+                    store.recovered = true;
+                }
+            }
+            Record::Restored(node) => {
+                if let Some(store) = &mut self.authority {
+                    store.restored.insert(*node);
+                }
+            }
+            Record::Synced(node) => {
+                if let Some(store) = &mut self.authority {
+                    store.synced.insert(*node);
+                }
+            }
+            Record::Expected(node) => {
+                if let Some(store) = &mut self.authority {
+                    store.expected.insert(*node);
                 }
             }
         }

@@ -3,7 +3,10 @@
 //! whether they are at the end, and says explicitly when they must take a
 //! snapshot first (never a silent gap).
 
+use crate::content::{ContentMeta, ContentRecord};
+use crate::hash::ContentHash;
 use crate::ids::{LogId, NodeId, NodeInfo};
+use crate::purchase::{Purchase, Token};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -20,6 +23,52 @@ pub enum Change {
         node: NodeId,
         down: bool,
     },
+    /// `store` holds a durable, verified copy.
+    ContentStored {
+        hash: ContentHash,
+        store: NodeId,
+        meta: ContentMeta,
+    },
+    /// `store` no longer holds a copy (deleted, lost, failed its scrub).
+    ContentDropped {
+        hash: ContentHash,
+        store: NodeId,
+    },
+    /// Content deleted by an admin: every copy is being dropped, and a store
+    /// that reports one later is told to drop it too.
+    ContentDeleted {
+        hash: ContentHash,
+    },
+    PurchaseCreated(Purchase),
+    /// Revoked by a client. A tombstone keeps it from coming back (from a
+    /// replica handing purchases back) until it would have expired.
+    PurchaseRemoved {
+        token: Token,
+    },
+    /// Expired and pruned (no tombstone needed: expired purchases are never
+    /// handed back).
+    PurchaseExpired {
+        token: Token,
+    },
+    /// Tombstones of purchases that would have expired by `until` are dropped.
+    TombstonesExpired {
+        until: crate::time::WallTime,
+    },
+    /// A store being drained: its copies no longer count, repair moves them.
+    Draining {
+        node: NodeId,
+        draining: bool,
+    },
+}
+
+impl Change {
+    /// Changes membership, addresses or observer assignments.
+    pub fn is_topology(&self) -> bool {
+        matches!(
+            self,
+            Change::NodeUpserted(_) | Change::NodeRemoved(_) | Change::Observers { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,6 +97,11 @@ pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
     pub observers: Vec<(NodeId, Vec<NodeId>)>,
     pub down: Vec<NodeId>,
+    pub inventory: Vec<ContentRecord>,
+    pub purchases: Vec<Purchase>,
+    pub draining: Vec<NodeId>,
+    pub deleted: Vec<ContentHash>,
+    pub revoked: Vec<(Token, crate::time::WallTime)>,
 }
 
 /// The retained tail of the log at the authority.

@@ -117,6 +117,8 @@ pub struct NodeInfo {
     pub addr: SocketAddr,
     pub roles: Roles,
     pub zone: Zone,
+    /// Relative capacity for placement (stores only); 100 is the usual.
+    pub weight: u32,
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! What goes into a node and what comes out of it.
 
+use crate::content::{ContentMeta, ContentRecord};
 use crate::durable::Record;
+use crate::hash::ContentHash;
 use crate::ids::{ClusterId, NodeId};
 use crate::message::{Envelope, Message, PROTOCOL_VERSION};
+use crate::purchase::{Purchase, Token};
+use crate::time::Duration;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
@@ -16,6 +20,101 @@ pub enum Input {
     /// A call this node made to a peer failed: suspect it locally until the
     /// ping net reaches it again.
     ContactFailed(NodeId),
+    /// A client request to this prism; answered by `Output::Reply` with the
+    /// same id.
+    Client { id: u64, request: ClientRequest },
+    /// A transfer this node asked for (`Output::Transfer`) finished.
+    TransferDone { op: u64, ok: bool },
+    /// Store: the content on local disk, in answer to `Output::ListContent`.
+    ContentListing(Vec<(ContentHash, ContentMeta)>),
+    /// Store: a verified copy is now durable on local disk.
+    ContentStored {
+        hash: ContentHash,
+        meta: ContentMeta,
+    },
+    /// Store: a copy is gone from local disk (deleted, found missing).
+    ContentRemoved { hash: ContentHash },
+    /// Store: the result of `Output::Scrub` (false: the bytes no longer
+    /// match the hash, or the file is gone).
+    ScrubResult { hash: ContentHash, ok: bool },
+}
+
+/// What clients ask a prism for. Uploads arrive with their hash already
+/// computed: the driver hashes the bytes as they stream in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientRequest {
+    Upload {
+        hash: ContentHash,
+        meta: ContentMeta,
+    },
+    Detail {
+        hash: ContentHash,
+    },
+    Exists {
+        hashes: Vec<ContentHash>,
+    },
+    Delete {
+        hash: ContentHash,
+    },
+    Purchase {
+        hash: ContentHash,
+        ext: String,
+        life: Duration,
+        referrers: Vec<String>,
+    },
+    GetPurchase {
+        token: Token,
+    },
+    RemovePurchase {
+        token: Token,
+    },
+    Deliver {
+        token: Token,
+        referrer: Option<String>,
+    },
+    Drain {
+        node: NodeId,
+        draining: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientResponse {
+    Uploaded {
+        hash: ContentHash,
+        size: u64,
+        copies: Vec<NodeId>,
+    },
+    Detail(ContentRecord),
+    Exists(Vec<bool>),
+    Deleted,
+    Purchase(Purchase),
+    Removed,
+    /// Fetch the content from this store.
+    Deliver {
+        store: NodeId,
+        addr: std::net::SocketAddr,
+        hash: ContentHash,
+        ext: String,
+    },
+    Draining,
+    Error(ClientError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// The prism has not taken a snapshot and caught up yet (503).
+    NotReady,
+    /// No such purchase or content; the answer is authoritative (404).
+    NotFound(&'static str),
+    /// The purchase expired (410).
+    Expired,
+    /// The referrer is not allowed (403).
+    Forbidden,
+    /// Cannot answer now; try again (503 with Retry-After).
+    Unavailable(&'static str),
+    /// The request itself is wrong (400).
+    BadRequest(String),
 }
 
 /// Something the driver must do or may observe.
@@ -28,6 +127,30 @@ pub enum Output {
     /// Write to durable storage before sending anything that follows.
     Persist(Record),
     Notice(Notice),
+    /// The answer to `Input::Client` with this id.
+    Reply {
+        id: u64,
+        response: ClientResponse,
+    },
+    /// Copy the content `hash` (spooled upload on a prism, stored copy on a
+    /// store) to the store `to`; report with `Input::TransferDone`. The
+    /// receiving store acknowledges only a verified, synced copy.
+    Transfer {
+        op: u64,
+        hash: ContentHash,
+        to: NodeId,
+        to_addr: SocketAddr,
+    },
+    /// Store: list local content; answer with `Input::ContentListing`.
+    ListContent,
+    /// Store: verify the local copy of `hash`; answer with `Input::ScrubResult`.
+    Scrub {
+        hash: ContentHash,
+    },
+    /// Store: delete the local copy of `hash`.
+    DeleteContent {
+        hash: ContentHash,
+    },
 }
 
 /// Observable state changes, for logs, metrics and the simulator's oracles.
@@ -45,6 +168,8 @@ pub enum Notice {
     Suspicion { node: NodeId, suspect: bool },
     /// This node voted a peer down or withdrew that vote.
     VoteCast { subject: NodeId, down: bool },
+    /// The authority finished rebuilding a state it started without.
+    Recovered,
     /// A message was dropped; `why` says which check refused it.
     Dropped { from: NodeId, why: DropReason },
 }

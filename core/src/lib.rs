@@ -8,9 +8,11 @@
 pub mod authority;
 pub mod codec;
 pub mod config;
+pub mod content;
 pub mod durable;
 pub mod feed;
 pub mod feed_server;
+pub mod hash;
 pub mod health;
 pub mod ids;
 pub mod io;
@@ -18,18 +20,28 @@ pub mod message;
 pub mod node;
 pub mod observers;
 pub mod ping_net;
+pub mod placement;
+pub mod prism;
+pub mod purchase;
 pub mod registry;
+pub mod repair;
 pub mod replica;
+pub mod restore;
 pub mod rng;
 pub mod state;
+pub mod store;
 pub mod time;
 pub mod vote_tally;
 
-pub use config::{ConfigError, FeedConfig, InjectedBugs, NodeConfig, PingConfig, TallyConfig};
+pub use config::{
+    ConfigError, ContentConfig, FeedConfig, InjectedBugs, NodeConfig, PingConfig, TallyConfig,
+};
 pub use durable::{DurableState, Record};
 pub use ids::{ClusterId, LogId, NodeId, NodeInfo, Roles, Zone};
-pub use io::{DropReason, Input, Notice, Output, Transport};
+pub use io::{
+    ClientError, ClientRequest, ClientResponse, DropReason, Input, Notice, Output, Transport,
+};
 pub use message::{Envelope, Message, PROTOCOL_VERSION};
 pub use node::{Counters, Node};
 pub use rng::{Rng, SeededRng};
-pub use time::{Duration, Time};
+pub use time::{Duration, Time, WallTime};

@@ -1,7 +1,10 @@
 //! Every message between nodes, and the envelope that carries it.
 
+use crate::content::{ContentMeta, ContentRecord};
 use crate::feed::{FeedBody, Snapshot};
+use crate::hash::ContentHash;
 use crate::ids::{ClusterId, LogId, NodeId, NodeInfo};
+use crate::purchase::{Purchase, Token};
 use crate::time::Duration;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -91,6 +94,118 @@ pub enum Message {
         log: LogId,
         snapshot: Box<Snapshot>,
     },
+    /// A store's inventory changes.
+    InventoryReport(Box<InventoryBatch>),
+    InventoryAck {
+        seq: VoteSeq,
+    },
+    /// Authority to a store: copy content to another store.
+    CloneTo(Box<CloneJob>),
+    CloneDone {
+        job: u64,
+        ok: bool,
+    },
+    /// Authority to a store: delete your copy (surplus or deleted content).
+    DropCopy {
+        hash: Box<ContentHash>,
+    },
+    /// A request to the authority from a prism (or any node).
+    Ask {
+        req: u64,
+        ask: Box<Ask>,
+    },
+    Answer {
+        req: u64,
+        answer: Box<Answer>,
+    },
+}
+
+/// A batch of one store's inventory changes. With `sync`, the batch
+/// completes a full scan-and-diff against log `sync`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InventoryBatch {
+    pub seq: VoteSeq,
+    pub sync: Option<LogId>,
+    pub adds: Vec<(ContentHash, ContentMeta)>,
+    pub removes: Vec<ContentHash>,
+}
+
+/// Copy `hash` to `target`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CloneJob {
+    pub job: u64,
+    pub hash: ContentHash,
+    pub target: NodeId,
+    pub target_addr: SocketAddr,
+}
+
+/// Requests to the authority.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Ask {
+    /// A prism placed content on these stores (they acknowledged durable copies).
+    ContentPlaced {
+        hash: ContentHash,
+        meta: ContentMeta,
+        stores: Vec<NodeId>,
+    },
+    ContentLookup {
+        hash: ContentHash,
+    },
+    ContentExists {
+        hashes: Vec<ContentHash>,
+    },
+    /// Delete content everywhere (admin).
+    ContentDelete {
+        hash: ContentHash,
+    },
+    /// Create a purchase; the authority sets its expiry from `life`.
+    PurchaseCreate {
+        purchase: Purchase,
+        life: Duration,
+    },
+    PurchaseLookup {
+        token: Token,
+    },
+    PurchaseRemove {
+        token: Token,
+    },
+    /// Start or stop draining a store (admin).
+    Drain {
+        node: NodeId,
+        draining: bool,
+    },
+    /// Purchases (and revocations, with when the purchase would have
+    /// expired) a node held in its replica of an earlier log, handed back
+    /// after the authority lost its state; `done` when this was the last batch.
+    RestorePurchases {
+        purchases: Vec<Purchase>,
+        revoked: Vec<(Token, crate::time::WallTime)>,
+        /// Nodes the old log knew (alive): the authority waits for them.
+        nodes: Vec<NodeId>,
+        done: bool,
+    },
+}
+
+/// The authority's answer to a lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Lookup<T> {
+    Found(T),
+    /// The authority's state is complete and it has no such thing.
+    NotFound,
+    /// The authority cannot say (it is rebuilding its state after a loss).
+    Unavailable,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Answer {
+    Done,
+    Content(Lookup<ContentRecord>),
+    Purchase(Lookup<Purchase>),
+    Exists(Vec<bool>),
+    Removed(bool),
+    Refused(String),
+    /// The authority cannot answer now (rebuilding its state after a loss).
+    Unavailable,
 }
 
 impl Message {
@@ -109,6 +224,13 @@ impl Message {
             Message::FeedReply { .. } => "FeedReply",
             Message::SnapshotPull { .. } => "SnapshotPull",
             Message::SnapshotReply { .. } => "SnapshotReply",
+            Message::InventoryReport(_) => "InventoryReport",
+            Message::InventoryAck { .. } => "InventoryAck",
+            Message::CloneTo(_) => "CloneTo",
+            Message::CloneDone { .. } => "CloneDone",
+            Message::DropCopy { .. } => "DropCopy",
+            Message::Ask { .. } => "Ask",
+            Message::Answer { .. } => "Answer",
         }
     }
 

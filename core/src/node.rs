@@ -1,19 +1,44 @@
 //! A node: composes identity, joining, the feed replica, the ping net, local
 //! health and (on the authority) the authority, behind one sans-IO interface.
 
-use crate::authority::{Authority, AuthorityStore};
+use crate::authority::{Authority, AuthorityConfig, AuthorityStore};
 use crate::config::{ConfigError, NodeConfig};
 use crate::durable::{DurableState, Record};
 use crate::health::HealthView;
 use crate::ids::{ClusterId, LogId, NodeId, NodeInfo};
+use crate::io::{ClientError, ClientResponse};
 use crate::io::{DropReason, Input, Notice, Outbox, Output};
 use crate::message::{Envelope, Message, PROTOCOL_VERSION};
 use crate::observers::rendezvous_score;
 use crate::ping_net::{Assignment, PingNet};
-use crate::replica::Replica;
+use crate::prism::{PrismCtx, PrismRole};
+use crate::replica::{Applied, Replica};
+use crate::restore::{Restore, RESTORE_REQ};
 use crate::rng::Rng;
-use crate::time::{earliest, Time};
+use crate::store::{StoreRole, StoreView, STORE_OP};
+use crate::time::{earliest, Time, WallTime};
 use std::collections::BTreeMap;
+
+/// The prism's view of this node for one decision. A macro, not a method,
+/// so the borrow covers only the fields read (the prism itself is borrowed
+/// mutably alongside).
+macro_rules! prism_ctx {
+    ($node:ident) => {
+        PrismCtx {
+            now: $node.now,
+            wall: $node.wall,
+            ready: $node.replica.is_ready(),
+            state: $node.replica.state(),
+            health: HealthView {
+                state: $node.replica.state(),
+                ping: &$node.ping,
+                contact_failures: &$node.contact_failures,
+                now: $node.now,
+            },
+            authority: $node.cfg.authority_addr,
+        }
+    };
+}
 
 /// Messages this node refused, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,8 +71,12 @@ pub struct Node {
     replica: Replica,
     ping: PingNet,
     authority: Option<Authority>,
+    store: Option<StoreRole>,
+    prism: Option<PrismRole>,
+    restore: Restore,
     out: Outbox,
     now: Time,
+    wall: WallTime,
     contact_failures: BTreeMap<NodeId, Time>,
     topology_dirty: bool,
     counters: Counters,
@@ -107,14 +136,13 @@ impl Node {
                 records.push(Record::Cluster(store.cluster));
             }
             cluster = Some(store.cluster);
-            Some(Authority::new(
-                id,
-                cfg.tally.clone(),
-                cfg.feed.clone(),
-                cfg.bugs.clone(),
-                store,
-                now,
-            ))
+            let acfg = AuthorityConfig {
+                tally: cfg.tally.clone(),
+                feed: cfg.feed.clone(),
+                content: cfg.content.clone(),
+                bugs: cfg.bugs.clone(),
+            };
+            Some(Authority::new(id, acfg, store, now))
         } else {
             None
         };
@@ -124,6 +152,19 @@ impl Node {
             out.persist(r);
         }
         let ping = PingNet::new(cfg.ping.clone(), cfg.bugs.clone(), incarnation, &mut *rng);
+        let store = cfg
+            .roles
+            .store
+            .then(|| StoreRole::new(cfg.content.clone(), incarnation, now));
+        let prism = cfg
+            .roles
+            .prism
+            .then(|| PrismRole::new(cfg.content.clone(), cfg.bugs.clone()));
+        let replica = if cfg.bugs.replica_skips_removals {
+            Replica::skipping_removals()
+        } else {
+            Replica::default()
+        };
         let mut node = Node {
             cfg,
             rng,
@@ -135,11 +176,15 @@ impl Node {
                 next_attempt: now,
                 ack: None,
             },
-            replica: Replica::default(),
+            replica,
             ping,
             authority,
+            store,
+            prism,
+            restore: Restore::default(),
             out,
             now,
+            wall: WallTime::default(),
             contact_failures: BTreeMap::new(),
             topology_dirty: false,
             counters: Counters::default(),
@@ -148,8 +193,11 @@ impl Node {
         Ok(node)
     }
 
-    pub fn handle(&mut self, now: Time, input: Input) {
+    /// `now` is this node's monotonic clock; `wall` its wall clock (used for
+    /// purchase expiry only).
+    pub fn handle(&mut self, now: Time, wall: WallTime, input: Input) {
         self.now = self.now.max(now);
+        self.wall = self.wall.max(wall);
         match input {
             Input::Message(env) => self.receive(env),
             Input::Tick => {}
@@ -157,8 +205,52 @@ impl Node {
                 let until = self.now + self.cfg.ping.probe_interval * 2;
                 self.contact_failures.insert(id, until);
             }
+            Input::Client { id, request } => self.client(id, request),
+            Input::TransferDone { op, ok } => {
+                if op & STORE_OP != 0 {
+                    if let Some(s) = &mut self.store {
+                        s.on_transfer_done(op, ok, self.cfg.authority_addr, &mut self.out);
+                    }
+                } else if let Some(p) = &mut self.prism {
+                    let ctx = prism_ctx!(self);
+                    p.on_transfer_done(&ctx, op, ok, &mut self.out);
+                }
+            }
+            Input::ContentListing(items) => {
+                if let Some(s) = &mut self.store {
+                    s.on_listing(items);
+                }
+            }
+            Input::ContentStored { hash, meta } => {
+                if let Some(s) = &mut self.store {
+                    s.on_stored(hash, meta);
+                }
+            }
+            Input::ContentRemoved { hash } => {
+                if let Some(s) = &mut self.store {
+                    s.on_removed(hash);
+                }
+            }
+            Input::ScrubResult { hash, ok } => {
+                if let Some(s) = &mut self.store {
+                    s.on_scrub(hash, ok, &mut self.out);
+                }
+            }
         }
         self.pump();
+    }
+
+    fn client(&mut self, id: u64, request: crate::io::ClientRequest) {
+        let Some(p) = &mut self.prism else {
+            let why = "this node is not a prism".to_string();
+            self.out.queue.push_back(Output::Reply {
+                id,
+                response: ClientResponse::Error(ClientError::BadRequest(why)),
+            });
+            return;
+        };
+        let ctx = prism_ctx!(self);
+        p.on_request(&ctx, id, request, &mut *self.rng, &mut self.out);
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -178,7 +270,28 @@ impl Node {
         if let Some(a) = &self.authority {
             next = earliest(next, a.next_deadline());
         }
+        if self.join.joined {
+            if let Some(s) = &self.store {
+                next = earliest(next, s.next_deadline(self.now));
+            }
+            next = earliest(next, self.restore.next_deadline(self.now));
+        }
+        if let Some(p) = &self.prism {
+            next = earliest(next, p.next_deadline());
+        }
         next
+    }
+
+    pub fn store_role(&self) -> Option<&StoreRole> {
+        self.store.as_ref()
+    }
+
+    pub fn prism_role(&self) -> Option<&PrismRole> {
+        self.prism.as_ref()
+    }
+
+    pub fn wall(&self) -> WallTime {
+        self.wall
     }
 
     pub fn id(&self) -> NodeId {
@@ -237,6 +350,7 @@ impl Node {
             addr: self.cfg.addr,
             roles: self.cfg.roles,
             zone: self.cfg.zone.clone(),
+            weight: self.cfg.weight,
         }
     }
 
@@ -287,7 +401,7 @@ impl Node {
         }
         let now = self.now;
         if let Some(a) = &mut self.authority {
-            if a.handle(now, &env, &mut self.out) {
+            if a.handle(now, self.wall, &env, &mut self.out) {
                 return;
             }
         }
@@ -296,7 +410,36 @@ impl Node {
             Message::Join { .. }
             | Message::Votes { .. }
             | Message::FeedPull { .. }
-            | Message::SnapshotPull { .. } => self.dropped(env.from, DropReason::NotAuthority),
+            | Message::SnapshotPull { .. }
+            | Message::InventoryReport(_)
+            | Message::CloneDone { .. }
+            | Message::Ask { .. } => self.dropped(env.from, DropReason::NotAuthority),
+            Message::InventoryAck { seq } => {
+                if let Some(s) = &mut self.store {
+                    s.on_ack(seq);
+                }
+            }
+            Message::CloneTo(job) if from_authority => {
+                if let Some(s) = &mut self.store {
+                    let authority = self.cfg.authority_addr;
+                    s.on_clone(*job, authority, &mut self.out);
+                }
+            }
+            Message::DropCopy { hash } if from_authority => {
+                if let Some(s) = &mut self.store {
+                    s.on_drop(*hash, &mut self.out);
+                }
+            }
+            Message::CloneTo(_) | Message::DropCopy { .. } => {}
+            Message::Answer { req, answer } if from_authority => {
+                if req & RESTORE_REQ != 0 {
+                    self.restore.on_answer(req);
+                } else if let Some(p) = &mut self.prism {
+                    let ctx = prism_ctx!(self);
+                    p.on_answer(&ctx, req, *answer, &mut *self.rng, &mut self.out);
+                }
+            }
+            Message::Answer { .. } => {}
             Message::JoinAck { node, log, seq } => {
                 if node == self.id && from_authority {
                     self.on_join_ack(env.from, env.cluster, log, seq);
@@ -322,15 +465,31 @@ impl Node {
             Message::VotesAck { seq } => self.ping.on_votes_ack(now, seq),
             Message::FeedReply { req, log, body } if from_authority => {
                 let applied = self.replica.on_feed_reply(req, log, body, &mut self.out);
-                self.topology_dirty |= applied.topology;
+                self.after_apply(applied);
             }
             Message::SnapshotReply { req, log, snapshot } if from_authority => {
                 let applied = self
                     .replica
                     .on_snapshot_reply(req, log, *snapshot, &mut self.out);
-                self.topology_dirty |= applied.topology;
+                self.after_apply(applied);
             }
             Message::FeedReply { .. } | Message::SnapshotReply { .. } => {}
+        }
+    }
+
+    fn after_apply(&mut self, applied: Applied) {
+        self.topology_dirty |= applied.topology;
+        if let Some(mut handback) = applied.new_history {
+            // Purchases this prism created may not have reached any replica.
+            if let Some(p) = &self.prism {
+                handback.purchases.extend(p.created().cloned());
+            }
+            self.restore
+                .start(handback.purchases, handback.revoked, handback.nodes);
+        }
+        if let Some(p) = &mut self.prism {
+            let state = self.replica.state();
+            p.forget_created(|t| state.purchases.contains_key(t) || state.revoked.contains_key(t));
         }
     }
 
@@ -382,9 +541,29 @@ impl Node {
                 &mut self.out,
             );
         }
+        if self.join.joined {
+            if let Some(s) = &mut self.store {
+                let view = StoreView {
+                    state: self.replica.state(),
+                    me: self.id,
+                    log: self.replica.log(),
+                    ready: self.replica.is_ready(),
+                };
+                s.on_tick(now, &view, authority_addr, &mut self.out);
+            }
+            let retry = self.cfg.content.rpc_retry;
+            self.restore
+                .on_tick(now, retry, authority_addr, &mut self.out);
+        }
+        if let Some(p) = &mut self.prism {
+            if p.next_deadline().is_some_and(|t| t <= now) {
+                let ctx = prism_ctx!(self);
+                p.on_tick(&ctx, &mut self.out);
+            }
+        }
         if let Some(a) = &mut self.authority {
             if a.next_deadline().is_some_and(|t| t <= now) {
-                a.on_tick(now, &mut self.out);
+                a.on_tick(now, self.wall, &mut self.out);
             }
         }
         self.contact_failures.retain(|_, until| *until > now);
@@ -469,6 +648,7 @@ mod tests {
         nodes: Vec<Node>,
         disks: Vec<DurableState>,
         queue: VecDeque<(SocketAddr, Envelope)>,
+        inputs: VecDeque<(usize, Input)>,
         notices: Vec<(usize, Notice)>,
         down: BTreeSet<usize>,
         now: Time,
@@ -493,6 +673,7 @@ mod tests {
                 nodes: Vec::new(),
                 disks: vec![DurableState::default(); n],
                 queue: VecDeque::new(),
+                inputs: VecDeque::new(),
                 notices: Vec::new(),
                 down: BTreeSet::new(),
                 now: Time::from_secs(1),
@@ -522,6 +703,14 @@ mod tests {
                         }
                         Output::Persist(r) => self.disks[i].apply(&r),
                         Output::Notice(n) => self.notices.push((i, n)),
+                        // These nodes hold no content.
+                        Output::ListContent => {
+                            self.inputs.push_back((i, Input::ContentListing(vec![])))
+                        }
+                        Output::Reply { .. }
+                        | Output::Transfer { .. }
+                        | Output::Scrub { .. }
+                        | Output::DeleteContent { .. } => {}
                     }
                 }
             }
@@ -530,7 +719,7 @@ mod tests {
         fn deliver(&mut self, to: SocketAddr, env: Envelope) {
             if let Some(i) = (0..self.nodes.len()).find(|i| addr(*i) == to) {
                 if !self.down.contains(&i) {
-                    self.nodes[i].handle(self.now, Input::Message(env));
+                    self.nodes[i].handle(self.now, WallTime::default(), Input::Message(env));
                 }
             }
         }
@@ -543,6 +732,10 @@ mod tests {
                     self.deliver(to, env);
                     continue;
                 }
+                if let Some((i, input)) = self.inputs.pop_front() {
+                    self.nodes[i].handle(self.now, WallTime::default(), input);
+                    continue;
+                }
                 let next = (0..self.nodes.len())
                     .filter(|i| !self.down.contains(i))
                     .filter_map(|i| self.nodes[i].poll_timeout())
@@ -553,7 +746,7 @@ mod tests {
                         for i in 0..self.nodes.len() {
                             let due = self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now);
                             if due && !self.down.contains(&i) {
-                                self.nodes[i].handle(self.now, Input::Tick);
+                                self.nodes[i].handle(self.now, WallTime::default(), Input::Tick);
                             }
                         }
                     }
@@ -586,10 +779,10 @@ mod tests {
         c.run_for(Duration::from_secs(2));
         let mut env = c.nodes[1].out.envelope(Message::Ping { probe: 1 });
         env.cluster = ClusterId(12345);
-        c.nodes[2].handle(c.now, Input::Message(env.clone()));
+        c.nodes[2].handle(c.now, WallTime::default(), Input::Message(env.clone()));
         env.cluster = c.nodes[1].cluster().unwrap();
         env.version = PROTOCOL_VERSION + 1;
-        c.nodes[2].handle(c.now, Input::Message(env));
+        c.nodes[2].handle(c.now, WallTime::default(), Input::Message(env));
         let counters = c.nodes[2].counters();
         assert_eq!(counters.foreign_cluster, 1);
         assert_eq!(counters.unsupported_version, 1);
@@ -667,7 +860,7 @@ mod tests {
         let mut c = Cluster::new(3);
         c.run_for(Duration::from_secs(2));
         let peer = c.nodes[2].id();
-        c.nodes[1].handle(c.now, Input::ContactFailed(peer));
+        c.nodes[1].handle(c.now, WallTime::default(), Input::ContactFailed(peer));
         assert!(!c.nodes[1].health().may_contact(peer));
         c.run_for(Duration::from_secs(2));
         assert!(c.nodes[1].health().may_contact(peer));

@@ -83,6 +83,7 @@ mod tests {
             addr: format!("10.0.0.1:{port}").parse().unwrap(),
             roles: Roles::STORE,
             zone: Zone::new(zone),
+            weight: 100,
         }
     }
 

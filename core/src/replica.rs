@@ -27,16 +27,42 @@ pub struct Replica {
     ready: bool,
     inflight: Option<Inflight>,
     next_req: u64,
+    /// The log of the last snapshot taken.
+    known_log: Option<LogId>,
+    /// Test-only bug: ignore purchase removals.
+    skip_removals: bool,
+}
+
+/// What a replica hands back to an authority that started over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handback {
+    pub purchases: Vec<crate::purchase::Purchase>,
+    pub revoked: Vec<(crate::purchase::Token, crate::time::WallTime)>,
+    /// The nodes the old log had registered and not down: the authority
+    /// waits to hear from them.
+    pub nodes: Vec<crate::ids::NodeId>,
 }
 
 /// What applying an answer changed, for the node to react to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Membership, addresses or observer assignments changed.
     pub topology: bool,
+    /// A snapshot of a log this replica had not followed before was taken;
+    /// these are the purchases (and revocations) the replica held from the
+    /// previous log.
+    pub new_history: Option<Handback>,
 }
 
 impl Replica {
+    /// A replica with the injected bug that ignores purchase removals.
+    pub fn skipping_removals() -> Replica {
+        Replica {
+            skip_removals: true,
+            ..Replica::default()
+        }
+    }
+
     pub fn state(&self) -> &ClusterState {
         &self.state
     }
@@ -156,13 +182,17 @@ impl Replica {
                     if e.seq != self.seq + 1 {
                         break; // A gap: pull again from where we are.
                     }
-                    applied.topology |= !matches!(e.change, Change::Health { .. });
+                    applied.topology |= e.change.is_topology();
                     if let Change::Health { node, down } = e.change {
                         if self.state.is_down(node) != down {
                             out.notice(Notice::VerdictApplied { node, down });
                         }
                     }
-                    self.state.apply(&e.change);
+                    let skip =
+                        self.skip_removals && matches!(e.change, Change::PurchaseRemoved { .. });
+                    if !skip {
+                        self.state.apply(&e.change);
+                    }
                     self.seq = e.seq;
                 }
                 if ours || self.seq > before {
@@ -195,12 +225,30 @@ impl Replica {
                 down: fresh.is_down(*node),
             });
         }
+        let new_history = (self.known_log != Some(log)).then(|| {
+            let old = std::mem::take(&mut self.state);
+            let nodes = old
+                .registry
+                .iter()
+                .map(|n| n.id)
+                .filter(|id| !old.is_down(*id))
+                .collect();
+            Handback {
+                purchases: old.purchases.into_values().collect(),
+                revoked: old.revoked.into_iter().collect(),
+                nodes,
+            }
+        });
         self.state = fresh;
         self.log = Some(log);
+        self.known_log = Some(log);
         self.seq = snapshot.seq;
         self.has_snapshot = true;
         self.at_end = false;
-        Applied { topology: true }
+        Applied {
+            topology: true,
+            new_history,
+        }
     }
 }
 
@@ -247,6 +295,11 @@ mod tests {
             nodes: vec![],
             observers: vec![],
             down: vec![],
+            inventory: vec![],
+            purchases: vec![],
+            draining: vec![],
+            deleted: vec![],
+            revoked: vec![],
         }
     }
 
@@ -334,6 +387,45 @@ mod tests {
             &mut out,
         );
         assert!(!r.has_snapshot());
+    }
+
+    #[test]
+    fn a_new_log_hands_back_the_old_purchases() {
+        use crate::hash::{ContentHash, HashKind};
+        use crate::purchase::{Purchase, Token};
+        use crate::time::WallTime;
+        let cfg = FeedConfig::default();
+        let mut r = Replica::default();
+        let mut out = outbox();
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        let mut snap = empty_snapshot(1);
+        snap.purchases.push(Purchase {
+            token: Token(5),
+            hash: ContentHash::compute(HashKind::Sha1, b"x"),
+            ext: "bin".into(),
+            expires: WallTime::from_secs(9),
+            referrers: vec![],
+        });
+        let first = r.on_snapshot_reply(req, LogId(1), snap, &mut out);
+        assert_eq!(
+            first.new_history,
+            Some(Handback::default()),
+            "first log: nothing to hand back"
+        );
+        // The authority lost its state: a new log.
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        r.on_feed_reply(
+            req,
+            LogId(2),
+            FeedBody::SnapshotRequired { snapshot_seq: 0 },
+            &mut out,
+        );
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        let applied = r.on_snapshot_reply(req, LogId(2), empty_snapshot(0), &mut out);
+        assert_eq!(applied.new_history.map(|h| h.purchases.len()), Some(1));
     }
 
     #[test]

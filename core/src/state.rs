@@ -1,9 +1,13 @@
 //! The replicated cluster state: what the feed describes. The authority holds
 //! the master copy; every node's replica is built from a snapshot plus entries.
 
+use crate::content::ContentRecord;
 use crate::feed::{Change, Snapshot};
+use crate::hash::ContentHash;
 use crate::ids::NodeId;
+use crate::purchase::{Purchase, Token};
 use crate::registry::Registry;
+use crate::time::WallTime;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -15,6 +19,17 @@ pub struct ClusterState {
     pub down: BTreeSet<NodeId>,
     /// Reverse of `observers`: the subjects each node observes.
     observing: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// Which stores hold which content.
+    pub inventory: BTreeMap<ContentHash, ContentRecord>,
+    /// Reverse of `inventory`: the content each store holds.
+    held_by: BTreeMap<NodeId, BTreeSet<ContentHash>>,
+    pub purchases: BTreeMap<Token, Purchase>,
+    /// Stores being drained.
+    pub draining: BTreeSet<NodeId>,
+    /// Content deleted by an admin (until uploaded again).
+    pub deleted: BTreeSet<ContentHash>,
+    /// Revoked purchases and when they would have expired.
+    pub revoked: BTreeMap<Token, WallTime>,
 }
 
 impl ClusterState {
@@ -25,6 +40,10 @@ impl ClusterState {
                 self.registry.remove(*id);
                 self.set_observers(*id, Vec::new());
                 self.down.remove(id);
+                self.draining.remove(id);
+                for hash in self.held_by.remove(id).unwrap_or_default() {
+                    self.drop_copy(hash, *id);
+                }
             }
             Change::Observers { subject, observers } => {
                 self.set_observers(*subject, observers.clone());
@@ -36,7 +55,77 @@ impl ClusterState {
                     self.down.remove(node);
                 }
             }
+            Change::ContentDeleted { hash } => {
+                if let Some(rec) = self.inventory.remove(hash) {
+                    for store in rec.stores {
+                        if let Some(set) = self.held_by.get_mut(&store) {
+                            set.remove(hash);
+                            if set.is_empty() {
+                                self.held_by.remove(&store);
+                            }
+                        }
+                    }
+                }
+                self.deleted.insert(*hash);
+            }
+            Change::ContentStored { hash, store, meta } => {
+                self.deleted.remove(hash);
+                self.inventory
+                    .entry(*hash)
+                    .or_insert_with(|| ContentRecord {
+                        hash: *hash,
+                        meta: meta.clone(),
+                        stores: BTreeSet::new(),
+                    })
+                    .stores
+                    .insert(*store);
+                self.held_by.entry(*store).or_default().insert(*hash);
+            }
+            Change::ContentDropped { hash, store } => {
+                self.drop_copy(*hash, *store);
+                if let Some(set) = self.held_by.get_mut(store) {
+                    set.remove(hash);
+                    if set.is_empty() {
+                        self.held_by.remove(store);
+                    }
+                }
+            }
+            Change::PurchaseCreated(p) => {
+                self.purchases.insert(p.token, p.clone());
+            }
+            Change::PurchaseRemoved { token } => {
+                if let Some(p) = self.purchases.remove(token) {
+                    self.revoked.insert(*token, p.expires);
+                }
+            }
+            Change::PurchaseExpired { token } => {
+                self.purchases.remove(token);
+            }
+            Change::TombstonesExpired { until } => {
+                self.revoked.retain(|_, expires| *expires > *until);
+            }
+            Change::Draining { node, draining } => {
+                if *draining {
+                    self.draining.insert(*node);
+                } else {
+                    self.draining.remove(node);
+                }
+            }
         }
+    }
+
+    fn drop_copy(&mut self, hash: ContentHash, store: NodeId) {
+        if let Some(rec) = self.inventory.get_mut(&hash) {
+            rec.stores.remove(&store);
+            if rec.stores.is_empty() {
+                self.inventory.remove(&hash);
+            }
+        }
+    }
+
+    /// The content `store` holds according to the inventory.
+    pub fn held_by(&self, store: NodeId) -> impl Iterator<Item = &ContentHash> {
+        self.held_by.get(&store).into_iter().flatten()
     }
 
     fn set_observers(&mut self, subject: NodeId, observers: Vec<NodeId>) {
@@ -83,6 +172,11 @@ impl ClusterState {
                 .map(|(s, o)| (*s, o.clone()))
                 .collect(),
             down: self.down.iter().copied().collect(),
+            inventory: self.inventory.values().cloned().collect(),
+            purchases: self.purchases.values().cloned().collect(),
+            draining: self.draining.iter().copied().collect(),
+            deleted: self.deleted.iter().copied().collect(),
+            revoked: self.revoked.iter().map(|(t, e)| (*t, *e)).collect(),
         }
     }
 
@@ -95,7 +189,71 @@ impl ClusterState {
             state.set_observers(*s, o.clone());
         }
         state.down = snap.down.iter().copied().collect();
+        for rec in &snap.inventory {
+            for store in &rec.stores {
+                state.held_by.entry(*store).or_default().insert(rec.hash);
+            }
+            state.inventory.insert(rec.hash, rec.clone());
+        }
+        for p in &snap.purchases {
+            state.purchases.insert(p.token, p.clone());
+        }
+        state.draining = snap.draining.iter().copied().collect();
+        state.deleted = snap.deleted.iter().copied().collect();
+        state.revoked = snap.revoked.iter().copied().collect();
         state
+    }
+
+    /// Names the parts in which two states differ (for diagnostics).
+    pub fn differences(&self, other: &ClusterState) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.registry != other.registry {
+            d.push("registry".to_string());
+        }
+        if self.observers != other.observers {
+            d.push("observers".to_string());
+        }
+        if self.down != other.down {
+            d.push(format!("down {:?} vs {:?}", self.down, other.down));
+        }
+        if self.inventory != other.inventory {
+            let a: BTreeSet<_> = self.inventory.keys().collect();
+            let b: BTreeSet<_> = other.inventory.keys().collect();
+            let differing = self
+                .inventory
+                .iter()
+                .filter(|(h, r)| other.inventory.get(h).is_some_and(|o| o != *r))
+                .count();
+            d.push(format!(
+                "inventory: {} only here, {} only there, {} records differ",
+                a.difference(&b).count(),
+                b.difference(&a).count(),
+                differing
+            ));
+        }
+        if self.purchases != other.purchases {
+            let a: BTreeSet<_> = self.purchases.keys().collect();
+            let b: BTreeSet<_> = other.purchases.keys().collect();
+            d.push(format!(
+                "purchases: {:?} only here, {:?} only there",
+                a.difference(&b).collect::<Vec<_>>(),
+                b.difference(&a).collect::<Vec<_>>()
+            ));
+        }
+        if self.draining != other.draining {
+            d.push("draining".to_string());
+        }
+        if self.deleted != other.deleted {
+            d.push("deleted".to_string());
+        }
+        if self.revoked != other.revoked {
+            d.push(format!(
+                "revoked: {} vs {}",
+                self.revoked.len(),
+                other.revoked.len()
+            ));
+        }
+        d
     }
 
     /// Order-independent fingerprint used to compare replicas with the
@@ -110,7 +268,7 @@ impl ClusterState {
                 h = mix64(h ^ u64::from(b));
             }
             h = mix64(h ^ u64::from(n.roles.authority) ^ (u64::from(n.roles.store) << 1));
-            h = mix64(h ^ (u64::from(n.roles.prism) << 2));
+            h = mix64(h ^ (u64::from(n.roles.prism) << 2) ^ (u64::from(n.weight) << 8));
         }
         for (s, obs) in &self.observers {
             h = mix64(h ^ s.0 ^ 0x5151);
@@ -120,6 +278,29 @@ impl ClusterState {
         }
         for d in &self.down {
             h = mix64(h ^ d.0 ^ 0xd0d0);
+        }
+        for rec in self.inventory.values() {
+            h = mix64(h ^ rec.hash.key64() ^ rec.meta.size);
+            for b in rec.meta.ext.bytes() {
+                h = mix64(h ^ u64::from(b));
+            }
+            for s in &rec.stores {
+                h = mix64(h ^ s.0 ^ 0x5707e);
+            }
+        }
+        for p in self.purchases.values() {
+            h = mix64(h ^ p.token.0 as u64 ^ (p.token.0 >> 64) as u64);
+            h = mix64(h ^ p.hash.key64() ^ p.expires.as_micros());
+            h = mix64(h ^ p.referrers.len() as u64);
+        }
+        for d in &self.draining {
+            h = mix64(h ^ d.0 ^ 0xd7a1);
+        }
+        for d in &self.deleted {
+            h = mix64(h ^ d.key64() ^ 0xde1);
+        }
+        for (t, e) in &self.revoked {
+            h = mix64(h ^ t.0 as u64 ^ e.as_micros() ^ 0x7e7);
         }
         h
     }
@@ -136,6 +317,7 @@ mod tests {
             addr: format!("10.0.0.{id}:7000").parse().unwrap(),
             roles: Roles::STORE,
             zone: Zone::new("z"),
+            weight: 100,
         }
     }
 
@@ -167,6 +349,56 @@ mod tests {
             observers: vec![],
         });
         assert!(s.subjects_of(NodeId(2)).is_empty());
+    }
+
+    #[test]
+    fn inventory_and_purchases_apply_and_survive_a_snapshot() {
+        use crate::content::ContentMeta;
+        use crate::hash::{ContentHash, HashKind};
+        use crate::purchase::{Purchase, Token};
+
+        use crate::time::WallTime;
+        let h = ContentHash::compute(HashKind::Sha1, b"a");
+        let meta = ContentMeta {
+            ext: "txt".into(),
+            size: 1,
+        };
+        let mut s = ClusterState::default();
+        s.apply(&Change::NodeUpserted(info(1)));
+        s.apply(&Change::NodeUpserted(info(2)));
+        for store in [1, 2] {
+            s.apply(&Change::ContentStored {
+                hash: h,
+                store: NodeId(store),
+                meta: meta.clone(),
+            });
+        }
+        s.apply(&Change::PurchaseCreated(Purchase {
+            token: Token(1),
+            hash: h,
+            ext: "txt".into(),
+            expires: WallTime::from_secs(5),
+            referrers: vec![],
+        }));
+        assert_eq!(s.inventory[&h].stores.len(), 2);
+        let back = ClusterState::from_snapshot(&s.snapshot(9));
+        assert_eq!(back.digest(), s.digest());
+        assert_eq!(back.held_by(NodeId(2)).count(), 1);
+        s.apply(&Change::ContentDropped {
+            hash: h,
+            store: NodeId(1),
+        });
+        assert_eq!(s.held_by(NodeId(1)).count(), 0);
+        s.apply(&Change::NodeRemoved(NodeId(2)));
+        assert!(s.inventory.is_empty(), "last copy gone, record gone");
+        s.apply(&Change::PurchaseRemoved { token: Token(1) });
+        assert!(s.purchases.is_empty());
+        assert_eq!(s.revoked.get(&Token(1)), Some(&WallTime::from_secs(5)));
+        s.apply(&Change::TombstonesExpired {
+            until: WallTime::from_secs(5),
+        });
+        assert!(s.revoked.is_empty());
+        assert_ne!(back.digest(), s.digest());
     }
 
     #[test]

@@ -111,3 +111,47 @@ mod tests {
         assert_eq!(Time::from_micros(1_000_042).to_string(), "1.000042");
     }
 }
+
+/// Wall-clock time in microseconds since the Unix epoch. Used only where
+/// nodes must agree on an instant (purchase expiry, signed URLs); timers use
+/// the monotonic [`Time`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct WallTime(u64);
+
+impl WallTime {
+    pub const fn from_micros(us: u64) -> WallTime {
+        WallTime(us)
+    }
+
+    pub const fn from_secs(s: u64) -> WallTime {
+        WallTime(s * 1_000_000)
+    }
+
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    pub fn as_secs(self) -> u64 {
+        self.0 / 1_000_000
+    }
+
+    pub fn since(self, earlier: WallTime) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for WallTime {
+    type Output = WallTime;
+    fn add(self, d: Duration) -> WallTime {
+        WallTime(self.0.saturating_add(micros(d)))
+    }
+}
+
+impl Sub<Duration> for WallTime {
+    type Output = WallTime;
+    fn sub(self, d: Duration) -> WallTime {
+        WallTime(self.0.saturating_sub(micros(d)))
+    }
+}

@@ -116,6 +116,14 @@ impl VoteTally {
                 self.forget(*id);
                 self.all_dirty = true;
             }
+            Change::ContentStored { .. }
+            | Change::ContentDropped { .. }
+            | Change::ContentDeleted { .. }
+            | Change::PurchaseCreated(_)
+            | Change::PurchaseRemoved { .. }
+            | Change::PurchaseExpired { .. }
+            | Change::TombstonesExpired { .. }
+            | Change::Draining { .. } => {}
         }
     }
 
@@ -265,6 +273,7 @@ mod tests {
                 addr: format!("10.0.0.{}:7000", id.0 + 1).parse().unwrap(),
                 roles: Roles::STORE,
                 zone: Zone::new("z"),
+                weight: 100,
             }));
         }
         for id in &ids {

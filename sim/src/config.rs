@@ -1,10 +1,12 @@
 //! What one simulation run is: cluster shape, network, clocks, node settings
 //! and the fault schedule. Swarm mode draws all of it from the seed.
 
+use crate::clients::Workload;
 use crate::clock::SimClock;
-use stretchfs_core::rng::{Rng, SeededRng};
+use stretchfs_core::rng::{mix64, Rng, SeededRng};
 use stretchfs_core::{
-    Duration, FeedConfig, InjectedBugs, NodeConfig, PingConfig, Roles, TallyConfig, Time, Zone,
+    ClusterId, ContentConfig, Duration, FeedConfig, InjectedBugs, NodeConfig, PingConfig, Roles,
+    TallyConfig, Time, Zone,
 };
 use stretchfs_transport_sim::{HostId, LatencyModel, NetConfig};
 
@@ -59,6 +61,29 @@ pub enum Fault {
     /// The liveness phase begins: every crashed host restarts, every paused
     /// host resumes, the network heals and becomes lossless.
     HealAll,
+    /// One stored file on the host silently changes (`nth` durable file,
+    /// byte `at`, both taken modulo what is there).
+    BitRot {
+        host: HostId,
+        nth: usize,
+        at: usize,
+    },
+    /// The host and its disks are gone for good (never restarts).
+    LoseStore {
+        host: HostId,
+    },
+    /// The authority crashes and its database is lost ("the redis database
+    /// got expunged"). A `Restart` brings it back empty.
+    WipeAuthority,
+    /// A node crashes and its data directory is lost: it comes back (with a
+    /// `Restart`) as a new node with empty state.
+    WipeNode {
+        host: HostId,
+    },
+    /// An admin starts draining a store.
+    Drain {
+        host: HostId,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -78,7 +103,11 @@ pub struct SimConfig {
     pub ping: PingConfig,
     pub tally: TallyConfig,
     pub feed: FeedConfig,
+    pub content: ContentConfig,
     pub bugs: InjectedBugs,
+    pub workload: Workload,
+    /// Largest wall-clock skew drawn for a node (either direction).
+    pub max_wall_skew: Duration,
     /// Faults in time order.
     pub faults: Vec<(Time, Fault)>,
     /// When the final heal happens (a `HealAll` is scheduled then).
@@ -109,7 +138,15 @@ impl SimConfig {
             ping: PingConfig::default(),
             tally: TallyConfig::default(),
             feed: FeedConfig::default(),
+            content: ContentConfig {
+                // Scrub fast enough that a simulated run sees every copy
+                // checked (production scrubs at its own, slower, pace).
+                scrub_interval: Duration::from_millis(20),
+                ..ContentConfig::default()
+            },
             bugs: InjectedBugs::default(),
+            workload: Workload::off(),
+            max_wall_skew: Duration::ZERO,
             faults: Vec::new(),
             heal_at: Time::from_secs(30),
             liveness_bound: Duration::ZERO,
@@ -131,8 +168,23 @@ impl SimConfig {
         c.ping = self.ping.clone();
         c.tally = self.tally.clone();
         c.feed = self.feed.clone();
+        c.content = self.content.clone();
         c.bugs = self.bugs.clone();
+        // Configured, as in production: a node that lost its data directory
+        // (or an authority that lost its database) stays in this cluster.
+        c.cluster = Some(self.cluster_id());
         c
+    }
+
+    pub fn cluster_id(&self) -> ClusterId {
+        ClusterId(u128::from(mix64(self.seed)) << 64 | u128::from(mix64(!self.seed)) | 1)
+    }
+
+    /// A calm cluster with the client workload running from 3 s until
+    /// `heal_at` + 5 s.
+    pub fn with_clients(mut self) -> SimConfig {
+        self.workload = Workload::steady(Time::from_secs(3), self.heal_at + Duration::from_secs(5));
+        self
     }
 
     /// The template node config (host 0's), for the bounds derived from it.
@@ -145,8 +197,13 @@ impl SimConfig {
     /// grace, a detection, the feed and a rejoin after a heal.
     pub fn default_liveness_bound(&self) -> Duration {
         let t = self.template();
-        self.tally.flap_hold_max
-            + self.tally.startup_grace
+        let repair = self.content.repair_grace
+            + self.content.repair_interval * 4
+            + self.content.clone_timeout;
+        let recovery = self.content.recovery_window * 2;
+        (self.tally.flap_hold_max + self.tally.startup_grace)
+            .max(repair)
+            .max(recovery)
             + t.detection_bound()
             + t.propagation_bound()
             + Duration::from_secs(5)
@@ -169,10 +226,12 @@ impl SimConfig {
         let n = 3 + r.below(10) as usize;
         let zones = 1 + r.below(3) as usize;
         let mut cfg = SimConfig::calm(seed, n, zones);
+        cfg.max_wall_skew = Duration::from_millis(500);
         for h in &mut cfg.hosts {
             h.clock = SimClock {
                 offset_us: r.below(60_000_000),
                 drift_ppm: r.below(2001) as i64 - 1000,
+                wall_skew_us: r.below(1_000_001) as i64 - 500_000,
             };
             h.start_at = Time::from_micros(r.below(1_000_000));
         }
@@ -259,6 +318,59 @@ impl SimConfig {
                 cfg.schedule(t + len, Fault::HealNetwork);
             }
         }
+        // Content faults.
+        let stores: Vec<HostId> = (0..n).filter(|h| cfg.hosts[*h].roles.store).collect();
+        let prisms: Vec<HostId> = (0..n).filter(|h| cfg.hosts[*h].roles.prism).collect();
+        for _ in 0..r.below(4) {
+            if stores.is_empty() {
+                break;
+            }
+            let host = stores[r.below(stores.len() as u64) as usize];
+            let (nth, byte) = (r.below(1000) as usize, r.below(100_000) as usize);
+            cfg.schedule(
+                at(&mut r),
+                Fault::BitRot {
+                    host,
+                    nth,
+                    at: byte,
+                },
+            );
+        }
+        if stores.len() >= 3 && r.chance(0.25) {
+            let host = stores[r.below(stores.len() as u64) as usize];
+            cfg.schedule(at(&mut r), Fault::LoseStore { host });
+        }
+        if r.chance(0.2) {
+            let t = at(&mut r);
+            cfg.schedule(t, Fault::WipeAuthority);
+            cfg.schedule(
+                t + secs(&mut r, 0.5, 5.0),
+                Fault::Restart {
+                    host: 0,
+                    new_addr: false,
+                },
+            );
+        }
+        if !prisms.is_empty() && r.chance(0.25) {
+            let host = prisms[r.below(prisms.len() as u64) as usize];
+            if host != 0 {
+                let t = at(&mut r);
+                cfg.schedule(t, Fault::WipeNode { host });
+                cfg.schedule(
+                    t + secs(&mut r, 0.5, 5.0),
+                    Fault::Restart {
+                        host,
+                        new_addr: false,
+                    },
+                );
+            }
+        }
+        if stores.len() >= 3 && r.chance(0.2) {
+            let host = stores[r.below(stores.len() as u64) as usize];
+            cfg.schedule(at(&mut r), Fault::Drain { host });
+        }
+        cfg.workload = Workload::steady(Time::from_secs(3), cfg.heal_at + Duration::from_secs(5));
+        cfg.liveness_bound = cfg.default_liveness_bound();
         cfg
     }
 
@@ -266,7 +378,7 @@ impl SimConfig {
     pub fn describe(&self) -> String {
         let count = |f: &dyn Fn(&Fault) -> bool| self.faults.iter().filter(|(_, x)| f(x)).count();
         format!(
-            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={}",
+            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={} bitrot={} lost_stores={} authority_wipes={} node_wipes={} drains={}",
             self.hosts.len(),
             self.hosts.iter().map(|h| &h.zone).collect::<std::collections::BTreeSet<_>>().len(),
             self.net.drop * 100.0,
@@ -279,14 +391,24 @@ impl SimConfig {
             count(&|f| matches!(f, Fault::Pause { .. })),
             count(&|f| matches!(f, Fault::Split { .. } | Fault::OneWay { .. } | Fault::Isolate { .. })),
             count(&|f| matches!(f, Fault::ClogHost { .. } | Fault::ClogLink { .. })),
+            count(&|f| matches!(f, Fault::BitRot { .. })),
+            count(&|f| matches!(f, Fault::LoseStore { .. })),
+            count(&|f| matches!(f, Fault::WipeAuthority)),
+            count(&|f| matches!(f, Fault::WipeNode { .. })),
+            count(&|f| matches!(f, Fault::Drain { .. })),
         )
     }
 }
 
-/// Host 0 is the authority; the rest alternate between store and prism.
+/// Host 0 is the authority and a prism; of the rest every third is a prism
+/// and the others are stores.
 fn role_of(i: usize) -> Roles {
     match i {
-        0 => Roles::AUTHORITY,
+        0 => Roles {
+            authority: true,
+            store: false,
+            prism: true,
+        },
         i if i % 3 == 0 => Roles::PRISM,
         _ => Roles::STORE,
     }

@@ -3,16 +3,23 @@
 //! checks. Everything that happens is a function of the configuration and
 //! its seed.
 
+use crate::clients::{Clients, Op};
 use crate::config::{Fault, SimConfig};
 use crate::oracle::Oracle;
 use crate::report::Report;
 use crate::trace::Trace;
 use crate::world::{host_addr, World};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::hash::Hash;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use stretchfs_core::content::ContentMeta;
+use stretchfs_core::hash::ContentHash;
 use stretchfs_core::rng::SeededRng;
-use stretchfs_core::{Duration, Input, Node, Notice, Output, Time};
+use stretchfs_core::{
+    ClientRequest, ClientResponse, DurableState, Duration, Input, Node, Notice, Output, Time,
+};
 use stretchfs_transport_sim::{Delivery, HostId, NetConfig};
 
 enum Event {
@@ -28,8 +35,56 @@ enum Event {
     Converge,
     KeptDownCheck,
     NetMark(Vec<HostId>),
+    ClientTick,
+    /// Content bytes reach a store.
+    Arrive(Box<Arrival>),
+    /// A store's write becomes durable; the sender then hears success.
+    Synced {
+        host: HostId,
+        crash_id: u64,
+        hash: ContentHash,
+        write: u64,
+        from: HostId,
+        from_crash: u64,
+        op: u64,
+    },
+    /// The outcome of a transfer reaches the node that asked for it.
+    TransferResult {
+        host: HostId,
+        crash_id: u64,
+        op: u64,
+        ok: bool,
+    },
+    /// A driver answer (listing, scrub result) for a node.
+    NodeInput {
+        host: HostId,
+        crash_id: u64,
+        input: Box<Input>,
+    },
     End,
 }
+
+struct Arrival {
+    from: HostId,
+    from_crash: u64,
+    op: u64,
+    to: HostId,
+    to_addr: SocketAddr,
+    hash: ContentHash,
+    meta: ContentMeta,
+    bytes: Arc<Vec<u8>>,
+}
+
+/// A transfer not answered by then failed (the sender's HTTP time-out).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Write plus fsync of a small file.
+const DISK_SYNC: Duration = Duration::from_millis(2);
+/// Local disk scans and reads.
+const LOCAL_IO: Duration = Duration::from_millis(1);
+/// About 125 MB/s per transfer.
+const NANOS_PER_BYTE: u64 = 8;
+/// Client ids for admin requests the simulator itself makes.
+const ADMIN_ID: u64 = 1 << 60;
 
 /// Events live in a slab; the heap orders small keys only.
 #[derive(Default)]
@@ -86,6 +141,11 @@ pub struct Sim {
     queue: EventQueue,
     trace: Trace,
     notices: Vec<(HostId, Notice)>,
+    replies: Vec<(HostId, u64, ClientResponse)>,
+    transfers: Vec<(HostId, u64, ContentHash, SocketAddr)>,
+    open_transfers: BTreeSet<(HostId, u64)>,
+    clients: Clients,
+    admin_ids: u64,
     counts: Counts,
     noise: u64,
     started: std::time::Instant,
@@ -103,6 +163,9 @@ impl Sim {
         queue.push(cfg.heal_at, Event::Fault(Fault::HealAll));
         queue.push(cfg.heal_at, Event::Converge);
         queue.push(Time::ZERO + KEPT_DOWN_EVERY, Event::KeptDownCheck);
+        if cfg.workload.start < cfg.workload.stop && cfg.workload.start < cfg.end() {
+            queue.push(cfg.workload.start, Event::ClientTick);
+        }
         queue.push(cfg.end(), Event::End);
         let noise = if cfg.inject_nondeterminism {
             // Deliberately not reproducible: only for the oracle self-test.
@@ -114,10 +177,15 @@ impl Sim {
         };
         Sim {
             oracle: Oracle::new(&cfg),
+            clients: Clients::new(cfg.seed, cfg.workload.clone()),
             world: World::new(cfg),
             queue,
             trace: Trace::new(print_trace),
             notices: Vec::new(),
+            replies: Vec::new(),
+            transfers: Vec::new(),
+            open_transfers: BTreeSet::new(),
+            admin_ids: 0,
             counts: Counts::default(),
             noise,
             started: std::time::Instant::now(),
@@ -132,6 +200,10 @@ impl Sim {
     /// from what the cluster looks like mid-run).
     pub fn schedule(&mut self, at: Time, fault: Fault) {
         self.queue.push(at.max(self.world.now), Event::Fault(fault));
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     pub fn counts(&self) -> Counts {
@@ -165,6 +237,7 @@ impl Sim {
 
     pub fn finish(mut self) -> Report {
         self.oracle.finish(&self.world);
+        self.oracle.check_content_final(&self.world, &self.clients);
         let cfg = &self.world.cfg;
         let dropped_foreign = self
             .world
@@ -189,6 +262,7 @@ impl Sim {
             dropped_foreign,
             verdicts: std::mem::take(&mut self.oracle.verdicts),
             votes: std::mem::take(&mut self.oracle.votes),
+            clients: self.clients.stats.clone(),
         }
     }
 
@@ -227,6 +301,38 @@ impl Sim {
                 }
             }
             Event::NetMark(hosts) => self.world.mark_net_changed(hosts),
+            Event::ClientTick => self.client_tick(),
+            Event::Arrive(a) => self.arrive(*a),
+            Event::Synced {
+                host,
+                crash_id,
+                hash,
+                write,
+                from,
+                from_crash,
+                op,
+            } => self.synced(host, crash_id, hash, write, from, from_crash, op),
+            Event::TransferResult {
+                host,
+                crash_id,
+                op,
+                ok,
+            } => {
+                if self.world.hosts[host].crash_id == crash_id
+                    && self.open_transfers.remove(&(host, op))
+                {
+                    self.input(host, Input::TransferDone { op, ok });
+                }
+            }
+            Event::NodeInput {
+                host,
+                crash_id,
+                input,
+            } => {
+                if self.world.hosts[host].crash_id == crash_id {
+                    self.input(host, *input);
+                }
+            }
             Event::End => return false,
         }
         true
@@ -237,7 +343,7 @@ impl Sim {
         let seed = self.world.cfg.seed ^ self.noise;
         let authority_addr = self.world.authority_addr;
         let host = &mut self.world.hosts[h];
-        if host.node.is_some() {
+        if host.node.is_some() || host.lost {
             return;
         }
         if new_addr && h != 0 {
@@ -278,6 +384,8 @@ impl Sim {
         host.crash_id += 1;
         host.wake = None;
         host.deferred.clear();
+        host.content.crash();
+        host.spool.clear();
         host.paused = false;
         host.last_impaired = now;
         let (addr, crash_id) = (host.addr, host.crash_id);
@@ -309,8 +417,8 @@ impl Sim {
             "[{now}] host {h} resumes ({} messages waited)",
             deferred.len()
         ));
-        for env in deferred {
-            self.step(h, Input::Message(env));
+        for input in deferred {
+            self.step(h, input);
         }
         self.step(h, Input::Tick);
     }
@@ -364,6 +472,31 @@ impl Sim {
                 self.world.net.set_config(cfg);
                 self.world.mark_all_net_changed();
             }
+            Fault::BitRot { host, nth, at } => {
+                let disk = &mut self.world.hosts[host].content;
+                let n = disk.synced_count();
+                if n > 0 {
+                    if let Some(hash) = disk.rot(nth % n, at) {
+                        self.trace
+                            .line(format_args!("[{now}] host {host}: {hash} rotted"));
+                        *self.oracle.destroyed.entry(hash).or_default() += 1;
+                    }
+                }
+            }
+            Fault::LoseStore { host } => {
+                for (hash, _) in self.world.hosts[host].content.listing() {
+                    *self.oracle.destroyed.entry(hash).or_default() += 1;
+                }
+                self.wipe(host);
+                self.world.hosts[host].lost = true;
+            }
+            Fault::WipeAuthority => {
+                self.wipe(0);
+                self.world.appended_at.clear();
+                self.oracle.wipes.push(now);
+            }
+            Fault::WipeNode { host } => self.wipe(host),
+            Fault::Drain { host } => self.drain_store(host),
             Fault::HealAll => {
                 self.world.net.heal();
                 let calm = NetConfig {
@@ -382,13 +515,222 @@ impl Sim {
         }
     }
 
+    /// The host crashes and loses its disks; its old identity is retired.
+    fn wipe(&mut self, h: HostId) {
+        self.crash(h);
+        let host = &mut self.world.hosts[h];
+        if let Some(old) = host.disk.node {
+            self.oracle.retired.insert(old);
+        }
+        host.disk = DurableState::default();
+        host.content = Default::default();
+    }
+
+    /// An admin asks a prism to drain `host`.
+    fn drain_store(&mut self, host: HostId) {
+        let node = self.world.hosts[host]
+            .node
+            .as_ref()
+            .map(|n| n.id())
+            .or(self.world.hosts[host].disk.node);
+        let prism = (0..self.world.hosts.len())
+            .find(|p| self.world.cfg.hosts[*p].roles.prism && self.world.hosts[*p].is_up());
+        if let (Some(node), Some(prism)) = (node, prism) {
+            self.admin_ids += 1;
+            let id = ADMIN_ID | self.admin_ids;
+            let request = ClientRequest::Drain {
+                node,
+                draining: true,
+            };
+            self.step(prism, Input::Client { id, request });
+        }
+    }
+
+    fn client_tick(&mut self) {
+        let now = self.world.now;
+        if now >= self.clients.cfg.stop {
+            return;
+        }
+        let prisms: Vec<HostId> = (0..self.world.hosts.len())
+            .filter(|h| self.world.cfg.hosts[*h].roles.prism && self.world.hosts[*h].is_up())
+            .collect();
+        if let Some(issued) = self.clients.next_request(now, &prisms) {
+            if let Some((hash, meta, bytes)) = issued.spool {
+                self.world.hosts[issued.host]
+                    .spool
+                    .insert(hash, (bytes, meta));
+            }
+            let input = Input::Client {
+                id: issued.id,
+                request: issued.request,
+            };
+            self.step(issued.host, input);
+        }
+        let next = now + self.clients.cfg.interval;
+        self.queue.push(next, Event::ClientTick);
+    }
+
+    /// A node asked for content to be copied to a store (a prism placing an
+    /// upload, a store running a clone job).
+    fn start_transfer(&mut self, h: HostId, op: u64, hash: ContentHash, to_addr: SocketAddr) {
+        let now = self.world.now;
+        let src = &self.world.hosts[h];
+        let from_crash = src.crash_id;
+        let data = src.spool.get(&hash).cloned().or_else(|| {
+            src.content
+                .read(&hash)
+                .map(|c| (c.bytes.clone(), c.meta.clone()))
+        });
+        self.open_transfers.insert((h, op));
+        let Some((bytes, meta)) = data else {
+            let fail = Event::TransferResult {
+                host: h,
+                crash_id: from_crash,
+                op,
+                ok: false,
+            };
+            self.queue.push(now + LOCAL_IO, fail);
+            return;
+        };
+        let timeout = Event::TransferResult {
+            host: h,
+            crash_id: from_crash,
+            op,
+            ok: false,
+        };
+        self.queue.push(now + TRANSFER_TIMEOUT, timeout);
+        let Some(to) = self.world.net.host_of(to_addr) else {
+            return; // Nobody there: the time-out answers.
+        };
+        if !self.world.clean(h, to) {
+            return;
+        }
+        let wire = Duration::from_nanos(bytes.len() as u64 * NANOS_PER_BYTE);
+        let at = now + self.world.net.sample_latency() * 2 + wire;
+        let arrival = Arrival {
+            from: h,
+            from_crash,
+            op,
+            to,
+            to_addr,
+            hash,
+            meta,
+            bytes,
+        };
+        self.queue.push(at, Event::Arrive(Box::new(arrival)));
+    }
+
+    /// Bytes reach the target store: verify, write, sync later.
+    fn arrive(&mut self, a: Arrival) {
+        let now = self.world.now;
+        let back = now + self.world.net.sample_latency();
+        let t = &mut self.world.hosts[a.to];
+        if t.node.is_none() || t.addr != a.to_addr || t.paused {
+            return; // The sender's time-out answers.
+        }
+        let answer = |ok| Event::TransferResult {
+            host: a.from,
+            crash_id: a.from_crash,
+            op: a.op,
+            ok,
+        };
+        if ContentHash::compute(a.hash.kind(), &a.bytes) != a.hash {
+            self.queue.push(back, answer(false)); // 422: hash mismatch.
+            return;
+        }
+        if t.content.has_synced(&a.hash) {
+            // Already here: success, and the store hears of it again (it
+            // may have missed it), which is harmless if it had not.
+            let meta = a.meta.clone();
+            self.queue.push(back, answer(true));
+            self.input(a.to, Input::ContentStored { hash: a.hash, meta });
+            return;
+        }
+        let write = t.content.write(a.hash, a.meta, a.bytes);
+        let synced = Event::Synced {
+            host: a.to,
+            crash_id: t.crash_id,
+            hash: a.hash,
+            write,
+            from: a.from,
+            from_crash: a.from_crash,
+            op: a.op,
+        };
+        self.queue.push(now + DISK_SYNC, synced);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn synced(
+        &mut self,
+        host: HostId,
+        crash_id: u64,
+        hash: ContentHash,
+        write: u64,
+        from: HostId,
+        from_crash: u64,
+        op: u64,
+    ) {
+        let now = self.world.now;
+        let t = &mut self.world.hosts[host];
+        if t.crash_id != crash_id {
+            return; // Crashed before the sync: the write is lost.
+        }
+        let Some(meta) = t.content.sync(&hash, write, now) else {
+            return;
+        };
+        // Only a verified, durable copy is acknowledged.
+        let back = now + self.world.net.sample_latency();
+        let ok = Event::TransferResult {
+            host: from,
+            crash_id: from_crash,
+            op,
+            ok: true,
+        };
+        self.queue.push(back, ok);
+        self.input(host, Input::ContentStored { hash, meta });
+    }
+
+    /// A driver input for a node: handled now, or at resume if paused.
+    fn input(&mut self, host: HostId, input: Input) {
+        let h = &mut self.world.hosts[host];
+        if h.node.is_none() {
+            return;
+        }
+        if h.paused {
+            h.deferred.push(input);
+        } else {
+            self.step(host, input);
+        }
+    }
+
+    fn on_reply(&mut self, h: HostId, id: u64, response: ClientResponse) {
+        let Some(pending) = self.clients.take_pending(h, id) else {
+            return; // An admin request, or a client that gave up.
+        };
+        if let Op::Upload { hash } = &pending.op {
+            self.world.hosts[h].spool.remove(hash);
+        }
+        let rotten =
+            self.oracle
+                .on_client_reply(&self.world, &mut self.clients, h, pending, &response);
+        if let Some((store, hash)) = rotten {
+            let input = Box::new(Input::ScrubResult { hash, ok: false });
+            let ev = Event::NodeInput {
+                host: store,
+                crash_id: self.world.hosts[store].crash_id,
+                input,
+            };
+            self.queue.push(self.world.now + LOCAL_IO, ev);
+        }
+    }
+
     fn deliver(&mut self, d: Delivery) {
         let host = &mut self.world.hosts[d.to];
         if host.node.is_none() || host.addr != d.to_addr {
             return; // Nobody listens there any more.
         }
         if host.paused {
-            host.deferred.push(d.envelope);
+            host.deferred.push(Input::Message(d.envelope));
             return;
         }
         self.step(d.to, Input::Message(d.envelope));
@@ -409,12 +751,18 @@ impl Sim {
             }
             Input::Tick => self.trace.record(&(now, h, 1u8)),
             Input::ContactFailed(id) => self.trace.record(&(now, h, 2u8, id)),
+            Input::Client { id, .. } => self.trace.record(&(now, h, 3u8, id)),
+            Input::TransferDone { op, ok } => self.trace.record(&(now, h, 4u8, op, ok)),
+            Input::ContentListing(items) => self.trace.record(&(now, h, 5u8, items.len())),
+            Input::ContentStored { hash, .. } => self.trace.record(&(now, h, 6u8, hash)),
+            Input::ContentRemoved { hash } => self.trace.record(&(now, h, 7u8, hash)),
+            Input::ScrubResult { hash, ok } => self.trace.record(&(now, h, 8u8, hash, ok)),
         }
         let host = &mut self.world.hosts[h];
         let Some(node) = host.node.as_mut() else {
             return;
         };
-        node.handle(host.clock.local(now), input);
+        node.handle(host.clock.local(now), host.clock.wall(now), input);
         self.drain(h);
     }
 
@@ -422,7 +770,11 @@ impl Sim {
     /// disk, notices to the oracles; then re-arms its wake-up.
     fn drain(&mut self, h: HostId) {
         let World {
-            hosts, net, now, ..
+            hosts,
+            net,
+            now,
+            appended_at,
+            ..
         } = &mut self.world;
         let now = *now;
         let host = &mut hosts[h];
@@ -438,8 +790,37 @@ impl Sim {
                     }
                     net.send(now, h, to, envelope);
                 }
-                Output::Persist(record) => host.disk.apply(&record),
+                Output::Persist(record) => {
+                    if let stretchfs_core::Record::Appended(e) = &record {
+                        appended_at.insert(e.seq, now);
+                    }
+                    host.disk.apply(&record)
+                }
                 Output::Notice(n) => self.notices.push((h, n)),
+                Output::Reply { id, response } => self.replies.push((h, id, response)),
+                Output::Transfer {
+                    op, hash, to_addr, ..
+                } => self.transfers.push((h, op, hash, to_addr)),
+                Output::ListContent => {
+                    let input = Box::new(Input::ContentListing(host.content.listing()));
+                    let ev = Event::NodeInput {
+                        host: h,
+                        crash_id: host.crash_id,
+                        input,
+                    };
+                    self.queue.push(now + LOCAL_IO, ev);
+                }
+                Output::Scrub { hash } => {
+                    let ok = host.content.intact(&hash);
+                    let input = Box::new(Input::ScrubResult { hash, ok });
+                    let ev = Event::NodeInput {
+                        host: h,
+                        crash_id: host.crash_id,
+                        input,
+                    };
+                    self.queue.push(now + LOCAL_IO, ev);
+                }
+                Output::DeleteContent { hash } => host.content.delete(&hash),
             }
         }
         if let Some(local) = node.poll_timeout() {
@@ -461,6 +842,21 @@ impl Sim {
             self.oracle.on_notice(&self.world, h, &n);
         }
         self.notices = notices;
+        let mut transfers = std::mem::take(&mut self.transfers);
+        for (h, op, hash, to) in transfers.drain(..) {
+            self.start_transfer(h, op, hash, to);
+        }
+        self.transfers = transfers;
+        let mut replies = std::mem::take(&mut self.replies);
+        for (h, id, response) in replies.drain(..) {
+            if self.trace.printing() {
+                self.trace.line(format_args!(
+                    "[{now}] host {h} replies to client {id}: {response:?}"
+                ));
+            }
+            self.on_reply(h, id, response);
+        }
+        self.replies = replies;
     }
 }
 

@@ -3,8 +3,11 @@
 //! while it runs. Same seed, same trace hash.
 
 pub mod bench;
+pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod content_oracle;
+pub mod disk;
 pub mod engine;
 pub mod oracle;
 pub mod report;

@@ -27,6 +27,22 @@ pub enum ViolationKind {
     LateDetection,
     NoConvergence,
     Nondeterminism,
+    /// A ready prism said "not found" (or "expired") for a valid purchase.
+    FalseNotFound,
+    /// An expired, removed or made-up purchase was delivered.
+    InvalidDelivery,
+    /// An acknowledged upload has no intact copy left.
+    UploadLost,
+    /// Content has fewer than R intact copies after the liveness phase.
+    Underreplicated,
+    /// Delivery went to a down store while a live copy existed.
+    DeliveredFromDownStore,
+    /// A client received bytes that are not the content it asked for.
+    WrongBytes,
+    /// The authority's inventory does not list an intact copy.
+    InventoryMismatch,
+    /// An acknowledged, valid purchase is missing at the authority.
+    PurchaseLost,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +96,23 @@ pub struct Oracle {
     pub votes: Vec<(Time, HostId, HostId, bool)>,
     pub converged_at: Option<Time>,
     pub divergence: Option<String>,
+    /// How long after a removal is acknowledged a connected prism may still
+    /// deliver the purchase (the feed's propagation bound plus slack).
+    pub removal_bound: Duration,
+    /// Slack around purchase expiry: wall clocks differ by up to twice the
+    /// largest skew.
+    pub expiry_slack: Duration,
+    /// A durable copy the inventory has had this long to learn about.
+    pub report_bound: Duration,
+    pub replicas: usize,
+    pub write_quorum: usize,
+    /// Node ids abandoned when a host lost its data directory.
+    pub retired: BTreeSet<NodeId>,
+    /// When the authority lost its state.
+    pub wipes: Vec<Time>,
+    /// Copies destroyed by faults (a lost store's files, rotted files), per
+    /// content: losing W of them can lose an upload without any bug.
+    pub destroyed: BTreeMap<stretchfs_core::hash::ContentHash, usize>,
 }
 
 const MAX_VIOLATIONS: usize = 20;
@@ -101,6 +134,14 @@ impl Oracle {
             votes: Vec::new(),
             converged_at: None,
             divergence: None,
+            removal_bound: t.propagation_bound() + cfg.content.rpc_timeout + Duration::from_secs(1),
+            expiry_slack: cfg.max_wall_skew * 2 + Duration::from_millis(100),
+            report_bound: Duration::from_secs(10),
+            replicas: cfg.content.replicas,
+            write_quorum: cfg.content.write_quorum,
+            retired: BTreeSet::new(),
+            wipes: Vec::new(),
+            destroyed: BTreeMap::new(),
         }
     }
 
@@ -377,7 +418,7 @@ impl Oracle {
     }
 
     fn recheck_convergence(&mut self, w: &World) {
-        match divergence(w) {
+        match divergence(w, self.removal_bound) {
             None => {
                 if self.converged_at.is_none() {
                     self.converged_at = Some(w.now);
@@ -414,13 +455,14 @@ impl Oracle {
     }
 }
 
-/// Why the cluster has not converged, or `None` if it has.
-fn divergence(w: &World) -> Option<String> {
+/// Why the cluster has not converged, or `None` if it has. A replica behind
+/// only by entries appended within `fresh` is still on its way.
+fn divergence(w: &World, fresh: Duration) -> Option<String> {
     let Some(authority) = w.authority() else {
         return Some("authority not running".into());
     };
     let state = authority.state();
-    for h in &w.hosts {
+    for h in w.hosts.iter().filter(|h| !h.lost) {
         let Some(node) = &h.node else {
             return Some(format!("host {} not running", h.id));
         };
@@ -431,7 +473,16 @@ fn divergence(w: &World) -> Option<String> {
             return Some(format!("host {} not registered as it is", h.id));
         }
     }
-    if let Some(d) = state.down.iter().next() {
+    let gone = |id: &NodeId| {
+        w.host_of(*id).is_some_and(|h| w.hosts[h].lost)
+            || w.hosts
+                .iter()
+                .all(|h| h.node.as_ref().map(|n| n.id()) != Some(*id))
+    };
+    if authority.is_recovering() {
+        return Some("authority still recovering its state".into());
+    }
+    if let Some(d) = state.down.iter().find(|d| !gone(d)) {
         return Some(format!("node {d} still down at the authority"));
     }
     for h in &w.hosts {
@@ -439,6 +490,14 @@ fn divergence(w: &World) -> Option<String> {
             continue;
         };
         let r = node.replica();
+        let in_flight = r.log() == Some(authority.log_id())
+            && r.seq() < authority.head()
+            && w.appended_at
+                .get(&(r.seq() + 1))
+                .is_some_and(|t| w.now.since(*t) < fresh);
+        if in_flight {
+            continue;
+        }
         if r.log() != Some(authority.log_id()) || r.seq() != authority.head() {
             return Some(format!(
                 "host {} replica at {} of {:?}, authority at {}",
@@ -449,19 +508,23 @@ fn divergence(w: &World) -> Option<String> {
             ));
         }
         let health = node.health();
-        if let Some(s) = state.registry.iter().find(|i| health.is_suspect(i.id)) {
+        if let Some(s) = state
+            .registry
+            .iter()
+            .find(|i| health.is_suspect(i.id) && !gone(&i.id))
+        {
             return Some(format!("host {} suspects {}", h.id, s.id));
         }
     }
     // Same position in the same log: the states must be equal too.
     let digest = state.digest();
     for h in &w.hosts {
-        if h.node
-            .as_ref()
-            .is_some_and(|n| n.replica().state().digest() != digest)
-        {
+        let Some(node) = &h.node else { continue };
+        let replica = node.replica().state();
+        if node.replica().seq() == authority.head() && replica.digest() != digest {
+            let diff = replica.differences(state).join("; ");
             return Some(format!(
-                "host {} replica differs from the authority at the same seq",
+                "host {} replica differs from the authority at the same seq: {diff}",
                 h.id
             ));
         }

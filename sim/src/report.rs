@@ -21,6 +21,12 @@ pub struct Measurements {
     pub false_down_checks: u64,
     /// False downs at more than 5% loss: counted, not failed.
     pub false_downs_tolerated: u64,
+    /// Not-found answers judged against the ground truth.
+    pub not_found_checks: u64,
+    /// Deliveries judged for validity.
+    pub delivery_checks: u64,
+    pub upload_checks: u64,
+    pub purchase_checks: u64,
 }
 
 impl Measurements {
@@ -33,6 +39,10 @@ impl Measurements {
         self.detection_checks += other.detection_checks;
         self.false_down_checks += other.false_down_checks;
         self.false_downs_tolerated += other.false_downs_tolerated;
+        self.not_found_checks += other.not_found_checks;
+        self.delivery_checks += other.delivery_checks;
+        self.upload_checks += other.upload_checks;
+        self.purchase_checks += other.purchase_checks;
     }
 }
 
@@ -55,6 +65,7 @@ pub struct Report {
     pub verdicts: Vec<(Time, HostId, bool)>,
     /// Every vote change: (time, voter host, subject host, down).
     pub votes: Vec<(Time, HostId, HostId, bool)>,
+    pub clients: crate::clients::ClientStats,
 }
 
 impl Report {
@@ -115,6 +126,24 @@ impl fmt::Display for Report {
             self.measured.detection_checks,
             self.measured.false_downs_tolerated
         )?;
+        let c = &self.clients;
+        if c.issued > 0 {
+            writeln!(
+                f,
+                "  clients: {} requests; {} uploads, {} purchases, {} removals acknowledged; {} deliveries ({} fetched ok, {} fetch failures); {} not ready, {} unavailable, {} not found, {} expired",
+                c.issued,
+                c.uploads_acked,
+                c.purchases_acked,
+                c.removals_acked,
+                c.deliveries_ok,
+                c.fetches_ok,
+                c.fetches_failed,
+                c.not_ready,
+                c.unavailable,
+                c.not_found,
+                c.expired
+            )?;
+        }
         match self.convergence {
             Some(c) => writeln!(
                 f,

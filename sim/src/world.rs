@@ -3,10 +3,14 @@
 
 use crate::clock::SimClock;
 use crate::config::SimConfig;
+use crate::disk::ContentDisk;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use stretchfs_core::authority::Authority;
-use stretchfs_core::{DurableState, Envelope, Node, NodeId, Time};
+use stretchfs_core::content::ContentMeta;
+use stretchfs_core::hash::ContentHash;
+use stretchfs_core::{DurableState, Input, Node, NodeId, Time};
 use stretchfs_transport_sim::{HostId, SimNet};
 
 pub struct Host {
@@ -14,11 +18,18 @@ pub struct Host {
     pub addr: SocketAddr,
     pub clock: SimClock,
     pub node: Option<Node>,
-    /// Every record the node persisted (all writes are synced in this issue).
+    /// Every record the node persisted (metadata writes are synchronous).
     pub disk: DurableState,
+    /// Content files (stores).
+    pub content: ContentDisk,
+    /// Uploads a prism is holding while it places them.
+    pub spool: BTreeMap<ContentHash, (Arc<Vec<u8>>, ContentMeta)>,
+    /// Gone for good: never restarts.
+    pub lost: bool,
     pub paused: bool,
-    /// Messages that arrived while paused, delivered at resume.
-    pub deferred: Vec<Envelope>,
+    /// Inputs (messages, driver answers) that arrived while paused,
+    /// delivered at resume.
+    pub deferred: Vec<Input>,
     /// Global time of the wake-up currently scheduled, if any.
     pub wake: Option<Time>,
     /// Starts so far (first start included).
@@ -58,6 +69,8 @@ pub struct World {
     pub net: SimNet,
     pub node_hosts: BTreeMap<NodeId, HostId>,
     pub authority_addr: SocketAddr,
+    /// When the authority appended each entry of its current log.
+    pub appended_at: BTreeMap<u64, Time>,
 }
 
 impl World {
@@ -72,6 +85,9 @@ impl World {
                 clock: spec.clock,
                 node: None,
                 disk: DurableState::default(),
+                content: ContentDisk::default(),
+                spool: BTreeMap::new(),
+                lost: false,
                 paused: false,
                 deferred: Vec::new(),
                 wake: None,
@@ -91,6 +107,7 @@ impl World {
             hosts,
             net,
             node_hosts: BTreeMap::new(),
+            appended_at: BTreeMap::new(),
         }
     }
 

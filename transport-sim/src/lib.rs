@@ -203,6 +203,12 @@ impl SimNet {
             .max()
     }
 
+    /// One draw from the latency distribution (for traffic modelled outside
+    /// the message path, such as bulk transfers).
+    pub fn sample_latency(&mut self) -> Duration {
+        self.latency()
+    }
+
     fn latency(&mut self) -> Duration {
         let m = &self.cfg.latency;
         let r = &mut self.rng.latency;

@@ -1,0 +1,173 @@
+//! Placement: which R stores should hold a piece of content. Weighted
+//! rendezvous hashing (each store's score for a hash is
+//! `weight / -ln(u)`, `u` a uniform hash of both), with replicas spread over
+//! distinct zones whenever there are enough zones. Adding or removing one of
+//! n stores moves about R/n of the placements, and only onto or off that store.
+
+use crate::hash::ContentHash;
+use crate::ids::{NodeId, Zone};
+use crate::rng::mix64;
+use std::collections::BTreeMap;
+
+/// A store placement may choose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    pub id: NodeId,
+    pub zone: &'a Zone,
+    pub weight: u32,
+}
+
+fn score(hash: &ContentHash, store: NodeId, weight: u32) -> f64 {
+    let h = mix64(hash.key64() ^ mix64(store.0));
+    // Uniform in (0, 1), never 0 or 1.
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    f64::from(weight.max(1)) / -u.ln()
+}
+
+/// Every candidate in preference order for `hash`: the first `r` are the
+/// placement (distinct zones first), the rest are fallbacks in score order.
+pub fn rank(hash: &ContentHash, candidates: &[Candidate<'_>], r: usize) -> Vec<NodeId> {
+    let mut scored: Vec<(f64, NodeId, &Zone)> = candidates
+        .iter()
+        .map(|c| (score(hash, c.id, c.weight), c.id, c.zone))
+        .collect();
+    // Ties are practically impossible; the id breaks them deterministically.
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<NodeId> = Vec::with_capacity(scored.len());
+    let mut per_zone: BTreeMap<&Zone, usize> = BTreeMap::new();
+    let mut taken = vec![false; scored.len()];
+    // Round k admits a store whose zone already has k of the chosen.
+    let mut round = 0;
+    while chosen.len() < r.min(scored.len()) {
+        for (i, (_, id, zone)) in scored.iter().enumerate() {
+            if chosen.len() == r {
+                break;
+            }
+            if !taken[i] && per_zone.get(zone).copied().unwrap_or(0) <= round {
+                taken[i] = true;
+                chosen.push(*id);
+                *per_zone.entry(zone).or_default() += 1;
+            }
+        }
+        round += 1;
+    }
+    chosen.extend(
+        scored
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| !**t)
+            .map(|((_, id, _), _)| *id),
+    );
+    chosen
+}
+
+/// The `r` stores that should hold `hash` (fewer if there are fewer stores).
+pub fn place(hash: &ContentHash, candidates: &[Candidate<'_>], r: usize) -> Vec<NodeId> {
+    let mut v = rank(hash, candidates, r);
+    v.truncate(r);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::HashKind;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn hash(i: u64) -> ContentHash {
+        ContentHash::compute(HashKind::Sha1, &i.to_le_bytes())
+    }
+
+    fn zones(n: usize) -> Vec<Zone> {
+        (0..n).map(|z| Zone::new(format!("z{z}"))).collect()
+    }
+
+    fn stores(n: u64, zones: &[Zone]) -> Vec<Candidate<'_>> {
+        (0..n)
+            .map(|i| Candidate {
+                id: NodeId(mix64(i) | 1),
+                zone: &zones[i as usize % zones.len()],
+                weight: 100,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weight_shifts_load() {
+        let z = zones(1);
+        let mut c = stores(4, &z);
+        c[0].weight = 400;
+        let heavy = c[0].id;
+        let mut count = 0;
+        for i in 0..4000 {
+            if place(&hash(i), &c, 1)[0] == heavy {
+                count += 1;
+            }
+        }
+        // 400 of 700 total weight: about 57%.
+        assert!((2000..2600).contains(&count), "{count}");
+    }
+
+    #[test]
+    fn rank_lists_every_candidate_once() {
+        let z = zones(3);
+        let c = stores(9, &z);
+        let r = rank(&hash(1), &c, 2);
+        assert_eq!(r.len(), 9);
+        assert_eq!(r.iter().collect::<BTreeSet<_>>().len(), 9);
+        assert_eq!(&r[..2], place(&hash(1), &c, 2).as_slice());
+    }
+
+    proptest! {
+        #[test]
+        fn r_distinct_stores_spread_over_zones(n in 1u64..30, nz in 1usize..5, r in 1usize..5, h in any::<u64>()) {
+            let z = zones(nz);
+            let c = stores(n, &z);
+            let p = place(&hash(h), &c, r);
+            prop_assert_eq!(p.len(), r.min(n as usize));
+            prop_assert_eq!(p.iter().collect::<BTreeSet<_>>().len(), p.len());
+            let zone_of: BTreeMap<NodeId, &Zone> = c.iter().map(|c| (c.id, c.zone)).collect();
+            let used: BTreeSet<&Zone> = p.iter().map(|id| zone_of[id]).collect();
+            let present: BTreeSet<&Zone> = c.iter().map(|c| c.zone).collect();
+            prop_assert_eq!(used.len(), p.len().min(present.len()));
+        }
+
+        #[test]
+        fn adding_a_store_moves_only_onto_it_and_about_r_over_n(n in 4u64..40, r in 1usize..4) {
+            let z = zones(1);
+            let before = stores(n, &z);
+            let after = stores(n + 1, &z);
+            let newcomer = after[n as usize].id;
+            let samples = 2000u64;
+            let mut moved = 0;
+            for i in 0..samples {
+                let old = place(&hash(i), &before, r);
+                let new = place(&hash(i), &after, r);
+                if old != new {
+                    moved += 1;
+                    prop_assert!(new.contains(&newcomer));
+                    let old_set: BTreeSet<_> = old.iter().collect();
+                    prop_assert!(new.iter().all(|s| *s == newcomer || old_set.contains(s)));
+                }
+            }
+            let expected = samples as f64 * r.min(n as usize + 1) as f64 / (n + 1) as f64;
+            prop_assert!((moved as f64) < expected * 1.5 + 30.0, "moved {} expected ~{}", moved, expected);
+        }
+
+        #[test]
+        fn removing_a_store_moves_only_what_it_held(n in 4u64..40, r in 1usize..4, gone in 0usize..4) {
+            let z = zones(1);
+            let before = stores(n, &z);
+            let mut after = before.clone();
+            let removed = after.remove(gone % n as usize).id;
+            for i in 0..500 {
+                let old = place(&hash(i), &before, r);
+                let new = place(&hash(i), &after, r);
+                if !old.contains(&removed) {
+                    prop_assert_eq!(old, new);
+                }
+            }
+        }
+    }
+}

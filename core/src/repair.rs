@@ -1,0 +1,400 @@
+//! Repair, at the authority: content with fewer than R healthy copies gets
+//! store-to-store clone jobs toward its placement targets (rate-limited);
+//! content with more than R copies loses the surplus once R healthy copies
+//! are in place. A copy is healthy when its store is registered, not
+//! draining, and not down for longer than the grace period, so draining a
+//! store never takes content below R copies.
+
+use crate::config::{ContentConfig, InjectedBugs};
+use crate::hash::ContentHash;
+use crate::ids::NodeId;
+use crate::io::Outbox;
+use crate::message::{CloneJob, Message};
+use crate::placement::{rank, Candidate};
+use crate::state::ClusterState;
+use crate::time::{earliest, Time};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Job {
+    hash: ContentHash,
+    source: NodeId,
+    target: NodeId,
+    deadline: Time,
+}
+
+#[derive(Debug, Default)]
+pub struct Repair {
+    jobs: BTreeMap<u64, Job>,
+    next_job: u64,
+    next_scan: Time,
+    /// Surplus copies we asked a store to drop, until when we wait.
+    drops: BTreeMap<(ContentHash, NodeId), Time>,
+}
+
+/// What one scan found and did, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    pub under: usize,
+    pub surplus: usize,
+    pub clones_started: usize,
+    pub drops_sent: usize,
+}
+
+impl Repair {
+    pub fn jobs_in_flight(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn on_clone_done(&mut self, job: u64) {
+        self.jobs.remove(&job);
+    }
+
+    pub fn next_deadline(&self) -> Option<Time> {
+        let mut next = Some(self.next_scan);
+        for j in self.jobs.values() {
+            next = earliest(next, Some(j.deadline));
+        }
+        next
+    }
+
+    /// Runs a scan if one is due.
+    pub fn on_tick(
+        &mut self,
+        now: Time,
+        cfg: &ContentConfig,
+        bugs: &InjectedBugs,
+        state: &ClusterState,
+        down_since: &BTreeMap<NodeId, Time>,
+        out: &mut Outbox,
+    ) -> Option<ScanStats> {
+        self.jobs.retain(|_, j| j.deadline > now);
+        self.drops.retain(|_, until| *until > now);
+        if now < self.next_scan {
+            return None;
+        }
+        self.next_scan = now + cfg.repair_interval;
+        if bugs.no_repair {
+            return Some(ScanStats::default());
+        }
+        Some(self.scan(now, cfg, state, down_since, out))
+    }
+
+    fn scan(
+        &mut self,
+        now: Time,
+        cfg: &ContentConfig,
+        state: &ClusterState,
+        down_since: &BTreeMap<NodeId, Time>,
+        out: &mut Outbox,
+    ) -> ScanStats {
+        let mut stats = ScanStats::default();
+        let is_store = |s: NodeId| state.registry.get(s).is_some_and(|i| i.roles.store);
+        let up = |s: NodeId| is_store(s) && !state.is_down(s);
+        let healthy = |s: NodeId| {
+            is_store(s)
+                && !state.draining.contains(&s)
+                && down_since
+                    .get(&s)
+                    .is_none_or(|t| now.since(*t) < cfg.repair_grace)
+        };
+        let candidates: Vec<Candidate<'_>> = state
+            .registry
+            .iter()
+            .filter(|n| n.roles.store && !state.is_down(n.id) && !state.draining.contains(&n.id))
+            .map(|n| Candidate {
+                id: n.id,
+                zone: &n.zone,
+                weight: n.weight,
+            })
+            .collect();
+        let mut per_source: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut busy: BTreeSet<ContentHash> = BTreeSet::new();
+        for j in self.jobs.values() {
+            *per_source.entry(j.source).or_default() += 1;
+            busy.insert(j.hash);
+        }
+        let r = cfg.replicas;
+        for rec in state.inventory.values() {
+            let healthy_copies: Vec<NodeId> =
+                rec.stores.iter().copied().filter(|s| healthy(*s)).collect();
+            if healthy_copies.len() < r {
+                stats.under += 1;
+                if busy.contains(&rec.hash) || self.jobs.len() >= cfg.max_clone_jobs {
+                    continue;
+                }
+                let Some(target) = rank(&rec.hash, &candidates, r)
+                    .into_iter()
+                    .find(|t| !rec.stores.contains(t))
+                else {
+                    continue; // Nowhere to put another copy.
+                };
+                let source = rec
+                    .stores
+                    .iter()
+                    .copied()
+                    .filter(|s| up(*s))
+                    .filter(|s| {
+                        per_source.get(s).copied().unwrap_or(0) < cfg.max_clone_jobs_per_store
+                    })
+                    .min_by_key(|s| per_source.get(s).copied().unwrap_or(0));
+                let (Some(source), Some(target_info)) = (source, state.registry.get(target)) else {
+                    continue;
+                };
+                let Some(source_info) = state.registry.get(source) else {
+                    continue;
+                };
+                self.next_job += 1;
+                let job = self.next_job;
+                self.jobs.insert(
+                    job,
+                    Job {
+                        hash: rec.hash,
+                        source,
+                        target,
+                        deadline: now + cfg.clone_timeout,
+                    },
+                );
+                *per_source.entry(source).or_default() += 1;
+                busy.insert(rec.hash);
+                stats.clones_started += 1;
+                out.send(
+                    source_info.addr,
+                    Message::CloneTo(Box::new(CloneJob {
+                        job,
+                        hash: rec.hash,
+                        target,
+                        target_addr: target_info.addr,
+                    })),
+                );
+            } else if rec.stores.len() > r && !busy.contains(&rec.hash) {
+                // Keep the R best-placed healthy, up copies; drop the rest,
+                // but only once those R are all in place.
+                let ranked = rank(&rec.hash, &candidates, r);
+                let keep: Vec<NodeId> = ranked
+                    .iter()
+                    .copied()
+                    .filter(|s| rec.stores.contains(s) && healthy(*s) && up(*s))
+                    .take(r)
+                    .collect();
+                if keep.len() < r {
+                    continue;
+                }
+                stats.surplus += 1;
+                for s in rec.stores.iter().copied().filter(|s| !keep.contains(s)) {
+                    if self.drops.contains_key(&(rec.hash, s)) {
+                        continue;
+                    }
+                    if let Some(info) = state.registry.get(s) {
+                        self.drops.insert((rec.hash, s), now + cfg.clone_timeout);
+                        stats.drops_sent += 1;
+                        out.send(
+                            info.addr,
+                            Message::DropCopy {
+                                hash: Box::new(rec.hash),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::ContentMeta;
+    use crate::feed::Change;
+    use crate::hash::HashKind;
+    use crate::ids::{NodeInfo, Roles, Zone};
+    use crate::io::Output;
+
+    fn state(stores: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        for i in 1..=stores {
+            s.apply(&Change::NodeUpserted(NodeInfo {
+                id: NodeId(i),
+                addr: format!("10.0.0.{i}:7000").parse().unwrap(),
+                roles: Roles::STORE,
+                zone: Zone::new(format!("z{}", i % 2)),
+                weight: 100,
+            }));
+        }
+        s
+    }
+
+    fn h(i: u64) -> ContentHash {
+        ContentHash::compute(HashKind::Sha1, &i.to_le_bytes())
+    }
+
+    fn store(s: &mut ClusterState, hash: ContentHash, on: &[u64]) {
+        for st in on {
+            s.apply(&Change::ContentStored {
+                hash,
+                store: NodeId(*st),
+                meta: ContentMeta {
+                    ext: "bin".into(),
+                    size: 1,
+                },
+            });
+        }
+    }
+
+    fn messages(out: &mut Outbox) -> Vec<Message> {
+        let mut v = Vec::new();
+        while let Some(o) = out.queue.pop_front() {
+            if let Output::Send { envelope, .. } = o {
+                v.push(envelope.msg);
+            }
+        }
+        v
+    }
+
+    fn outbox() -> Outbox {
+        Outbox::new(NodeId(100), "10.0.0.100:7000".parse().unwrap())
+    }
+
+    #[test]
+    fn copy_on_a_store_down_past_grace_is_recloned() {
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        store(&mut s, h(1), &[1, 2]);
+        s.apply(&Change::Health {
+            node: NodeId(2),
+            down: true,
+        });
+        let mut down = BTreeMap::new();
+        down.insert(NodeId(2), Time::ZERO);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        // Within the grace period the copy still counts.
+        let st = r
+            .on_tick(
+                Time::from_secs(1),
+                &cfg,
+                &InjectedBugs::default(),
+                &s,
+                &down,
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(st.under, 0);
+        let later = Time::ZERO + cfg.repair_grace + cfg.repair_interval * 2;
+        let st = r
+            .on_tick(later, &cfg, &InjectedBugs::default(), &s, &down, &mut out)
+            .unwrap();
+        assert_eq!((st.under, st.clones_started), (1, 1));
+        match messages(&mut out).as_slice() {
+            [Message::CloneTo(job)] => {
+                assert!(job.target == NodeId(3) || job.target == NodeId(4))
+            }
+            other => panic!("{other:?}"),
+        }
+        // One job per hash at a time.
+        let st = r
+            .on_tick(
+                later + cfg.repair_interval,
+                &cfg,
+                &InjectedBugs::default(),
+                &s,
+                &down,
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(st.clones_started, 0);
+    }
+
+    #[test]
+    fn draining_store_is_copied_off_then_dropped() {
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        store(&mut s, h(1), &[1, 2]);
+        s.apply(&Change::Draining {
+            node: NodeId(1),
+            draining: true,
+        });
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let st = r
+            .on_tick(
+                Time::ZERO,
+                &cfg,
+                &InjectedBugs::default(),
+                &s,
+                &BTreeMap::new(),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(st.clones_started, 1);
+        let target = match messages(&mut out).as_slice() {
+            [Message::CloneTo(job)] => {
+                r.on_clone_done(job.job);
+                job.target
+            }
+            other => panic!("{other:?}"),
+        };
+        // Not dropped before the new copy is in place: never below R.
+        assert!(s.inventory[&h(1)].stores.contains(&NodeId(1)));
+        store(&mut s, h(1), &[target.0]);
+        let st = r
+            .on_tick(
+                Time::ZERO + cfg.repair_interval,
+                &cfg,
+                &InjectedBugs::default(),
+                &s,
+                &BTreeMap::new(),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(st.drops_sent, 1);
+        assert_eq!(
+            messages(&mut out),
+            vec![Message::DropCopy {
+                hash: Box::new(h(1))
+            }]
+        );
+    }
+
+    #[test]
+    fn clone_jobs_are_rate_limited_per_source() {
+        let cfg = ContentConfig {
+            max_clone_jobs_per_store: 2,
+            ..ContentConfig::default()
+        };
+        let mut s = state(3);
+        for i in 0..10 {
+            store(&mut s, h(i), &[1]);
+        }
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let st = r
+            .on_tick(
+                Time::ZERO,
+                &cfg,
+                &InjectedBugs::default(),
+                &s,
+                &BTreeMap::new(),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!((st.under, st.clones_started), (10, 2));
+        assert_eq!(r.jobs_in_flight(), 2);
+    }
+
+    #[test]
+    fn no_repair_bug_does_nothing() {
+        let cfg = ContentConfig::default();
+        let mut s = state(3);
+        store(&mut s, h(1), &[1]);
+        let bugs = InjectedBugs {
+            no_repair: true,
+            ..InjectedBugs::default()
+        };
+        let mut r = Repair::default();
+        let mut out = outbox();
+        r.on_tick(Time::ZERO, &cfg, &bugs, &s, &BTreeMap::new(), &mut out);
+        assert!(messages(&mut out).is_empty());
+    }
+}

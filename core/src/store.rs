@@ -1,0 +1,504 @@
+//! The store role: keeps the authority's inventory true to what is on local
+//! disk (the seed's algorithm: take the authority's view, compare it with the
+//! local listing, report what is missing and what is new; afterwards report
+//! every change as it happens, and re-sync periodically), scrubs local
+//! copies, and runs the authority's clone and drop jobs. Bytes never pass
+//! through here: the driver moves them and reports back.
+
+use crate::config::ContentConfig;
+use crate::content::ContentMeta;
+use crate::hash::ContentHash;
+use crate::ids::LogId;
+use crate::io::{Outbox, Output};
+use crate::message::{CloneJob, InventoryBatch, Message, VoteSeq};
+use crate::state::ClusterState;
+use crate::time::{earliest, Time};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// Store operation ids carry this bit, so the node can route transfer
+/// results to the right role.
+pub const STORE_OP: u64 = 1 << 63;
+
+#[derive(Clone, Debug)]
+struct Batch {
+    seq: VoteSeq,
+    sync: Option<LogId>,
+    adds: Vec<(ContentHash, ContentMeta)>,
+    removes: Vec<ContentHash>,
+    resend_at: Time,
+}
+
+/// What the authority's view lacks and what it has too much of.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub new: Vec<(ContentHash, ContentMeta)>,
+    pub missing: Vec<ContentHash>,
+}
+
+/// Compares the local listing with the authority's view of this store, both
+/// in hash order, in one merge pass.
+pub fn diff<'a>(
+    local: &BTreeMap<ContentHash, ContentMeta>,
+    authority: impl Iterator<Item = &'a ContentHash>,
+) -> Diff {
+    let mut d = Diff::default();
+    let mut l = local.iter().peekable();
+    let mut a = authority.peekable();
+    loop {
+        match (l.peek(), a.peek()) {
+            (Some((lh, meta)), Some(ah)) => match lh.cmp(ah) {
+                std::cmp::Ordering::Less => {
+                    d.new.push((**lh, (*meta).clone()));
+                    l.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    d.missing.push(**ah);
+                    a.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    l.next();
+                    a.next();
+                }
+            },
+            (Some((lh, meta)), None) => {
+                d.new.push((**lh, (*meta).clone()));
+                l.next();
+            }
+            (None, Some(ah)) => {
+                d.missing.push(**ah);
+                a.next();
+            }
+            (None, None) => return d,
+        }
+    }
+}
+
+/// What the store role reads of its node for one tick.
+#[derive(Clone, Copy)]
+pub struct StoreView<'a> {
+    pub state: &'a ClusterState,
+    pub me: crate::ids::NodeId,
+    /// The feed log the replica follows.
+    pub log: Option<LogId>,
+    /// The replica has a snapshot and has caught up.
+    pub ready: bool,
+}
+
+#[derive(Debug)]
+pub struct StoreRole {
+    cfg: ContentConfig,
+    held: BTreeMap<ContentHash, ContentMeta>,
+    listed: bool,
+    listing_requested: bool,
+    /// Changes since the outstanding listing was asked for: the listing may
+    /// predate them.
+    since_listing: BTreeMap<ContentHash, Option<ContentMeta>>,
+    /// The log against which a full scan-and-diff was acknowledged.
+    synced: Option<LogId>,
+    /// The log a full scan-and-diff is under way against.
+    syncing: Option<LogId>,
+    /// Changes not yet sent: `Some` adds, `None` removes.
+    pending: BTreeMap<ContentHash, Option<ContentMeta>>,
+    in_flight: Option<Batch>,
+    seq: VoteSeq,
+    next_scrub: Time,
+    scrub_cursor: Option<ContentHash>,
+    next_resync: Time,
+    clones: BTreeMap<u64, u64>,
+    next_op: u64,
+}
+
+impl StoreRole {
+    pub fn new(cfg: ContentConfig, incarnation: u64, now: Time) -> StoreRole {
+        StoreRole {
+            next_resync: now + cfg.resync_interval,
+            next_scrub: now + cfg.scrub_interval,
+            cfg,
+            held: BTreeMap::new(),
+            listed: false,
+            listing_requested: false,
+            since_listing: BTreeMap::new(),
+            synced: None,
+            syncing: None,
+            pending: BTreeMap::new(),
+            in_flight: None,
+            seq: VoteSeq {
+                incarnation,
+                counter: 0,
+            },
+            scrub_cursor: None,
+            clones: BTreeMap::new(),
+            next_op: STORE_OP,
+        }
+    }
+
+    pub fn held(&self) -> &BTreeMap<ContentHash, ContentMeta> {
+        &self.held
+    }
+
+    /// The log this store's inventory is fully reported against.
+    pub fn synced(&self) -> Option<LogId> {
+        self.synced
+    }
+
+    pub fn on_listing(&mut self, items: Vec<(ContentHash, ContentMeta)>) {
+        self.held = items.into_iter().collect();
+        // Changes since the listing was asked for still apply.
+        let since = std::mem::take(&mut self.since_listing);
+        for (hash, change) in since.iter().chain(&self.pending) {
+            match change {
+                Some(meta) => {
+                    self.held.insert(*hash, meta.clone());
+                }
+                None => {
+                    self.held.remove(hash);
+                }
+            }
+        }
+        self.listed = true;
+        self.listing_requested = false;
+        // A fresh listing is compared with the authority again.
+        self.synced = None;
+        self.syncing = None;
+    }
+
+    pub fn on_stored(&mut self, hash: ContentHash, meta: ContentMeta) {
+        if self.listing_requested {
+            self.since_listing.insert(hash, Some(meta.clone()));
+        }
+        self.held.insert(hash, meta.clone());
+        self.pending.insert(hash, Some(meta));
+    }
+
+    pub fn on_removed(&mut self, hash: ContentHash) {
+        if self.listing_requested {
+            self.since_listing.insert(hash, None);
+        }
+        self.held.remove(&hash);
+        self.pending.insert(hash, None);
+    }
+
+    pub fn on_scrub(&mut self, hash: ContentHash, ok: bool, out: &mut Outbox) {
+        if !ok {
+            out.queue.push_back(Output::DeleteContent { hash });
+            self.on_removed(hash);
+        }
+    }
+
+    pub fn on_drop(&mut self, hash: ContentHash, out: &mut Outbox) {
+        if self.held.contains_key(&hash) {
+            out.queue.push_back(Output::DeleteContent { hash });
+            self.on_removed(hash);
+        }
+    }
+
+    pub fn on_clone(&mut self, job: CloneJob, authority: SocketAddr, out: &mut Outbox) {
+        let CloneJob {
+            job,
+            hash,
+            target,
+            target_addr,
+        } = job;
+        if !self.held.contains_key(&hash) {
+            out.send(authority, Message::CloneDone { job, ok: false });
+            return;
+        }
+        self.next_op += 1;
+        let op = self.next_op;
+        self.clones.insert(op, job);
+        out.queue.push_back(Output::Transfer {
+            op,
+            hash,
+            to: target,
+            to_addr: target_addr,
+        });
+    }
+
+    pub fn on_transfer_done(&mut self, op: u64, ok: bool, authority: SocketAddr, out: &mut Outbox) {
+        if let Some(job) = self.clones.remove(&op) {
+            out.send(authority, Message::CloneDone { job, ok });
+        }
+    }
+
+    pub fn on_ack(&mut self, seq: VoteSeq) {
+        if self.in_flight.as_ref().is_some_and(|b| b.seq == seq) {
+            if let Some(batch) = self.in_flight.take() {
+                if batch.sync.is_some() && batch.sync == self.syncing {
+                    self.synced = batch.sync;
+                    self.syncing = None;
+                }
+            }
+        }
+    }
+
+    /// Runs due work: listing, full sync, reports, scrub, periodic re-sync.
+    pub fn on_tick(
+        &mut self,
+        now: Time,
+        view: &StoreView<'_>,
+        authority: SocketAddr,
+        out: &mut Outbox,
+    ) {
+        let StoreView {
+            state,
+            me,
+            log,
+            ready,
+        } = *view;
+        if (!self.listed || now >= self.next_resync) && !self.listing_requested {
+            self.listing_requested = true;
+            self.since_listing.clear();
+            self.next_resync = now + self.cfg.resync_interval;
+            out.queue.push_back(Output::ListContent);
+        }
+        if self.listed && ready && log.is_some() && self.synced != log && self.syncing != log {
+            let d = diff(&self.held, state.held_by(me));
+            for (hash, meta) in d.new {
+                self.pending.entry(hash).or_insert(Some(meta));
+            }
+            for hash in d.missing {
+                self.pending.entry(hash).or_insert(None);
+            }
+            self.syncing = log;
+            // A batch in flight for an older log is superseded.
+            self.in_flight = None;
+        }
+        self.send_reports(now, authority, out);
+        if self.listed && now >= self.next_scrub {
+            self.next_scrub = now + self.cfg.scrub_interval;
+            let next = self
+                .scrub_cursor
+                .and_then(|c| self.held.range(c..).nth(1).map(|(h, _)| *h))
+                .or_else(|| self.held.keys().next().copied());
+            if let Some(hash) = next {
+                self.scrub_cursor = Some(hash);
+                out.queue.push_back(Output::Scrub { hash });
+            }
+        }
+    }
+
+    fn send_reports(&mut self, now: Time, authority: SocketAddr, out: &mut Outbox) {
+        if let Some(b) = &mut self.in_flight {
+            if b.resend_at <= now {
+                b.resend_at = now + self.cfg.report_retransmit;
+                out.send(authority, report(b));
+            }
+            return;
+        }
+        let sync_due = self.syncing.is_some() && self.synced != self.syncing;
+        if self.pending.is_empty() && !sync_due {
+            return;
+        }
+        let mut adds = Vec::new();
+        let mut removes = Vec::new();
+        while adds.len() + removes.len() < self.cfg.report_batch {
+            let Some((hash, change)) = self.pending.pop_first() else {
+                break;
+            };
+            match change {
+                Some(meta) => adds.push((hash, meta)),
+                None => removes.push(hash),
+            }
+        }
+        self.seq.counter += 1;
+        let batch = Batch {
+            seq: self.seq,
+            // The batch that empties the queue completes the sync.
+            sync: if self.pending.is_empty() {
+                self.syncing
+            } else {
+                None
+            },
+            adds,
+            removes,
+            resend_at: now + self.cfg.report_retransmit,
+        };
+        out.send(authority, report(&batch));
+        self.in_flight = Some(batch);
+    }
+
+    pub fn next_deadline(&self, now: Time) -> Option<Time> {
+        let mut next = Some(self.next_resync);
+        if let Some(b) = &self.in_flight {
+            next = earliest(next, Some(b.resend_at));
+        } else if !self.pending.is_empty() {
+            next = Some(now);
+        }
+        if self.listed && !self.held.is_empty() {
+            next = earliest(next, Some(self.next_scrub));
+        }
+        next
+    }
+}
+
+fn report(b: &Batch) -> Message {
+    Message::InventoryReport(Box::new(InventoryBatch {
+        seq: b.seq,
+        sync: b.sync,
+        adds: b.adds.clone(),
+        removes: b.removes.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::HashKind;
+    use crate::ids::NodeId;
+
+    fn view(state: &ClusterState, log: Option<LogId>, ready: bool) -> StoreView<'_> {
+        StoreView {
+            state,
+            me: NodeId(5),
+            log,
+            ready,
+        }
+    }
+
+    fn h(i: u64) -> ContentHash {
+        ContentHash::compute(HashKind::Sha1, &i.to_le_bytes())
+    }
+
+    fn meta() -> ContentMeta {
+        ContentMeta {
+            ext: "bin".into(),
+            size: 3,
+        }
+    }
+
+    #[test]
+    fn diff_reports_both_directions() {
+        let local: BTreeMap<ContentHash, ContentMeta> =
+            [1, 2, 3].iter().map(|i| (h(*i), meta())).collect();
+        let mut auth: Vec<ContentHash> = [2, 3, 4, 5].iter().map(|i| h(*i)).collect();
+        auth.sort();
+        let d = diff(&local, auth.iter());
+        assert_eq!(d.new, vec![(h(1), meta())]);
+        let mut missing = vec![h(4), h(5)];
+        missing.sort();
+        assert_eq!(d.missing, missing);
+        assert_eq!(diff(&local, local.keys()), Diff::default());
+    }
+
+    fn sent_reports(out: &mut Outbox) -> Vec<(VoteSeq, Option<LogId>, usize, usize)> {
+        let mut v = Vec::new();
+        while let Some(o) = out.queue.pop_front() {
+            if let Output::Send { envelope, .. } = o {
+                if let Message::InventoryReport(b) = envelope.msg {
+                    v.push((b.seq, b.sync, b.adds.len(), b.removes.len()));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn full_sync_is_batched_acknowledged_and_marked() {
+        let cfg = ContentConfig {
+            report_batch: 2,
+            ..ContentConfig::default()
+        };
+        let auth: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let mut s = StoreRole::new(cfg, 1, Time::ZERO);
+        let mut out = Outbox::new(NodeId(5), "10.0.0.5:7000".parse().unwrap());
+        let state = ClusterState::default();
+        s.on_tick(Time::ZERO, &view(&state, None, false), auth, &mut out);
+        assert!(out.queue.iter().any(|o| matches!(o, Output::ListContent)));
+        out.queue.clear();
+        s.on_listing((0..3).map(|i| (h(i), meta())).collect());
+        let log = Some(LogId(9));
+        s.on_tick(Time::ZERO, &view(&state, log, true), auth, &mut out);
+        let first = sent_reports(&mut out);
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].1, first[0].2), (None, 2));
+        s.on_ack(first[0].0);
+        s.on_tick(Time::ZERO, &view(&state, log, true), auth, &mut out);
+        let second = sent_reports(&mut out);
+        assert_eq!(
+            (second[0].1, second[0].2),
+            (log, 1),
+            "last batch carries the sync"
+        );
+        assert_eq!(s.synced(), None, "not until acknowledged");
+        s.on_ack(second[0].0);
+        assert_eq!(s.synced(), log);
+    }
+
+    #[test]
+    fn unacknowledged_report_is_resent_with_the_same_seq() {
+        let auth: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let cfg = ContentConfig::default();
+        let resend = cfg.report_retransmit;
+        let mut s = StoreRole::new(cfg, 1, Time::ZERO);
+        let mut out = Outbox::new(NodeId(5), "10.0.0.5:7000".parse().unwrap());
+        let state = ClusterState::default();
+        s.on_listing(vec![]);
+        s.on_stored(h(1), meta());
+        s.on_tick(Time::ZERO, &view(&state, None, false), auth, &mut out);
+        let a = sent_reports(&mut out);
+        s.on_tick(
+            Time::ZERO + resend,
+            &view(&state, None, false),
+            auth,
+            &mut out,
+        );
+        let b = sent_reports(&mut out);
+        assert_eq!(a[0].0, b[0].0);
+    }
+
+    #[test]
+    fn copy_stored_while_listing_is_outstanding_survives_the_listing() {
+        let auth: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let mut s = StoreRole::new(ContentConfig::default(), 1, Time::ZERO);
+        let mut out = Outbox::new(NodeId(5), "10.0.0.5:7000".parse().unwrap());
+        let state = ClusterState::default();
+        s.on_tick(Time::ZERO, &view(&state, None, false), auth, &mut out);
+        s.on_stored(h(7), meta());
+        // The report goes out before the (older) listing arrives.
+        s.on_tick(Time::ZERO, &view(&state, None, false), auth, &mut out);
+        s.on_listing(vec![(h(1), meta())]);
+        assert!(s.held().contains_key(&h(7)));
+        assert!(s.held().contains_key(&h(1)));
+    }
+
+    #[test]
+    fn failed_scrub_deletes_and_reports_removal() {
+        let mut s = StoreRole::new(ContentConfig::default(), 1, Time::ZERO);
+        let mut out = Outbox::new(NodeId(5), "10.0.0.5:7000".parse().unwrap());
+        s.on_listing(vec![(h(1), meta())]);
+        s.on_scrub(h(1), false, &mut out);
+        assert!(s.held().is_empty());
+        assert!(matches!(
+            out.queue.pop_front(),
+            Some(Output::DeleteContent { .. })
+        ));
+        assert_eq!(s.pending.get(&h(1)), Some(&None));
+    }
+
+    #[test]
+    fn scrub_walks_every_copy_in_turn() {
+        let auth: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let cfg = ContentConfig::default();
+        let every = cfg.scrub_interval;
+        let mut s = StoreRole::new(cfg, 1, Time::ZERO);
+        let mut out = Outbox::new(NodeId(5), "10.0.0.5:7000".parse().unwrap());
+        s.on_listing((0..3).map(|i| (h(i), meta())).collect());
+        let state = ClusterState::default();
+        let mut seen = Vec::new();
+        let mut now = Time::ZERO;
+        for _ in 0..6 {
+            now += every;
+            s.on_tick(now, &view(&state, None, false), auth, &mut out);
+            while let Some(o) = out.queue.pop_front() {
+                if let Output::Scrub { hash } = o {
+                    seen.push(hash);
+                }
+            }
+        }
+        let mut all: Vec<ContentHash> = (0..3).map(h).collect();
+        all.sort();
+        assert_eq!(&seen[..3], all.as_slice());
+        assert_eq!(&seen[3..], all.as_slice(), "wraps around");
+    }
+}

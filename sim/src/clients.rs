@@ -1,0 +1,315 @@
+//! Simulated clients: they upload content with real hashes, buy purchases,
+//! ask for deliveries (valid, expired, removed and made-up tokens), remove
+//! purchases, and keep the ground truth the content oracles check against.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use stretchfs_core::content::ContentMeta;
+use stretchfs_core::hash::{ContentHash, HashKind};
+use stretchfs_core::purchase::Token;
+use stretchfs_core::rng::{Rng, SeededRng};
+use stretchfs_core::{ClientRequest, Duration, NodeId, Time, WallTime};
+use stretchfs_transport_sim::HostId;
+
+/// How much and what the clients do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Time between client requests (cluster-wide).
+    pub interval: Duration,
+    pub start: Time,
+    pub stop: Time,
+    /// Relative weights of upload, purchase, deliver, remove, unknown-token.
+    pub mix: [u32; 5],
+    /// Purchase lifetimes are drawn from this range (seconds).
+    pub life_secs: (u64, u64),
+    /// Content sizes are drawn from this range (bytes).
+    pub size: (u64, u64),
+}
+
+impl Workload {
+    pub fn off() -> Workload {
+        Workload {
+            interval: Duration::from_millis(100),
+            start: Time::MAX,
+            stop: Time::MAX,
+            mix: [0; 5],
+            life_secs: (5, 60),
+            size: (64, 4096),
+        }
+    }
+
+    pub fn steady(start: Time, stop: Time) -> Workload {
+        Workload {
+            interval: Duration::from_millis(50),
+            start,
+            stop,
+            mix: [3, 3, 10, 1, 1],
+            life_secs: (5, 60),
+            size: (64, 4096),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AckedUpload {
+    pub hash: ContentHash,
+    pub bytes: Arc<Vec<u8>>,
+    pub meta: ContentMeta,
+    /// The stores that acknowledged a durable copy.
+    pub copies: Vec<NodeId>,
+    pub acked_at: Time,
+}
+
+#[derive(Clone, Debug)]
+pub struct Bought {
+    pub token: Token,
+    pub hash: ContentHash,
+    /// In the authority's wall-clock time.
+    pub expires: WallTime,
+    pub acked_at: Time,
+    pub removal_requested: Option<Time>,
+    pub removed_at: Option<Time>,
+    /// The prism that created it.
+    pub created_by: HostId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Upload {
+        hash: ContentHash,
+    },
+    Purchase {
+        hash: ContentHash,
+    },
+    /// Deliver purchase number `n` of `Clients::purchases`.
+    Deliver {
+        n: usize,
+    },
+    Remove {
+        n: usize,
+    },
+    /// Deliver a token nobody created.
+    Unknown {
+        token: Token,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub op: Op,
+    pub host: HostId,
+    pub issued_at: Time,
+}
+
+/// One request to hand to a prism.
+pub struct Issued {
+    pub host: HostId,
+    pub id: u64,
+    pub request: ClientRequest,
+    /// For uploads: the bytes the prism spools.
+    pub spool: Option<(ContentHash, ContentMeta, Arc<Vec<u8>>)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub issued: u64,
+    pub uploads_acked: u64,
+    pub purchases_acked: u64,
+    pub deliveries_ok: u64,
+    pub fetches_ok: u64,
+    pub fetches_failed: u64,
+    pub not_ready: u64,
+    pub unavailable: u64,
+    pub not_found: u64,
+    pub expired: u64,
+    pub removals_acked: u64,
+}
+
+const EXTS: [&str; 5] = ["mp4", "jpg", "txt", "bin", "png"];
+
+pub struct Clients {
+    pub cfg: Workload,
+    rng: SeededRng,
+    next_id: u64,
+    pub uploads: Vec<AckedUpload>,
+    /// Uploads in flight by hash (the bytes the client sent).
+    sent: BTreeMap<ContentHash, (Arc<Vec<u8>>, ContentMeta)>,
+    pub purchases: Vec<Bought>,
+    pending: BTreeMap<(HostId, u64), Pending>,
+    pub stats: ClientStats,
+}
+
+impl Clients {
+    pub fn new(seed: u64, cfg: Workload) -> Clients {
+        Clients {
+            cfg,
+            rng: SeededRng::stream(seed, "clients"),
+            next_id: 0,
+            uploads: Vec::new(),
+            sent: BTreeMap::new(),
+            purchases: Vec::new(),
+            pending: BTreeMap::new(),
+            stats: ClientStats::default(),
+        }
+    }
+
+    /// The bytes of content the clients uploaded (acknowledged or not).
+    pub fn bytes_of(&self, hash: &ContentHash) -> Option<&Arc<Vec<u8>>> {
+        self.sent.get(hash).map(|(b, _)| b)
+    }
+
+    pub fn upload(&self, hash: &ContentHash) -> Option<&AckedUpload> {
+        self.uploads.iter().find(|u| u.hash == *hash)
+    }
+
+    fn pick_op(&mut self) -> usize {
+        let total: u32 = self.cfg.mix.iter().sum();
+        let mut x = self.rng.below(u64::from(total.max(1))) as u32;
+        for (i, w) in self.cfg.mix.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        0
+    }
+
+    /// The next request, sent to one of `prisms` (running, not paused).
+    pub fn next_request(&mut self, now: Time, prisms: &[HostId]) -> Option<Issued> {
+        if prisms.is_empty() {
+            return None;
+        }
+        let host = prisms[self.rng.below(prisms.len() as u64) as usize];
+        let mut spool = None;
+        let (op, request) = match self.pick_op() {
+            1 if !self.uploads.is_empty() => {
+                let u = &self.uploads[self.rng.below(self.uploads.len() as u64) as usize];
+                let (lo, hi) = self.cfg.life_secs;
+                let life = Duration::from_secs(lo + self.rng.below(hi - lo + 1));
+                (
+                    Op::Purchase { hash: u.hash },
+                    ClientRequest::Purchase {
+                        hash: u.hash,
+                        ext: u.meta.ext.clone(),
+                        life,
+                        referrers: vec![],
+                    },
+                )
+            }
+            2 if !self.purchases.is_empty() => {
+                // Recent purchases are asked for more often.
+                let len = self.purchases.len() as u64;
+                let n = if self.rng.chance(0.7) {
+                    (len - 1 - self.rng.below(len.min(20))) as usize
+                } else {
+                    self.rng.below(len) as usize
+                };
+                let token = self.purchases[n].token;
+                (
+                    Op::Deliver { n },
+                    ClientRequest::Deliver {
+                        token,
+                        referrer: None,
+                    },
+                )
+            }
+            3 if !self.purchases.is_empty() => {
+                let n = self.rng.below(self.purchases.len() as u64) as usize;
+                let p = &mut self.purchases[n];
+                p.removal_requested.get_or_insert(now);
+                (
+                    Op::Remove { n },
+                    ClientRequest::RemovePurchase { token: p.token },
+                )
+            }
+            4 => {
+                let token =
+                    Token((self.rng.next_u64() as u128) << 64 | self.rng.next_u64() as u128);
+                (
+                    Op::Unknown { token },
+                    ClientRequest::Deliver {
+                        token,
+                        referrer: None,
+                    },
+                )
+            }
+            _ => {
+                let (lo, hi) = self.cfg.size;
+                let size = lo + self.rng.below(hi - lo + 1);
+                let mut bytes = vec![0u8; size as usize];
+                self.rng.fill(&mut bytes);
+                let hash = ContentHash::compute(HashKind::Sha1, &bytes);
+                let ext = EXTS[self.rng.below(EXTS.len() as u64) as usize].to_string();
+                let meta = ContentMeta { ext, size };
+                let bytes = Arc::new(bytes);
+                self.sent.insert(hash, (bytes.clone(), meta.clone()));
+                spool = Some((hash, meta.clone(), bytes));
+                (Op::Upload { hash }, ClientRequest::Upload { hash, meta })
+            }
+        };
+        self.next_id += 1;
+        let id = self.next_id;
+        self.stats.issued += 1;
+        self.pending.insert(
+            (host, id),
+            Pending {
+                op,
+                host,
+                issued_at: now,
+            },
+        );
+        Some(Issued {
+            host,
+            id,
+            request,
+            spool,
+        })
+    }
+
+    pub fn take_pending(&mut self, host: HostId, id: u64) -> Option<Pending> {
+        self.pending.remove(&(host, id))
+    }
+
+    pub fn record_upload(&mut self, hash: ContentHash, copies: Vec<NodeId>, now: Time) {
+        if self.upload(&hash).is_some() {
+            return;
+        }
+        if let Some((bytes, meta)) = self.sent.get(&hash) {
+            self.stats.uploads_acked += 1;
+            self.uploads.push(AckedUpload {
+                hash,
+                bytes: bytes.clone(),
+                meta: meta.clone(),
+                copies,
+                acked_at: now,
+            });
+        }
+    }
+
+    pub fn record_purchase(
+        &mut self,
+        token: Token,
+        hash: ContentHash,
+        expires: WallTime,
+        now: Time,
+        created_by: HostId,
+    ) {
+        self.stats.purchases_acked += 1;
+        self.purchases.push(Bought {
+            token,
+            hash,
+            expires,
+            acked_at: now,
+            removal_requested: None,
+            removed_at: None,
+            created_by,
+        });
+    }
+
+    pub fn record_removal(&mut self, n: usize, now: Time) {
+        self.stats.removals_acked += 1;
+        if let Some(p) = self.purchases.get_mut(n) {
+            p.removed_at.get_or_insert(now);
+        }
+    }
+}

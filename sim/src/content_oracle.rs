@@ -1,0 +1,357 @@
+//! The content oracles, checked on every client answer and at the end:
+//!
+//! - a ready prism never answers "not found" (or "expired") for a valid,
+//!   unexpired purchase, nor "not found" for its content while an intact
+//!   copy has been durable long enough for the inventory to know it;
+//! - expired, removed and made-up purchases stop delivering within a bound
+//!   (removals: for prisms connected to the authority);
+//! - delivery never goes to a store the prism sees down while it sees a live
+//!   copy, nor to a store crashed long ago while another copy is up;
+//! - delivered bytes are the uploaded bytes;
+//! - at the end: no acknowledged upload is lost unless W of its stores were
+//!   permanently lost; repair has restored R intact copies; the inventory
+//!   lists every intact copy; no valid acknowledged purchase is missing.
+
+use crate::clients::{Clients, Op, Pending};
+use crate::oracle::{Oracle, ViolationKind};
+use crate::world::World;
+use std::collections::BTreeSet;
+use stretchfs_core::hash::ContentHash;
+use stretchfs_core::{ClientError, ClientResponse, Duration, NodeId, Time};
+use stretchfs_transport_sim::HostId;
+
+impl Oracle {
+    /// Checks one answer to a client. Returns a store whose copy turned out
+    /// to be corrupt when the client fetched it (the store's read check
+    /// catches it; the caller tells the store).
+    pub fn on_client_reply(
+        &mut self,
+        w: &World,
+        clients: &mut Clients,
+        prism: HostId,
+        pending: Pending,
+        response: &ClientResponse,
+    ) -> Option<(HostId, ContentHash)> {
+        let now = w.now;
+        use ClientResponse as R;
+        match (&pending.op, response) {
+            (_, R::Error(ClientError::NotReady)) => clients.stats.not_ready += 1,
+            (_, R::Error(ClientError::Unavailable(_))) => clients.stats.unavailable += 1,
+            (Op::Upload { .. }, R::Uploaded { hash, copies, .. }) => {
+                clients.record_upload(*hash, copies.clone(), now);
+            }
+            (Op::Purchase { .. }, R::Purchase(p)) => {
+                clients.record_purchase(p.token, p.hash, p.expires, now, prism);
+            }
+            (Op::Remove { n }, R::Removed) => clients.record_removal(*n, now),
+            (Op::Deliver { n }, R::Deliver { store, hash, .. }) => {
+                clients.stats.deliveries_ok += 1;
+                self.check_valid_delivery(w, clients, prism, *n, pending.issued_at);
+                self.check_store_choice(w, prism, *store, hash);
+                return self.fetch(w, clients, *store, hash);
+            }
+            (Op::Unknown { token }, R::Deliver { .. }) => self.violate(
+                now,
+                ViolationKind::InvalidDelivery,
+                format!("made-up token {token} was delivered by host {prism}"),
+            ),
+            (
+                Op::Deliver { n },
+                R::Error(e @ (ClientError::NotFound(_) | ClientError::Expired)),
+            ) => {
+                if matches!(e, ClientError::Expired) {
+                    clients.stats.expired += 1;
+                } else {
+                    clients.stats.not_found += 1;
+                }
+                self.check_not_found(w, clients, prism, *n, e, pending.issued_at);
+            }
+            (_, R::Error(ClientError::NotFound(_))) => clients.stats.not_found += 1,
+            _ => {}
+        }
+        None
+    }
+
+    fn authority_wall(&self, w: &World) -> stretchfs_core::WallTime {
+        w.hosts[0].clock.wall(w.now)
+    }
+
+    /// A wipe between `from` and now whose recovery could have lost this.
+    fn wiped_since(&self, from: Time) -> bool {
+        self.wipes.iter().any(|t| *t >= from)
+    }
+
+    fn check_not_found(
+        &mut self,
+        w: &World,
+        clients: &Clients,
+        prism: HostId,
+        n: usize,
+        e: &ClientError,
+        issued_at: Time,
+    ) {
+        let Some(p) = clients.purchases.get(n) else {
+            return;
+        };
+        if p.removal_requested.is_some() {
+            return; // Possibly removed: either answer is right.
+        }
+        let valid_until = p.expires - self.expiry_slack;
+        if self.authority_wall(w) >= valid_until {
+            return; // Expired, or close enough that clocks may disagree.
+        }
+        // A purchase acknowledged just before the authority lost its state
+        // survives only if a replica had it; its creating prism keeps it,
+        // unless that prism lost its memory too.
+        let creator = &w.hosts[p.created_by];
+        let lost_with_creator = self
+            .wipes
+            .iter()
+            .any(|t| *t >= p.acked_at && creator.last_impaired >= p.acked_at);
+        if lost_with_creator {
+            return;
+        }
+        self.measured.not_found_checks += 1;
+        let what = match e {
+            ClientError::Expired => "expired",
+            ClientError::NotFound(what) => what,
+            _ => "?",
+        };
+        if what == "content" {
+            // Only wrong if some store has held an intact copy long enough.
+            let known = w.hosts.iter().any(|h| {
+                h.node.is_some()
+                    && h.content
+                        .read(&p.hash)
+                        .is_some_and(|c| issued_at.since(c.synced_at) > self.report_bound)
+                    && h.content.intact(&p.hash)
+            });
+            if !known || self.wiped_since(issued_at - self.report_bound) {
+                return;
+            }
+        }
+        self.violate(
+            w.now,
+            ViolationKind::FalseNotFound,
+            format!(
+                "host {prism} answered {what} for purchase {} (valid until {:?} authority wall time)",
+                p.token, p.expires
+            ),
+        );
+    }
+
+    fn check_valid_delivery(
+        &mut self,
+        w: &World,
+        clients: &Clients,
+        prism: HostId,
+        n: usize,
+        issued_at: Time,
+    ) {
+        let Some(p) = clients.purchases.get(n) else {
+            return;
+        };
+        self.measured.delivery_checks += 1;
+        if self.authority_wall(w) > p.expires + self.expiry_slack {
+            self.violate(
+                w.now,
+                ViolationKind::InvalidDelivery,
+                format!(
+                    "host {prism} delivered purchase {} after it expired",
+                    p.token
+                ),
+            );
+        }
+        let Some(removed) = p.removed_at else { return };
+        let late = issued_at > removed + self.removal_bound;
+        // Only a prism that could hear from the authority the whole time is
+        // bound; a removal just before the authority lost its state may come
+        // back from a replica that had not seen it.
+        let ph = &w.hosts[prism];
+        let connected = ph.stable_since() <= removed
+            && w.clean(prism, 0)
+            && w.hosts[0].stable_since() <= removed;
+        let resurrectable = self
+            .wipes
+            .iter()
+            .any(|t| *t >= removed.max(Time::ZERO + self.removal_bound) - self.removal_bound);
+        if late && connected && !resurrectable {
+            self.violate(
+                w.now,
+                ViolationKind::InvalidDelivery,
+                format!(
+                    "host {prism} delivered purchase {} {:?} after its removal was acknowledged",
+                    p.token,
+                    issued_at.since(removed)
+                ),
+            );
+        }
+    }
+
+    fn check_store_choice(&mut self, w: &World, prism: HostId, store: NodeId, hash: &ContentHash) {
+        let Some(node) = w.hosts[prism].node.as_ref() else {
+            return;
+        };
+        let health = node.health();
+        let Some(rec) = node.replica().state().inventory.get(hash) else {
+            return;
+        };
+        let live_other = rec
+            .stores
+            .iter()
+            .any(|s| *s != store && health.may_contact(*s));
+        if !health.may_contact(store) && live_other {
+            self.violate(
+                w.now,
+                ViolationKind::DeliveredFromDownStore,
+                format!("host {prism} sent a client to {store}, which it sees down, while another copy is live"),
+            );
+            return;
+        }
+        // Ground truth: a store crashed long ago, while another holder runs.
+        let Some(sh) = w.host_of(store) else { return };
+        let s = &w.hosts[sh];
+        let window = self.detection_bound + self.removal_bound;
+        let long_dead = s.node.is_none() && w.now.since(s.last_impaired) > window;
+        let prism_connected = w.now.since(w.hosts[prism].stable_since()) > window
+            && w.clean(prism, 0)
+            && w.now.since(w.hosts[0].stable_since()) > window;
+        let other_up = rec.stores.iter().filter(|o| **o != store).any(|o| {
+            w.host_of(*o)
+                .is_some_and(|h| w.hosts[h].is_up() && w.hosts[h].content.intact(hash))
+        });
+        if long_dead && prism_connected && other_up {
+            self.violate(
+                w.now,
+                ViolationKind::DeliveredFromDownStore,
+                format!(
+                    "host {prism} sent a client to {store}, crashed {:?} ago",
+                    w.now.since(s.last_impaired)
+                ),
+            );
+        }
+    }
+
+    /// The client fetches from the chosen store and checks the bytes.
+    fn fetch(
+        &mut self,
+        w: &World,
+        clients: &mut Clients,
+        store: NodeId,
+        hash: &ContentHash,
+    ) -> Option<(HostId, ContentHash)> {
+        let sh = w.host_of(store)?;
+        let s = &w.hosts[sh];
+        let copy = s.content.read(hash).filter(|_| s.is_up());
+        let Some(copy) = copy else {
+            clients.stats.fetches_failed += 1;
+            return None;
+        };
+        if !s.content.intact(hash) {
+            // The store checks what it reads: the client gets an error, the
+            // store learns its copy is bad.
+            clients.stats.fetches_failed += 1;
+            return Some((sh, *hash));
+        }
+        match clients.bytes_of(hash) {
+            Some(expected) if **expected == *copy.bytes => clients.stats.fetches_ok += 1,
+            _ => self.violate(
+                w.now,
+                ViolationKind::WrongBytes,
+                format!("store host {sh} served bytes that are not the upload of {hash}"),
+            ),
+        }
+        None
+    }
+
+    /// After the liveness phase: uploads, copies, inventory, purchases.
+    pub fn check_content_final(&mut self, w: &World, clients: &Clients) {
+        let Some(authority) = w.authority() else {
+            return;
+        };
+        let state = authority.state();
+        let running_stores: Vec<HostId> = (0..w.hosts.len())
+            .filter(|h| {
+                let host = &w.hosts[*h];
+                !host.lost
+                    && host.node.as_ref().is_some_and(|n| {
+                        n.config().roles.store && !state.draining.contains(&n.id())
+                    })
+            })
+            .collect();
+        for u in &clients.uploads {
+            self.measured.upload_checks += 1;
+            let intact: Vec<HostId> = (0..w.hosts.len())
+                .filter(|h| !w.hosts[*h].lost && w.hosts[*h].node.is_some())
+                .filter(|h| w.hosts[*h].content.intact(&u.hash))
+                .collect();
+            let destroyed = self.destroyed.get(&u.hash).copied().unwrap_or(0);
+            if intact.is_empty() {
+                if destroyed < self.write_quorum {
+                    self.violate(
+                        w.now,
+                        ViolationKind::UploadLost,
+                        format!(
+                            "upload {} (acknowledged at {}; {} copies destroyed by faults) has no intact copy",
+                            u.hash, u.acked_at, destroyed
+                        ),
+                    );
+                }
+                continue;
+            }
+            let healthy = intact.iter().filter(|h| running_stores.contains(h)).count();
+            let expected = self.replicas.min(running_stores.len());
+            if healthy < expected {
+                self.violate(
+                    w.now,
+                    ViolationKind::Underreplicated,
+                    format!(
+                        "{} has {healthy} intact copies, expected {expected}",
+                        u.hash
+                    ),
+                );
+            }
+            let listed: BTreeSet<NodeId> = state
+                .inventory
+                .get(&u.hash)
+                .map(|r| r.stores.clone())
+                .unwrap_or_default();
+            for h in &intact {
+                let id = w.hosts[*h].node.as_ref().map(|n| n.id());
+                if id.is_some_and(|id| !listed.contains(&id)) {
+                    self.violate(
+                        w.now,
+                        ViolationKind::InventoryMismatch,
+                        format!(
+                            "host {h} holds {} intact but the inventory does not list it",
+                            u.hash
+                        ),
+                    );
+                }
+            }
+        }
+        let wall = self.authority_wall(w);
+        for p in &clients.purchases {
+            if p.removal_requested.is_some() || wall + self.expiry_slack >= p.expires {
+                continue;
+            }
+            let creator = &w.hosts[p.created_by];
+            let excused = self
+                .wipes
+                .iter()
+                .any(|t| *t >= p.acked_at && creator.last_impaired >= p.acked_at);
+            self.measured.purchase_checks += 1;
+            if !excused && !state.purchases.contains_key(&p.token) {
+                self.violate(
+                    w.now,
+                    ViolationKind::PurchaseLost,
+                    format!(
+                        "purchase {} acknowledged at {} is missing at the authority",
+                        p.token, p.acked_at
+                    ),
+                );
+            }
+        }
+        let _ = Duration::ZERO;
+    }
+}
