@@ -582,8 +582,9 @@ impl Authority {
     }
 
     fn prune_purchases(&mut self, out: &mut Outbox) {
+        let grace = self.cfg.content.purchase_prune_grace;
         while let Some(&(expires, token)) = self.expiries.first() {
-            if expires > self.wall {
+            if expires + grace > self.wall {
                 break;
             }
             self.expiries.pop_first();
@@ -656,8 +657,8 @@ impl Authority {
         next = earliest(next, self.feed.next_deadline());
         next = earliest(next, self.repair.next_deadline());
         if let Some(&(expires, _)) = self.expiries.first() {
-            let wait =
-                Duration::from_micros(expires.as_micros().saturating_sub(self.wall.as_micros()));
+            let due = expires + self.cfg.content.purchase_prune_grace;
+            let wait = Duration::from_micros(due.as_micros().saturating_sub(self.wall.as_micros()));
             next = earliest(next, Some(self.now + wait));
         }
         if let Some(r) = &self.recovery {

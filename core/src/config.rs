@@ -158,6 +158,9 @@ pub struct ContentConfig {
     /// Clone jobs in flight, in all and per source store.
     pub max_clone_jobs: usize,
     pub max_clone_jobs_per_store: usize,
+    /// Expired purchases are pruned from the state this long after they
+    /// expire (every prism checks expiry itself; pruning only reclaims space).
+    pub purchase_prune_grace: Duration,
     /// After the authority starts from an empty state it answers
     /// "unavailable" rather than "not found" for at least this long, and
     /// until every node that came back has restored its purchases and every
@@ -182,6 +185,7 @@ impl Default for ContentConfig {
             max_clone_jobs: 64,
             max_clone_jobs_per_store: 4,
             recovery_window: Duration::from_secs(5),
+            purchase_prune_grace: Duration::from_secs(60),
         }
     }
 }
@@ -208,6 +212,8 @@ pub struct InjectedBugs {
     pub deliver_from_down_stores: bool,
     /// Replicas skip purchase removals in the feed.
     pub replica_skips_removals: bool,
+    /// A node always asks to be woken now, with nothing to do.
+    pub wake_without_work: bool,
 }
 
 /// Everything a node needs to start.

@@ -259,6 +259,9 @@ impl Node {
 
     /// When the node next needs `handle(now, Input::Tick)`.
     pub fn poll_timeout(&self) -> Option<Time> {
+        if self.cfg.bugs.wake_without_work {
+            return Some(self.now);
+        }
         let mut next = if self.join.joined {
             self.replica.next_deadline()
         } else {

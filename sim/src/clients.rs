@@ -113,6 +113,8 @@ pub struct Issued {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientStats {
     pub issued: u64,
+    /// Successful delivery answers per prism host.
+    pub delivered_by: BTreeMap<HostId, u64>,
     pub uploads_acked: u64,
     pub purchases_acked: u64,
     pub deliveries_ok: u64,

@@ -46,6 +46,7 @@ impl Oracle {
             (Op::Remove { n }, R::Removed) => clients.record_removal(*n, now),
             (Op::Deliver { n }, R::Deliver { store, hash, .. }) => {
                 clients.stats.deliveries_ok += 1;
+                *clients.stats.delivered_by.entry(prism).or_default() += 1;
                 self.check_valid_delivery(w, clients, prism, *n, pending.issued_at);
                 self.check_store_choice(w, prism, *store, hash);
                 return self.fetch(w, clients, *store, hash);

@@ -123,6 +123,9 @@ impl EventQueue {
     }
 }
 
+/// More events than this at one simulated instant is a livelock.
+const LIVELOCK_EVENTS: u64 = 1_000_000;
+
 const CONVERGE_EVERY: Duration = Duration::from_millis(250);
 const KEPT_DOWN_EVERY: Duration = Duration::from_secs(1);
 
@@ -147,6 +150,8 @@ pub struct Sim {
     clients: Clients,
     admin_ids: u64,
     counts: Counts,
+    /// Events handled at the current instant (livelock guard).
+    same_instant: u64,
     noise: u64,
     started: std::time::Instant,
 }
@@ -186,6 +191,7 @@ impl Sim {
             transfers: Vec::new(),
             open_transfers: BTreeSet::new(),
             admin_ids: 0,
+            same_instant: 0,
             counts: Counts::default(),
             noise,
             started: std::time::Instant::now(),
@@ -220,6 +226,19 @@ impl Sim {
             let Some((at, event)) = self.queue.pop() else {
                 break;
             };
+            if at == self.world.now {
+                self.same_instant += 1;
+                if self.same_instant > LIVELOCK_EVENTS {
+                    self.oracle.violate(
+                        at,
+                        crate::oracle::ViolationKind::Livelock,
+                        format!("{LIVELOCK_EVENTS} events at one instant"),
+                    );
+                    return false;
+                }
+            } else {
+                self.same_instant = 0;
+            }
             self.world.now = at;
             if !self.dispatch(event) {
                 return false;

@@ -43,6 +43,9 @@ pub enum ViolationKind {
     InventoryMismatch,
     /// An acknowledged, valid purchase is missing at the authority.
     PurchaseLost,
+    /// Simulated time stopped moving: something reschedules itself at the
+    /// same instant forever.
+    Livelock,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -51,3 +51,11 @@ fn determinism_check_catches_a_nondeterministic_run() {
         .iter()
         .any(|v| v.kind == ViolationKind::Nondeterminism));
 }
+
+#[test]
+fn livelock_guard_catches_a_node_that_never_lets_time_move() {
+    let mut cfg = scenario(12, 3, 1, 20.0);
+    cfg.bugs.wake_without_work = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::Livelock), "{r}");
+}

@@ -1,0 +1,214 @@
+//! Named content scenarios: each sets up one situation and checks what must
+//! happen, on top of the content oracles every run is checked by (no false
+//! not-found, no invalid delivery, no lost upload, R copies after repair,
+//! inventory true to the disks, no lost purchase).
+
+use stretchfs_core::{Duration, Time};
+use stretchfs_sim::{Fault, Sim, SimConfig};
+use stretchfs_tests::{assert_passed, scenario, secs};
+
+fn with_storm(mut cfg: SimConfig) -> SimConfig {
+    cfg = cfg.with_clients();
+    cfg.workload.interval = Duration::from_millis(20);
+    cfg.workload.mix = [2, 6, 12, 1, 1];
+    cfg
+}
+
+/// Intact copies of `hash` on running hosts.
+fn copies(sim: &Sim, hash: &stretchfs_core::hash::ContentHash) -> usize {
+    sim.world()
+        .hosts
+        .iter()
+        .filter(|h| h.node.is_some() && h.content.intact(hash))
+        .count()
+}
+
+#[test]
+fn prism_restarting_empty_during_a_purchase_storm_gives_no_false_not_found() {
+    let mut cfg = with_storm(scenario(21, 7, 2, 40.0));
+    // Host 3 is a prism: it loses its data directory and comes back empty.
+    cfg.schedule(secs(15.0), Fault::WipeNode { host: 3 });
+    cfg.schedule(
+        secs(15.5),
+        Fault::Restart {
+            host: 3,
+            new_addr: false,
+        },
+    );
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(14.9));
+    let old_id = sim.world().hosts[3].node.as_ref().map(|n| n.id());
+    sim.run_until(secs(15.4));
+    let before = sim
+        .clients()
+        .stats
+        .delivered_by
+        .get(&3)
+        .copied()
+        .unwrap_or(0);
+    sim.run_until(secs(16.0));
+    let new = sim.world().hosts[3].node.as_ref().expect("restarted");
+    assert_ne!(
+        Some(new.id()),
+        old_id,
+        "came back as a new node with empty state"
+    );
+    let r = sim.run();
+    // FalseNotFound would have failed the run.
+    assert_passed(&r);
+    let after = r.clients.delivered_by.get(&3).copied().unwrap_or(0);
+    assert!(
+        after > before + 50,
+        "the restarted prism served: {before} -> {after}"
+    );
+    assert!(r.clients.purchases_acked > 100, "{r}");
+}
+
+#[test]
+fn authority_wipe_then_recovery_loses_no_upload_or_purchase() {
+    let mut cfg = with_storm(scenario(22, 8, 2, 40.0));
+    cfg.schedule(secs(20.0), Fault::WipeAuthority);
+    cfg.schedule(
+        secs(22.0),
+        Fault::Restart {
+            host: 0,
+            new_addr: false,
+        },
+    );
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(19.9));
+    let log_before = sim.world().authority().map(|a| a.log_id());
+    let uploads_before = sim.clients().uploads.len();
+    let purchases_before = sim.clients().purchases.len();
+    assert!(uploads_before > 50 && purchases_before > 50);
+    sim.run_until(secs(22.5));
+    let a = sim.world().authority().expect("restarted");
+    assert_ne!(Some(a.log_id()), log_before, "a new, empty log");
+    assert!(a.is_recovering());
+    let r = sim.run();
+    // The final checks judged every upload and purchase from before the
+    // wipe: all still there (UploadLost, PurchaseLost, InventoryMismatch).
+    assert_passed(&r);
+    assert!(r.measured.upload_checks as usize >= uploads_before, "{r}");
+    assert!(r.measured.purchase_checks > 0, "{r}");
+}
+
+#[test]
+fn permanent_store_loss_is_repaired_to_r_copies_within_the_bound() {
+    let mut cfg = scenario(23, 8, 2, 45.0).with_clients();
+    cfg.workload.stop = secs(19.0);
+    cfg.schedule(secs(20.0), Fault::LoseStore { host: 4 });
+    let r_copies = cfg.content.replicas;
+    // Detection, then the grace period, then scans and clones.
+    let bound = cfg.template().detection_bound()
+        + cfg.content.repair_grace
+        + cfg.content.repair_interval * 3
+        + cfg.content.clone_timeout;
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(19.99));
+    let hashes: Vec<_> = sim.clients().uploads.iter().map(|u| u.hash).collect();
+    let lost_here: Vec<_> = hashes
+        .iter()
+        .filter(|h| sim.world().hosts[4].content.intact(h))
+        .copied()
+        .collect();
+    assert!(lost_here.len() > 10, "the lost store held content");
+    let mut repaired_at = None;
+    let mut t = secs(20.0);
+    while t < secs(44.0) {
+        t += Duration::from_millis(100);
+        sim.run_until(t);
+        if repaired_at.is_none() && hashes.iter().all(|h| copies(&sim, h) >= r_copies) {
+            repaired_at = Some(t);
+        }
+    }
+    let repaired_at = repaired_at.expect("repair restored R copies");
+    assert!(
+        repaired_at.since(secs(20.0)) <= bound,
+        "repaired after {:?}, bound {bound:?}",
+        repaired_at.since(secs(20.0))
+    );
+    let r = sim.run();
+    assert_passed(&r);
+}
+
+#[test]
+fn draining_a_store_never_drops_below_r_copies() {
+    let mut cfg = scenario(24, 8, 2, 45.0).with_clients();
+    cfg.workload.stop = secs(18.0);
+    cfg.schedule(secs(20.0), Fault::Drain { host: 4 });
+    let r_copies = cfg.content.replicas;
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(20.0));
+    let hashes: Vec<_> = sim.clients().uploads.iter().map(|u| u.hash).collect();
+    let on_drained = hashes
+        .iter()
+        .filter(|h| sim.world().hosts[4].content.intact(h))
+        .count();
+    assert!(on_drained > 10);
+    let mut t = secs(20.0);
+    while t < secs(44.0) {
+        t += Duration::from_millis(20);
+        sim.run_until(t);
+        for h in &hashes {
+            assert!(copies(&sim, h) >= r_copies, "{h} fell below R at {t}");
+        }
+    }
+    let still = hashes
+        .iter()
+        .filter(|h| sim.world().hosts[4].content.intact(h))
+        .count();
+    assert_eq!(still, 0, "the drained store gave up every copy");
+    let r = sim.run();
+    assert_passed(&r);
+}
+
+#[test]
+fn bit_rot_is_found_and_the_copy_replaced() {
+    let mut cfg = scenario(25, 6, 2, 40.0).with_clients();
+    cfg.workload.stop = secs(15.0);
+    // Deliveries would also find rot; with none after the rot, only the
+    // scrub can.
+    for nth in 0..5 {
+        cfg.schedule(
+            secs(20.0),
+            Fault::BitRot {
+                host: 1,
+                nth: nth * 7,
+                at: nth,
+            },
+        );
+    }
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(20.0) + Duration::from_micros(1));
+    let rotten: Vec<_> = sim
+        .clients()
+        .uploads
+        .iter()
+        .map(|u| u.hash)
+        .filter(|h| {
+            let d = &sim.world().hosts[1].content;
+            d.read(h).is_some() && !d.intact(h)
+        })
+        .collect();
+    assert_eq!(rotten.len(), 5);
+    sim.run_until(secs(35.0));
+    for h in &rotten {
+        assert!(copies(&sim, h) >= 2, "{h} was repaired");
+    }
+    let r = sim.run();
+    assert_passed(&r);
+}
+
+#[test]
+fn content_swarm_seeds_pass_every_oracle() {
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let summary = stretchfs_sim::swarm::run_swarm(5_000, 50, jobs, false);
+    if summary.violations() > 0 {
+        summary.print();
+    }
+    assert_eq!(summary.violations(), 0);
+    assert!(summary.measured.delivery_checks > 1000);
+    assert!(summary.measured.upload_checks > 1000);
+    let _ = Time::ZERO;
+}

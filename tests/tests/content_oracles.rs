@@ -1,0 +1,98 @@
+//! Every content oracle can fail: each test injects the bug the oracle
+//! exists to catch and checks that it does.
+
+use stretchfs_core::Duration;
+use stretchfs_sim::{Fault, SimConfig, ViolationKind};
+use stretchfs_tests::{has_violation, scenario, secs};
+
+fn storm(seed: u64, nodes: usize) -> SimConfig {
+    let mut cfg = scenario(seed, nodes, 2, 40.0).with_clients();
+    cfg.workload.interval = Duration::from_millis(20);
+    cfg.workload.mix = [2, 6, 12, 1, 1];
+    cfg
+}
+
+/// Prism 3 hears nothing from the authority for ten seconds: its replica
+/// goes stale while purchases keep being created elsewhere.
+fn stale_prism(cfg: &mut SimConfig) {
+    cfg.schedule(secs(15.0), Fault::OneWay { from: 0, to: 3 });
+    cfg.schedule(secs(25.0), Fault::HealNetwork);
+}
+
+#[test]
+fn false_not_found_oracle_catches_a_prism_that_trusts_its_replica() {
+    let mut cfg = storm(31, 7);
+    stale_prism(&mut cfg);
+    cfg.bugs.no_authority_fallback = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::FalseNotFound), "{r}");
+}
+
+#[test]
+fn the_same_stale_prism_without_the_bug_never_says_not_found() {
+    let mut cfg = storm(31, 7);
+    stale_prism(&mut cfg);
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(r.passed(), "{r}");
+    assert!(r.clients.unavailable > 0, "it said 503 instead: {r}");
+}
+
+#[test]
+fn invalid_delivery_oracle_catches_ignoring_expiry_and_removal() {
+    let mut cfg = storm(32, 6);
+    cfg.bugs.deliver_invalid_purchases = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::InvalidDelivery), "{r}");
+}
+
+#[test]
+fn upload_loss_oracle_catches_acknowledging_one_copy() {
+    let mut cfg = storm(33, 6);
+    cfg.workload.mix = [10, 1, 1, 0, 0];
+    // Neither prism (hosts 0 and 3) can reach store 2, so the second copy
+    // of anything placed on 1 and 2 takes a failover; then store 1 is lost.
+    cfg.schedule(secs(5.0), Fault::OneWay { from: 0, to: 2 });
+    cfg.schedule(secs(5.0), Fault::OneWay { from: 3, to: 2 });
+    cfg.schedule(secs(20.0), Fault::LoseStore { host: 1 });
+    let mut good = cfg.clone();
+    cfg.content.write_quorum = 2;
+    cfg.bugs.ack_after_one_copy = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::UploadLost), "{r}");
+    good.bugs = Default::default();
+    let r = stretchfs_sim::run(good, false);
+    assert!(!has_violation(&r, ViolationKind::UploadLost), "{r}");
+}
+
+#[test]
+fn repair_oracle_catches_an_authority_that_never_repairs() {
+    let mut cfg = scenario(34, 7, 2, 40.0).with_clients();
+    cfg.bugs.no_repair = true;
+    cfg.schedule(secs(20.0), Fault::LoseStore { host: 2 });
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::Underreplicated), "{r}");
+}
+
+#[test]
+fn down_store_oracle_catches_delivering_from_any_holder() {
+    let mut cfg = storm(35, 7);
+    cfg.bugs.deliver_from_down_stores = true;
+    cfg.schedule(secs(15.0), Fault::Crash { host: 2 });
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(
+        has_violation(&r, ViolationKind::DeliveredFromDownStore),
+        "{r}"
+    );
+}
+
+#[test]
+fn replica_equality_oracle_catches_a_replica_that_skips_removals() {
+    let mut cfg = storm(36, 6);
+    cfg.bugs.replica_skips_removals = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::NoConvergence), "{r}");
+    assert!(
+        r.violations.iter().any(|v| v.detail.contains("purchases")),
+        "{r}"
+    );
+}
