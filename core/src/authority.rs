@@ -674,3 +674,283 @@ impl Authority {
         next
     }
 }
+
+#[cfg(test)]
+mod purchase_model {
+    //! Purchases at the authority (create, look up, revoke, expire, hand
+    //! back after a loss) against a plain map.
+
+    use super::*;
+    use crate::hash::HashKind;
+    use crate::io::Output;
+    use crate::message::PROTOCOL_VERSION;
+    use crate::purchase::Purchase;
+    use proptest::prelude::*;
+    use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+
+    const GRACE: u64 = 10;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create {
+            t: u8,
+            h: u8,
+            life: u64,
+        },
+        Remove {
+            t: u8,
+        },
+        Lookup {
+            t: u8,
+        },
+        Advance {
+            secs: u64,
+        },
+        Restore {
+            items: Vec<(u8, u8, i64)>,
+            revoked: Vec<u8>,
+        },
+    }
+
+    #[derive(Clone, Debug, Default)]
+    struct Model {
+        wall: u64,
+        purchases: BTreeMap<u8, (u8, u64)>,
+        revoked: BTreeMap<u8, u64>,
+        /// Every purchase ever created: a replica hands back the same
+        /// purchase (same hash, same expiry), never a different one.
+        ever: BTreeMap<u8, (u8, u64)>,
+        /// What the last op should have answered.
+        answer: Option<Answer>,
+    }
+
+    fn hash(h: u8) -> ContentHash {
+        ContentHash::compute(HashKind::Sha1, &[h])
+    }
+
+    fn wall(s: u64) -> WallTime {
+        WallTime::from_secs(1_000_000 + s)
+    }
+
+    fn purchase(t: u8, h: u8, expires: u64) -> Purchase {
+        Purchase {
+            token: Token(u128::from(t)),
+            hash: hash(h),
+            ext: "bin".into(),
+            expires: wall(expires),
+            referrers: vec![],
+        }
+    }
+
+    struct PurchaseModel;
+
+    impl ReferenceStateMachine for PurchaseModel {
+        type State = Model;
+        type Transition = Op;
+
+        fn init_state() -> BoxedStrategy<Model> {
+            Just(Model::default()).boxed()
+        }
+
+        fn transitions(_: &Model) -> BoxedStrategy<Op> {
+            prop_oneof![
+                4 => (0u8..8, 0u8..3, 1u64..30).prop_map(|(t, h, life)| Op::Create { t, h, life }),
+                2 => (0u8..8).prop_map(|t| Op::Remove { t }),
+                2 => (0u8..8).prop_map(|t| Op::Lookup { t }),
+                2 => (0u64..20).prop_map(|secs| Op::Advance { secs }),
+                1 => (
+                    proptest::collection::vec((0u8..8, 0u8..3, -20i64..30), 0..4),
+                    proptest::collection::vec(0u8..8, 0..2),
+                )
+                    .prop_map(|(items, revoked)| Op::Restore { items, revoked }),
+            ]
+            .boxed()
+        }
+
+        fn apply(mut m: Model, op: &Op) -> Model {
+            m.answer = None;
+            match op {
+                Op::Create { t, h, life } => {
+                    m.answer = Some(match m.purchases.get(t) {
+                        Some((eh, exp)) if eh == h => {
+                            Answer::Purchase(Lookup::Found(purchase(*t, *h, *exp)))
+                        }
+                        Some(_) => Answer::Refused("token already in use".into()),
+                        None => {
+                            m.purchases.insert(*t, (*h, m.wall + life));
+                            m.ever.insert(*t, (*h, m.wall + life));
+                            Answer::Purchase(Lookup::Found(purchase(*t, *h, m.wall + life)))
+                        }
+                    });
+                }
+                Op::Remove { t } => {
+                    let removed = m.purchases.remove(t);
+                    if let Some((_, exp)) = removed {
+                        m.revoked.insert(*t, exp);
+                    }
+                    m.answer = Some(Answer::Removed(removed.is_some()));
+                }
+                Op::Lookup { t } => {
+                    m.answer = Some(Answer::Purchase(match m.purchases.get(t) {
+                        Some((h, exp)) => Lookup::Found(purchase(*t, *h, *exp)),
+                        None => Lookup::NotFound,
+                    }));
+                }
+                Op::Advance { secs } => m.wall += secs,
+                Op::Restore { items, revoked } => {
+                    for t in revoked {
+                        if let Some((_, exp)) = m.purchases.remove(t) {
+                            m.revoked.insert(*t, exp);
+                        }
+                    }
+                    for (t, h, offset) in items {
+                        let (h, exp) = *m
+                            .ever
+                            .entry(*t)
+                            .or_insert((*h, (m.wall as i64 + offset).max(0) as u64));
+                        let known = m.purchases.contains_key(t)
+                            || m.revoked.contains_key(t)
+                            || revoked.contains(t);
+                        if !known && exp > m.wall {
+                            m.purchases.insert(*t, (h, exp));
+                        }
+                    }
+                    m.answer = Some(Answer::Done);
+                }
+            }
+            let w = m.wall;
+            m.purchases.retain(|_, (_, exp)| *exp + GRACE > w);
+            m.revoked.retain(|_, exp| *exp > w);
+            m
+        }
+    }
+
+    struct Sut {
+        authority: Authority,
+    }
+
+    fn ask(a: &mut Authority, now: u64, ask: Ask) -> Answer {
+        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+        let env = Envelope {
+            version: PROTOCOL_VERSION,
+            cluster: ClusterId(1),
+            from: NodeId(2),
+            from_addr: "10.0.0.2:7000".parse().unwrap(),
+            msg: Message::Ask {
+                req: 1,
+                ask: Box::new(ask),
+            },
+        };
+        a.handle(Time::from_secs(now), wall(now), &env, &mut out);
+        out.queue
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Send { envelope, .. } => match envelope.msg {
+                    Message::Answer { answer, .. } => Some(*answer),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("an answer")
+    }
+
+    impl StateMachineTest for PurchaseModel {
+        type SystemUnderTest = Sut;
+        type Reference = PurchaseModel;
+
+        fn init_test(_: &Model) -> Sut {
+            let mut store = AuthorityStore::new(ClusterId(1), LogId(1), 10_000);
+            store.recovered = true;
+            let mut content = ContentConfig::default();
+            content.purchase_prune_grace = Duration::from_secs(GRACE);
+            let cfg = AuthorityConfig {
+                tally: TallyConfig::default(),
+                feed: FeedConfig::default(),
+                content,
+                bugs: InjectedBugs::default(),
+            };
+            Sut {
+                authority: Authority::new(NodeId(1), cfg, store, Time::ZERO),
+            }
+        }
+
+        fn apply(mut sut: Sut, m: &Model, op: Op) -> Sut {
+            let a = &mut sut.authority;
+            let got = match op {
+                Op::Create { t, h, life } => Some(ask(
+                    a,
+                    m.wall,
+                    Ask::PurchaseCreate {
+                        purchase: purchase(t, h, 0),
+                        life: Duration::from_secs(life),
+                    },
+                )),
+                Op::Remove { t } => Some(ask(
+                    a,
+                    m.wall,
+                    Ask::PurchaseRemove {
+                        token: Token(u128::from(t)),
+                    },
+                )),
+                Op::Lookup { t } => Some(ask(
+                    a,
+                    m.wall,
+                    Ask::PurchaseLookup {
+                        token: Token(u128::from(t)),
+                    },
+                )),
+                Op::Advance { .. } => None,
+                Op::Restore { items, revoked } => {
+                    // The model recorded every handed-back purchase in `ever`.
+                    let purchases = items
+                        .iter()
+                        .map(|(t, _, _)| {
+                            let (h, exp) = m.ever[t];
+                            purchase(*t, h, exp)
+                        })
+                        .collect();
+                    let revoked = revoked
+                        .iter()
+                        .map(|t| (Token(u128::from(*t)), wall(0)))
+                        .collect();
+                    Some(ask(
+                        a,
+                        m.wall,
+                        Ask::RestorePurchases {
+                            purchases,
+                            revoked,
+                            nodes: vec![],
+                            done: true,
+                        },
+                    ))
+                }
+            };
+            let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+            a.on_tick(Time::from_secs(m.wall), wall(m.wall), &mut out);
+            // A create answer carries the model's expiry; the wall clock the
+            // model used is the one before the op (Advance is separate).
+            assert_eq!(got, m.answer.clone());
+            sut
+        }
+
+        fn check_invariants(sut: &Sut, m: &Model) {
+            let got: BTreeMap<u8, (u8, u64)> = sut
+                .authority
+                .state()
+                .purchases
+                .values()
+                .map(|p| {
+                    let h = (0u8..3).find(|h| hash(*h) == p.hash).expect("known hash");
+                    (p.token.0 as u8, (h, p.expires.as_secs() - 1_000_000))
+                })
+                .collect();
+            assert_eq!(got, m.purchases);
+        }
+    }
+
+    prop_state_machine! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn purchases_match_model(sequential 1..50 => PurchaseModel);
+    }
+}

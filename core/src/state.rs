@@ -416,3 +416,169 @@ mod tests {
         assert_ne!(before, s.digest());
     }
 }
+
+#[cfg(test)]
+mod inventory_model {
+    //! The inventory (records, the per-store index, deletions) against a
+    //! plain map of hash -> stores.
+
+    use super::*;
+    use crate::content::ContentMeta;
+    use crate::hash::{ContentHash, HashKind};
+    use proptest::prelude::*;
+    use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Stored { h: u8, s: u8 },
+        Dropped { h: u8, s: u8 },
+        Deleted { h: u8 },
+        StoreRemoved { s: u8 },
+    }
+
+    #[derive(Clone, Debug, Default)]
+    struct Model {
+        copies: BTreeMap<u8, BTreeSet<u8>>,
+        deleted: BTreeSet<u8>,
+    }
+
+    fn hash(h: u8) -> ContentHash {
+        ContentHash::compute(HashKind::Sha1, &[h])
+    }
+
+    fn change(op: &Op) -> Change {
+        let meta = ContentMeta {
+            ext: "bin".into(),
+            size: 1,
+        };
+        match *op {
+            Op::Stored { h, s } => Change::ContentStored {
+                hash: hash(h),
+                store: NodeId(u64::from(s)),
+                meta,
+            },
+            Op::Dropped { h, s } => Change::ContentDropped {
+                hash: hash(h),
+                store: NodeId(u64::from(s)),
+            },
+            Op::Deleted { h } => Change::ContentDeleted { hash: hash(h) },
+            Op::StoreRemoved { s } => Change::NodeRemoved(NodeId(u64::from(s))),
+        }
+    }
+
+    struct InventoryModel;
+
+    impl ReferenceStateMachine for InventoryModel {
+        type State = Model;
+        type Transition = Op;
+
+        fn init_state() -> BoxedStrategy<Model> {
+            Just(Model::default()).boxed()
+        }
+
+        fn transitions(_: &Model) -> BoxedStrategy<Op> {
+            prop_oneof![
+                5 => (0u8..6, 0u8..4).prop_map(|(h, s)| Op::Stored { h, s }),
+                3 => (0u8..6, 0u8..4).prop_map(|(h, s)| Op::Dropped { h, s }),
+                1 => (0u8..6).prop_map(|h| Op::Deleted { h }),
+                1 => (0u8..4).prop_map(|s| Op::StoreRemoved { s }),
+            ]
+            .boxed()
+        }
+
+        fn apply(mut m: Model, op: &Op) -> Model {
+            match *op {
+                Op::Stored { h, s } => {
+                    m.copies.entry(h).or_default().insert(s);
+                    m.deleted.remove(&h);
+                }
+                Op::Dropped { h, s } => {
+                    if let Some(set) = m.copies.get_mut(&h) {
+                        set.remove(&s);
+                    }
+                }
+                Op::Deleted { h } => {
+                    m.copies.remove(&h);
+                    m.deleted.insert(h);
+                }
+                Op::StoreRemoved { s } => {
+                    for set in m.copies.values_mut() {
+                        set.remove(&s);
+                    }
+                }
+            }
+            m.copies.retain(|_, set| !set.is_empty());
+            m
+        }
+    }
+
+    impl StateMachineTest for InventoryModel {
+        type SystemUnderTest = ClusterState;
+        type Reference = InventoryModel;
+
+        fn init_test(_: &Model) -> ClusterState {
+            ClusterState::default()
+        }
+
+        fn apply(mut state: ClusterState, _: &Model, op: Op) -> ClusterState {
+            state.apply(&change(&op));
+            state
+        }
+
+        fn check_invariants(state: &ClusterState, m: &Model) {
+            let got: BTreeMap<u8, BTreeSet<u8>> = (0u8..6)
+                .filter_map(|h| {
+                    let rec = state.inventory.get(&hash(h))?;
+                    Some((h, rec.stores.iter().map(|s| s.0 as u8).collect()))
+                })
+                .collect();
+            assert_eq!(got, m.copies);
+            for s in 0u8..4 {
+                let held: BTreeSet<ContentHash> =
+                    state.held_by(NodeId(u64::from(s))).copied().collect();
+                let want: BTreeSet<ContentHash> = m
+                    .copies
+                    .iter()
+                    .filter(|(_, set)| set.contains(&s))
+                    .map(|(h, _)| hash(*h))
+                    .collect();
+                assert_eq!(held, want, "index for store {s}");
+            }
+            let deleted: BTreeSet<ContentHash> = m.deleted.iter().map(|h| hash(*h)).collect();
+            assert_eq!(state.deleted, deleted);
+            let back = ClusterState::from_snapshot(&state.snapshot(0));
+            assert_eq!(back.digest(), state.digest());
+        }
+    }
+
+    prop_state_machine! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn inventory_matches_model(sequential 1..60 => InventoryModel);
+    }
+
+    proptest! {
+        /// Applying a store's scan-and-diff to the authority's view of that
+        /// store gives exactly the store's listing.
+        #[test]
+        fn diff_reconciles_both_directions(
+            local in proptest::collection::btree_set(0u8..40, 0..30),
+            authority in proptest::collection::btree_set(0u8..40, 0..30),
+        ) {
+            let meta = ContentMeta { ext: "bin".into(), size: 1 };
+            let local_map: BTreeMap<ContentHash, ContentMeta> =
+                local.iter().map(|h| (hash(*h), meta.clone())).collect();
+            let auth: BTreeSet<ContentHash> = authority.iter().map(|h| hash(*h)).collect();
+            let d = crate::store::diff(&local_map, auth.iter());
+            let mut view = auth.clone();
+            for (h, _) in &d.new {
+                prop_assert!(view.insert(*h), "reported new but already known");
+            }
+            for h in &d.missing {
+                prop_assert!(view.remove(h), "reported missing but not known");
+            }
+            let want: BTreeSet<ContentHash> = local_map.keys().copied().collect();
+            prop_assert_eq!(view, want);
+        }
+    }
+}
