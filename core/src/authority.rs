@@ -65,6 +65,9 @@ impl AuthorityStore {
 /// observer are settled in the same event, up to this many rounds.
 const SETTLE_ROUNDS: usize = 4;
 
+/// How often a recovery past its minimum window is checked again.
+const RECOVERY_RECHECK: Duration = Duration::from_millis(500);
+
 /// An expected node that does not come back within this many recovery
 /// windows is presumed gone.
 const EXPECT_WINDOWS: u32 = 4;
@@ -285,7 +288,12 @@ impl Authority {
             }
             _ => return false,
         }
-        self.check_recovery(out);
+        let progress = matches!(&env.msg, Message::InventoryReport(_) | Message::Ask { .. });
+        if progress {
+            // Only a hand-back or a store's sync can complete a recovery
+            // early; otherwise the periodic check in `on_tick` does.
+            self.check_recovery(out);
+        }
         self.feed.flush(now, &self.cfg.feed, &self.store.log, out);
         true
     }
@@ -667,7 +675,9 @@ impl Authority {
             let t = if self.now < r.until {
                 r.until
             } else {
-                r.hard_until
+                // Completion can also follow nodes going down or expected
+                // nodes timing out: look again now and then.
+                (self.now + RECOVERY_RECHECK).min(r.hard_until)
             };
             next = earliest(next, Some(t));
         }
@@ -861,8 +871,10 @@ mod purchase_model {
         fn init_test(_: &Model) -> Sut {
             let mut store = AuthorityStore::new(ClusterId(1), LogId(1), 10_000);
             store.recovered = true;
-            let mut content = ContentConfig::default();
-            content.purchase_prune_grace = Duration::from_secs(GRACE);
+            let content = ContentConfig {
+                purchase_prune_grace: Duration::from_secs(GRACE),
+                ..ContentConfig::default()
+            };
             let cfg = AuthorityConfig {
                 tally: TallyConfig::default(),
                 feed: FeedConfig::default(),

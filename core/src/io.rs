@@ -194,7 +194,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new(from: NodeId, from_addr: SocketAddr) -> Outbox {
+    pub fn new(from: NodeId, from_addr: SocketAddr) -> Outbox {
         Outbox {
             cluster: ClusterId::UNSET,
             from,
@@ -202,6 +202,15 @@ impl Outbox {
             queue: VecDeque::new(),
             loopback: VecDeque::new(),
         }
+    }
+
+    /// Outputs produced so far (drivers use `Node::poll_output` instead).
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 
     pub(crate) fn envelope(&self, msg: Message) -> Envelope {

@@ -7,7 +7,6 @@
 use crate::hash::ContentHash;
 use crate::ids::{NodeId, Zone};
 use crate::rng::mix64;
-use std::collections::BTreeMap;
 
 /// A store placement may choose.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,14 +26,23 @@ fn score(hash: &ContentHash, store: NodeId, weight: u32) -> f64 {
 /// Every candidate in preference order for `hash`: the first `r` are the
 /// placement (distinct zones first), the rest are fallbacks in score order.
 pub fn rank(hash: &ContentHash, candidates: &[Candidate<'_>], r: usize) -> Vec<NodeId> {
-    let mut scored: Vec<(f64, NodeId, &Zone)> = candidates
-        .iter()
-        .map(|c| (score(hash, c.id, c.weight), c.id, c.zone))
-        .collect();
+    // Zones become small integers once (few zones: a linear scan is fastest).
+    let mut zones: Vec<&Zone> = Vec::new();
+    let mut scored: Vec<(f64, NodeId, usize)> = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let z = match zones.iter().position(|z| *z == c.zone) {
+            Some(z) => z,
+            None => {
+                zones.push(c.zone);
+                zones.len() - 1
+            }
+        };
+        scored.push((score(hash, c.id, c.weight), c.id, z));
+    }
     // Ties are practically impossible; the id breaks them deterministically.
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut chosen: Vec<NodeId> = Vec::with_capacity(scored.len());
-    let mut per_zone: BTreeMap<&Zone, usize> = BTreeMap::new();
+    let mut per_zone = vec![0usize; zones.len()];
     let mut taken = vec![false; scored.len()];
     // Round k admits a store whose zone already has k of the chosen.
     let mut round = 0;
@@ -43,10 +51,10 @@ pub fn rank(hash: &ContentHash, candidates: &[Candidate<'_>], r: usize) -> Vec<N
             if chosen.len() == r {
                 break;
             }
-            if !taken[i] && per_zone.get(zone).copied().unwrap_or(0) <= round {
+            if !taken[i] && per_zone[*zone] <= round {
                 taken[i] = true;
                 chosen.push(*id);
-                *per_zone.entry(zone).or_default() += 1;
+                per_zone[*zone] += 1;
             }
         }
         round += 1;
@@ -73,7 +81,7 @@ mod tests {
     use super::*;
     use crate::hash::HashKind;
     use proptest::prelude::*;
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     fn hash(i: u64) -> ContentHash {
         ContentHash::compute(HashKind::Sha1, &i.to_le_bytes())

@@ -63,6 +63,18 @@ impl Replica {
         }
     }
 
+    /// A replica that has taken `snapshot` of log `log` (benchmarks, tools).
+    pub fn from_snapshot(log: LogId, snapshot: &Snapshot) -> Replica {
+        Replica {
+            log: Some(log),
+            known_log: Some(log),
+            seq: snapshot.seq,
+            state: ClusterState::from_snapshot(snapshot),
+            has_snapshot: true,
+            ..Replica::default()
+        }
+    }
+
     pub fn state(&self) -> &ClusterState {
         &self.state
     }

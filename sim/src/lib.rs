@@ -3,6 +3,7 @@
 //! while it runs. Same seed, same trace hash.
 
 pub mod bench;
+pub mod bench_content;
 pub mod clients;
 pub mod clock;
 pub mod config;

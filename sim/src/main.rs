@@ -8,7 +8,8 @@ const USAGE: &str = "usage:
   stretchfs-sim swarm --seeds N [--from S] [--jobs J] [--no-replay]
                                               N seeds on J threads (default: all cores);
                                               each seed runs twice unless --no-replay
-  stretchfs-sim bench [--quick]               simulator speed and probe load table";
+  stretchfs-sim bench [--quick]               simulator speed and probe load table
+  stretchfs-sim bench-content [--quick]       scan-and-diff, feed catch-up and placement tables";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -90,6 +91,11 @@ fn parse_and_run(args: &[String]) -> Result<ExitCode, String> {
         "bench" => {
             check_flags(rest, &[], &["--quick"])?;
             bench::run(rest.iter().any(|a| a == "--quick"));
+            Ok(ExitCode::SUCCESS)
+        }
+        "bench-content" => {
+            check_flags(rest, &[], &["--quick"])?;
+            stretchfs_sim::bench_content::run(rest.iter().any(|a| a == "--quick"));
             Ok(ExitCode::SUCCESS)
         }
         "help" | "--help" | "-h" => {
