@@ -104,6 +104,23 @@ pub struct Snapshot {
     pub revoked: Vec<(Token, crate::time::WallTime)>,
 }
 
+impl Snapshot {
+    /// The state of a log with nothing in it (at `seq`).
+    pub fn empty(seq: u64) -> Snapshot {
+        Snapshot {
+            seq,
+            nodes: vec![],
+            observers: vec![],
+            down: vec![],
+            inventory: vec![],
+            purchases: vec![],
+            draining: vec![],
+            deleted: vec![],
+            revoked: vec![],
+        }
+    }
+}
+
 /// The retained tail of the log at the authority.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedLog {

@@ -302,17 +302,7 @@ mod tests {
     }
 
     fn empty_snapshot(seq: u64) -> Snapshot {
-        Snapshot {
-            seq,
-            nodes: vec![],
-            observers: vec![],
-            down: vec![],
-            inventory: vec![],
-            purchases: vec![],
-            draining: vec![],
-            deleted: vec![],
-            revoked: vec![],
-        }
+        Snapshot::empty(seq)
     }
 
     #[test]

@@ -174,17 +174,7 @@ fn feed_catch_up(n: usize, runs: usize) -> Row {
             meta: meta.clone(),
         });
     }
-    let empty = Snapshot {
-        seq: 0,
-        nodes: vec![],
-        observers: vec![],
-        down: vec![],
-        inventory: vec![],
-        purchases: vec![],
-        draining: vec![],
-        deleted: vec![],
-        revoked: vec![],
-    };
+    let empty = Snapshot::empty(0);
     let addr: std::net::SocketAddr = "10.0.0.1:7000".parse().expect("literal");
     let mut ours = Vec::new();
     for _ in 0..runs {

@@ -39,15 +39,7 @@ enum Event {
     /// Content bytes reach a store.
     Arrive(Box<Arrival>),
     /// A store's write becomes durable; the sender then hears success.
-    Synced {
-        host: HostId,
-        crash_id: u64,
-        hash: ContentHash,
-        write: u64,
-        from: HostId,
-        from_crash: u64,
-        op: u64,
-    },
+    Synced(PendingSync),
     /// The outcome of a transfer reaches the node that asked for it.
     TransferResult {
         host: HostId,
@@ -62,6 +54,17 @@ enum Event {
         input: Box<Input>,
     },
     End,
+}
+
+/// A write waiting for its fsync, and who to tell when it is durable.
+struct PendingSync {
+    host: HostId,
+    crash_id: u64,
+    hash: ContentHash,
+    write: u64,
+    from: HostId,
+    from_crash: u64,
+    op: u64,
 }
 
 struct Arrival {
@@ -322,15 +325,7 @@ impl Sim {
             Event::NetMark(hosts) => self.world.mark_net_changed(hosts),
             Event::ClientTick => self.client_tick(),
             Event::Arrive(a) => self.arrive(*a),
-            Event::Synced {
-                host,
-                crash_id,
-                hash,
-                write,
-                from,
-                from_crash,
-                op,
-            } => self.synced(host, crash_id, hash, write, from, from_crash, op),
+            Event::Synced(p) => self.synced(p),
             Event::TransferResult {
                 host,
                 crash_id,
@@ -666,7 +661,7 @@ impl Sim {
             return;
         }
         let write = t.content.write(a.hash, a.meta, a.bytes);
-        let synced = Event::Synced {
+        let synced = Event::Synced(PendingSync {
             host: a.to,
             crash_id: t.crash_id,
             hash: a.hash,
@@ -674,21 +669,20 @@ impl Sim {
             from: a.from,
             from_crash: a.from_crash,
             op: a.op,
-        };
+        });
         self.queue.push(now + DISK_SYNC, synced);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn synced(
-        &mut self,
-        host: HostId,
-        crash_id: u64,
-        hash: ContentHash,
-        write: u64,
-        from: HostId,
-        from_crash: u64,
-        op: u64,
-    ) {
+    fn synced(&mut self, p: PendingSync) {
+        let PendingSync {
+            host,
+            crash_id,
+            hash,
+            write,
+            from,
+            from_crash,
+            op,
+        } = p;
         let now = self.world.now;
         let t = &mut self.world.hosts[host];
         if t.crash_id != crash_id {
