@@ -207,6 +207,7 @@ impl Authority {
                 if let Some(change) = self.store.state.registry.join_change(info) {
                     self.append(change, out);
                 }
+                self.tally.rejoined(info.id);
                 out.send(
                     env.from_addr,
                     Message::JoinAck {
@@ -276,6 +277,15 @@ impl Authority {
                 out.send(env.from_addr, Message::InventoryAck { seq: *seq });
             }
             Message::CloneDone { job, .. } => self.repair.on_clone_done(*job),
+            Message::Leaving => {
+                let node = env.from;
+                if node != self.me && self.store.state.registry.contains(node) {
+                    self.tally.left(node);
+                    if !self.store.state.is_down(node) {
+                        self.append(Change::Health { node, down: true }, out);
+                    }
+                }
+            }
             Message::Ask { req, ask } => {
                 let answer = self.answer(env.from, ask, out);
                 out.send(

@@ -57,6 +57,21 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     Ok(env)
 }
 
+/// Encodes any serialisable value (metadata records on disk use this too,
+/// so bincode stays in this one module).
+pub fn encode_value<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, config()).expect("values always serialise")
+}
+
+pub fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (v, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

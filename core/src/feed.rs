@@ -158,6 +158,22 @@ impl FeedLog {
         entry
     }
 
+    /// Restores a log whose retained entries start after `head` (entries
+    /// up to `head` were compacted into a snapshot).
+    pub fn resume(id: LogId, retain: usize, head: u64) -> FeedLog {
+        FeedLog {
+            id,
+            entries: VecDeque::new(),
+            head,
+            retain: retain.max(1),
+        }
+    }
+
+    /// Retained entries, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &FeedEntry> {
+        self.entries.iter()
+    }
+
     /// Stores an entry appended elsewhere (restoring from disk): it must be
     /// the next one.
     pub fn push(&mut self, entry: FeedEntry) {

@@ -27,6 +27,8 @@ pub enum Input {
     TransferDone { op: u64, ok: bool },
     /// Store: the content on local disk, in answer to `Output::ListContent`.
     ContentListing(Vec<(ContentHash, ContentMeta)>),
+    /// The node is shutting down: tell the authority.
+    Leave,
     /// Store: a verified copy is now durable on local disk.
     ContentStored {
         hash: ContentHash,

@@ -109,6 +109,9 @@ pub enum Message {
     DropCopy {
         hash: Box<ContentHash>,
     },
+    /// To the authority: this node is shutting down; mark it down now rather
+    /// than waiting for its observers (it comes back when it joins again).
+    Leaving,
     /// A request to the authority from a prism (or any node).
     Ask {
         req: u64,
@@ -229,6 +232,7 @@ impl Message {
             Message::CloneTo(_) => "CloneTo",
             Message::CloneDone { .. } => "CloneDone",
             Message::DropCopy { .. } => "DropCopy",
+            Message::Leaving => "Leaving",
             Message::Ask { .. } => "Ask",
             Message::Answer { .. } => "Answer",
         }

@@ -206,6 +206,11 @@ impl Node {
                 self.contact_failures.insert(id, until);
             }
             Input::Client { id, request } => self.client(id, request),
+            Input::Leave => {
+                if self.join.joined && !self.cfg.roles.authority {
+                    self.out.send(self.cfg.authority_addr, Message::Leaving);
+                }
+            }
             Input::TransferDone { op, ok } => {
                 if op & STORE_OP != 0 {
                     if let Some(s) = &mut self.store {
@@ -416,6 +421,7 @@ impl Node {
             | Message::SnapshotPull { .. }
             | Message::InventoryReport(_)
             | Message::CloneDone { .. }
+            | Message::Leaving
             | Message::Ask { .. } => self.dropped(env.from, DropReason::NotAuthority),
             Message::InventoryAck { seq } => {
                 if let Some(s) = &mut self.store {
@@ -856,6 +862,25 @@ mod tests {
         for n in &c.nodes {
             assert!(!n.health().is_down(victim));
         }
+    }
+
+    #[test]
+    fn leaving_node_is_down_at_once_and_up_when_it_rejoins() {
+        let mut c = Cluster::new(4);
+        c.run_for(Duration::from_secs(2));
+        let leaver = c.nodes[3].id();
+        c.nodes[3].handle(c.now, WallTime::default(), Input::Leave);
+        c.run_for(Duration::from_millis(50));
+        assert!(c.nodes[0].authority().unwrap().state().is_down(leaver));
+        c.down.insert(3);
+        // Observers never vote, yet it stays down: it left.
+        c.run_for(Duration::from_secs(5));
+        assert!(c.nodes[1].health().is_down(leaver));
+        // It restarts from its disk and joins again: back up.
+        c.down.remove(&3);
+        c.nodes[3] = Node::new(config(3), &c.disks[3], Box::new(SeededRng::new(5)), c.now).unwrap();
+        c.run_for(Duration::from_secs(2));
+        assert!(!c.nodes[1].health().is_down(leaver));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct VoteTally {
     holds: BTreeSet<(Time, NodeId)>,
     grace_until: Time,
     grace_pending: bool,
+    /// Nodes that left gracefully: down until they join again, whatever
+    /// the votes say.
+    left: BTreeSet<NodeId>,
     /// Subjects whose verdict may have changed since the last evaluation.
     dirty: BTreeSet<NodeId>,
     all_dirty: bool,
@@ -72,6 +75,7 @@ impl VoteTally {
             holds: BTreeSet::new(),
             grace_until,
             grace_pending: true,
+            left: BTreeSet::new(),
             dirty: BTreeSet::new(),
             all_dirty: true,
         }
@@ -99,6 +103,17 @@ impl VoteTally {
         }
         self.ballots.insert(observer, Ballot { seq, down, expires });
         true
+    }
+
+    /// `node` left: it stays down until `rejoined`.
+    pub fn left(&mut self, node: NodeId) {
+        self.left.insert(node);
+    }
+
+    pub fn rejoined(&mut self, node: NodeId) {
+        if self.left.remove(&node) {
+            self.dirty.insert(node);
+        }
     }
 
     /// Marks what a change applied to the state may affect.
@@ -189,7 +204,7 @@ impl VoteTally {
         };
         let mut changes = Vec::new();
         for subject in subjects {
-            if subject == exempt || !state.registry.contains(subject) {
+            if subject == exempt || !state.registry.contains(subject) || self.left.contains(&subject) {
                 continue;
             }
             let down_now = self.count(now, subject, state).is_down(&self.bugs);

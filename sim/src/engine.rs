@@ -770,6 +770,7 @@ impl Sim {
             Input::ContentStored { hash, .. } => self.trace.record(&(now, h, 6u8, hash)),
             Input::ContentRemoved { hash } => self.trace.record(&(now, h, 7u8, hash)),
             Input::ScrubResult { hash, ok } => self.trace.record(&(now, h, 8u8, hash, ok)),
+            Input::Leave => self.trace.record(&(now, h, 9u8)),
         }
         let host = &mut self.world.hosts[h];
         let Some(node) = host.node.as_mut() else {

@@ -1,0 +1,302 @@
+//! Content on a store's disk: one file per hash under `content/ab/cd/`,
+//! named `<hex>.<ext>`. A write goes to a temp file while it is hashed, is
+//! fsynced, then renamed into place (and the directory fsynced), so a crash
+//! leaves either the whole verified file or nothing. Prisms spool uploads
+//! the same way until they are placed.
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use stretchfs_core::content::ContentMeta;
+use stretchfs_core::hash::{ContentHash, HashKind, Hasher};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug)]
+pub enum WriteError {
+    /// The bytes do not have the hash they were sent under.
+    Mismatch { expected: ContentHash, got: ContentHash },
+    Io(io::Error),
+    /// The sender's stream failed part way.
+    Body(String),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::Mismatch { expected, got } => {
+                write!(f, "content hashes to {got}, not {expected}")
+            }
+            WriteError::Io(e) => write!(f, "disk: {e}"),
+            WriteError::Body(e) => write!(f, "upload interrupted: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+impl From<io::Error> for WriteError {
+    fn from(e: io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
+/// A file written and verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub hash: ContentHash,
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct ContentDir {
+    content: PathBuf,
+    tmp: PathBuf,
+    spool: PathBuf,
+}
+
+impl ContentDir {
+    pub fn open(data_dir: &Path) -> io::Result<ContentDir> {
+        let d = ContentDir {
+            content: data_dir.join("content"),
+            tmp: data_dir.join("tmp"),
+            spool: data_dir.join("spool"),
+        };
+        for p in [&d.content, &d.tmp, &d.spool] {
+            std::fs::create_dir_all(p)?;
+        }
+        // Leftovers of writes a crash interrupted.
+        for dir in [&d.tmp, &d.spool] {
+            for e in std::fs::read_dir(dir)?.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(d)
+    }
+
+    fn shard_dir(&self, hash: &ContentHash) -> PathBuf {
+        let (a, b) = hash.shard();
+        self.content.join(a).join(b)
+    }
+
+    pub fn path(&self, hash: &ContentHash, ext: &str) -> PathBuf {
+        self.shard_dir(hash).join(format!("{hash}.{ext}"))
+    }
+
+    /// The stored file for `hash`, with its extension and size.
+    pub fn find(&self, hash: &ContentHash) -> Option<(PathBuf, ContentMeta)> {
+        let prefix = format!("{hash}.");
+        for e in std::fs::read_dir(self.shard_dir(hash)).ok()?.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if let Some(ext) = name.strip_prefix(&prefix) {
+                let size = e.metadata().ok()?.len();
+                let meta = ContentMeta {
+                    ext: ext.to_string(),
+                    size,
+                };
+                return Some((e.path(), meta));
+            }
+        }
+        None
+    }
+
+    /// Streams `body` to a temp file, hashing it; keeps it under its hash
+    /// (checked against `expected` if given). `kind` is used when there is
+    /// no expected hash.
+    pub async fn store<S, E>(
+        &self,
+        expected: Option<ContentHash>,
+        kind: HashKind,
+        ext: &str,
+        body: S,
+    ) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let (tmp, hash, size) = self.receive(&self.tmp, expected, kind, body).await?;
+        let dir = self.shard_dir(&hash);
+        tokio::fs::create_dir_all(&dir).await?;
+        let path = self.path(&hash, ext);
+        tokio::fs::rename(&tmp, &path).await?;
+        // The rename is durable only once the directory is.
+        if let Ok(d) = tokio::fs::File::open(&dir).await {
+            let _ = d.sync_all().await;
+        }
+        Ok(Written { hash, size, path })
+    }
+
+    /// A prism's copy of an upload while it is placed (not fsynced: until
+    /// the stores acknowledge, the client has not been told anything).
+    pub async fn spool<S, E>(
+        &self,
+        expected: Option<ContentHash>,
+        kind: HashKind,
+        body: S,
+    ) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let (path, hash, size) = self.receive(&self.spool, expected, kind, body).await?;
+        Ok(Written { hash, size, path })
+    }
+
+    async fn receive<S, E>(
+        &self,
+        dir: &Path,
+        expected: Option<ContentHash>,
+        kind: HashKind,
+        mut body: S,
+    ) -> Result<(PathBuf, ContentHash, u64), WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let tmp = dir.join(format!("{:016x}", rand::random::<u64>()));
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let mut hasher = Hasher::new(expected.map_or(kind, |h| h.kind()));
+        let mut size = 0u64;
+        let result = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await?;
+            }
+            file.flush().await?;
+            file.sync_all().await?;
+            Ok::<(), WriteError>(())
+        }
+        .await;
+        let hash = hasher.finish();
+        let outcome = match (result, expected) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(exp)) if exp != hash => Err(WriteError::Mismatch {
+                expected: exp,
+                got: hash,
+            }),
+            (Ok(()), _) => Ok((tmp.clone(), hash, size)),
+        };
+        if outcome.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        outcome
+    }
+
+    /// Every stored file (blocking: run on a blocking thread).
+    pub fn list(&self) -> Vec<(ContentHash, ContentMeta)> {
+        let mut out = Vec::new();
+        let Ok(level1) = std::fs::read_dir(&self.content) else {
+            return out;
+        };
+        for a in level1.flatten() {
+            let Ok(level2) = std::fs::read_dir(a.path()) else {
+                continue;
+            };
+            for b in level2.flatten() {
+                let Ok(files) = std::fs::read_dir(b.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let name = f.file_name();
+                    let name = name.to_string_lossy();
+                    let Some((hex, ext)) = name.split_once('.') else {
+                        continue;
+                    };
+                    let (Ok(hash), Ok(md)) = (ContentHash::parse(hex), f.metadata()) else {
+                        continue;
+                    };
+                    out.push((
+                        hash,
+                        ContentMeta {
+                            ext: ext.to_string(),
+                            size: md.len(),
+                        },
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Re-hashes the stored file (blocking). False if missing or changed.
+    pub fn verify(&self, hash: &ContentHash) -> bool {
+        use std::io::Read;
+        let Some((path, _)) = self.find(hash) else {
+            return false;
+        };
+        let Ok(mut f) = std::fs::File::open(path) else {
+            return false;
+        };
+        let mut h = Hasher::new(hash.kind());
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => h.update(&buf[..n]),
+                Err(_) => return false,
+            }
+        }
+        h.finish() == *hash
+    }
+
+    pub fn delete(&self, hash: &ContentHash) {
+        if let Some((path, _)) = self.find(hash) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("stretchfs-disk-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn stored_files_are_verified_listed_and_found() {
+        let d = dir();
+        let c = ContentDir::open(&d).unwrap();
+        let w = c
+            .store(None, HashKind::Sha1, "txt", chunks(&[b"hello ", b"world"]))
+            .await
+            .unwrap();
+        assert_eq!(w.hash, ContentHash::compute(HashKind::Sha1, b"hello world"));
+        assert_eq!(w.size, 11);
+        assert_eq!(c.find(&w.hash).unwrap().1.ext, "txt");
+        assert_eq!(c.list().len(), 1);
+        assert!(c.verify(&w.hash));
+        std::fs::write(&w.path, b"hello w0rld").unwrap();
+        assert!(!c.verify(&w.hash), "bit-rot is caught");
+        c.delete(&w.hash);
+        assert!(c.find(&w.hash).is_none());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[tokio::test]
+    async fn a_hash_mismatch_keeps_nothing() {
+        let d = dir();
+        let c = ContentDir::open(&d).unwrap();
+        let wrong = ContentHash::compute(HashKind::Sha256, b"other");
+        let e = c
+            .store(Some(wrong), HashKind::Sha1, "bin", chunks(&[b"data"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WriteError::Mismatch { .. }));
+        assert!(c.list().is_empty());
+        assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
