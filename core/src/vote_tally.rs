@@ -204,7 +204,10 @@ impl VoteTally {
         };
         let mut changes = Vec::new();
         for subject in subjects {
-            if subject == exempt || !state.registry.contains(subject) || self.left.contains(&subject) {
+            if subject == exempt
+                || !state.registry.contains(subject)
+                || self.left.contains(&subject)
+            {
                 continue;
             }
             let down_now = self.count(now, subject, state).is_down(&self.bugs);

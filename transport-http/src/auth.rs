@@ -28,10 +28,14 @@ pub enum AuthError {
     /// The signature does not match: wrong secret or tampered request.
     BadSignature,
     /// The request time is outside the replay window.
-    Stale { skew_secs: i64 },
+    Stale {
+        skew_secs: i64,
+    },
     /// The same signed request was seen before.
     Replayed,
-    ForeignCluster { got: String },
+    ForeignCluster {
+        got: String,
+    },
     UnsupportedVersion(u16),
 }
 
@@ -50,9 +54,14 @@ impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AuthError::Missing(h) => write!(f, "missing or malformed header {h}"),
-            AuthError::BadSignature => write!(f, "signature does not match (wrong cluster secret?)"),
+            AuthError::BadSignature => {
+                write!(f, "signature does not match (wrong cluster secret?)")
+            }
             AuthError::Stale { skew_secs } => {
-                write!(f, "request time is {skew_secs}s off, outside the replay window")
+                write!(
+                    f,
+                    "request time is {skew_secs}s off, outside the replay window"
+                )
             }
             AuthError::Replayed => write!(f, "request was already seen (replay)"),
             AuthError::ForeignCluster { got } => write!(f, "request is for cluster {got}"),
@@ -139,7 +148,14 @@ impl Signer {
         hex(&m.finalize().into_bytes())
     }
 
-    pub fn sign(&self, method: &str, path: &str, unix_secs: i64, nonce: u64, digest: &str) -> SignedHeaders {
+    pub fn sign(
+        &self,
+        method: &str,
+        path: &str,
+        unix_secs: i64,
+        nonce: u64,
+        digest: &str,
+    ) -> SignedHeaders {
         let time = unix_secs.to_string();
         let nonce = format!("{nonce:016x}");
         SignedHeaders {
@@ -232,7 +248,10 @@ mod tests {
         let s = signer(b"secret");
         let d = body_digest(b"body");
         let h = s.sign("POST", "/internal/v1/message", 1000, 1, &d);
-        assert_eq!(s.verify("POST", "/internal/v1/message", lookup(&h), &d, 1001), Ok(()));
+        assert_eq!(
+            s.verify("POST", "/internal/v1/message", lookup(&h), &d, 1001),
+            Ok(())
+        );
         assert_eq!(
             s.verify("POST", "/internal/v1/message", lookup(&h), &d, 1001),
             Err(AuthError::Replayed)
@@ -244,17 +263,28 @@ mod tests {
         let s = signer(b"secret");
         let d = body_digest(b"body");
         let h = signer(b"other").sign("POST", "/p", 1000, 1, &d);
-        assert_eq!(s.verify("POST", "/p", lookup(&h), &d, 1000), Err(AuthError::BadSignature));
+        assert_eq!(
+            s.verify("POST", "/p", lookup(&h), &d, 1000),
+            Err(AuthError::BadSignature)
+        );
         let h = s.sign("POST", "/p", 1000, 2, &d);
         let tampered = body_digest(b"bodx");
-        assert_eq!(s.verify("POST", "/p", lookup(&h), &tampered, 1000), Err(AuthError::BadSignature));
-        assert_eq!(s.verify("POST", "/q", lookup(&h), &d, 1000), Err(AuthError::BadSignature));
+        assert_eq!(
+            s.verify("POST", "/p", lookup(&h), &tampered, 1000),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            s.verify("POST", "/q", lookup(&h), &d, 1000),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(
             s.verify("POST", "/p", lookup(&h), &d, 1100),
             Err(AuthError::Stale { skew_secs: 100 })
         );
         let foreign = Signer::new(ClusterId(8), b"secret", 30).sign("POST", "/p", 1000, 3, &d);
-        let e = s.verify("POST", "/p", lookup(&foreign), &d, 1000).unwrap_err();
+        let e = s
+            .verify("POST", "/p", lookup(&foreign), &d, 1000)
+            .unwrap_err();
         assert!(matches!(e, AuthError::ForeignCluster { .. }));
         assert_eq!(e.status(), 403);
         assert_eq!(AuthError::BadSignature.status(), 401);

@@ -112,7 +112,14 @@ impl HttpClient {
         let bytes = codec::encode(env);
         let digest = body_digest(&bytes);
         let resp = self
-            .request(Method::POST, to, MESSAGE_PATH, &digest, full(bytes), self.timeout)
+            .request(
+                Method::POST,
+                to,
+                MESSAGE_PATH,
+                &digest,
+                full(bytes),
+                self.timeout,
+            )
             .await?;
         let status = resp.status();
         if status == StatusCode::NO_CONTENT || status.is_success() {
