@@ -89,8 +89,8 @@ impl FileConfig {
     pub fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
         let mut table = match path {
             Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.to_path_buf(), e))?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::Read(p.to_path_buf(), e))?;
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError::Parse(e.to_string()))?
             }
@@ -221,7 +221,9 @@ api_key = "0123456789abcdef-key"
 "#;
 
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<FileConfig, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         apply_env(
             &mut table,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
@@ -235,8 +237,22 @@ api_key = "0123456789abcdef-key"
 
     #[test]
     fn file_and_environment() {
-        let c = parse(GOOD, &[("STRETCHFS_ROLES", "store, prism"), ("STRETCHFS_WEIGHT", "300")]).unwrap();
-        assert_eq!(c.roles().unwrap(), Roles { authority: false, store: true, prism: true });
+        let c = parse(
+            GOOD,
+            &[
+                ("STRETCHFS_ROLES", "store, prism"),
+                ("STRETCHFS_WEIGHT", "300"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.roles().unwrap(),
+            Roles {
+                authority: false,
+                store: true,
+                prism: true
+            }
+        );
         assert_eq!(c.weight, 300);
         assert_eq!(c.url_ttl_secs, 60);
     }

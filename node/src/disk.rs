@@ -16,7 +16,10 @@ use tokio::io::AsyncWriteExt;
 #[derive(Debug)]
 pub enum WriteError {
     /// The bytes do not have the hash they were sent under.
-    Mismatch { expected: ContentHash, got: ContentHash },
+    Mismatch {
+        expected: ContentHash,
+        got: ContentHash,
+    },
     Io(io::Error),
     /// The sender's stream failed part way.
     Body(String),
@@ -117,7 +120,7 @@ impl ContentDir {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
-        let (tmp, hash, size) = self.receive(&self.tmp, expected, kind, body).await?;
+        let (tmp, hash, size) = self.receive(&self.tmp, expected, kind, body, true).await?;
         let dir = self.shard_dir(&hash);
         tokio::fs::create_dir_all(&dir).await?;
         let path = self.path(&hash, ext);
@@ -141,7 +144,9 @@ impl ContentDir {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
-        let (path, hash, size) = self.receive(&self.spool, expected, kind, body).await?;
+        let (path, hash, size) = self
+            .receive(&self.spool, expected, kind, body, false)
+            .await?;
         Ok(Written { hash, size, path })
     }
 
@@ -151,13 +156,16 @@ impl ContentDir {
         expected: Option<ContentHash>,
         kind: HashKind,
         mut body: S,
+        sync: bool,
     ) -> Result<(PathBuf, ContentHash, u64), WriteError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
         let tmp = dir.join(format!("{:016x}", rand::random::<u64>()));
-        let mut file = tokio::fs::File::create(&tmp).await?;
+        // Large writes: one blocking-pool hop per MiB, not per chunk.
+        let mut file =
+            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
         let mut hasher = Hasher::new(expected.map_or(kind, |h| h.kind()));
         let mut size = 0u64;
         let result = async {
@@ -168,7 +176,9 @@ impl ContentDir {
                 file.write_all(&chunk).await?;
             }
             file.flush().await?;
-            file.sync_all().await?;
+            if sync {
+                file.get_ref().sync_all().await?;
+            }
             Ok::<(), WriteError>(())
         }
         .await;
@@ -256,13 +266,22 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("stretchfs-disk-{}-{}", std::process::id(), rand::random::<u64>()));
+        let d = std::env::temp_dir().join(format!(
+            "stretchfs-disk-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
-        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+        futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[tokio::test]

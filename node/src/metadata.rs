@@ -41,7 +41,11 @@ pub trait MetadataStore: Send {
     /// Writes `records` durably, in one transaction. `authority` is the
     /// authority's feed head and state once they are applied (used to
     /// compact the log into a snapshot).
-    fn write(&mut self, records: &[Record], authority: Option<Compaction<'_>>) -> Result<(), MetaError>;
+    fn write(
+        &mut self,
+        records: &[Record],
+        authority: Option<Compaction<'_>>,
+    ) -> Result<(), MetaError>;
 }
 
 #[derive(Debug)]
@@ -152,7 +156,11 @@ impl MetadataStore for RedbStore {
             let (k, v) = row?;
             let entry: FeedEntry = decode_value(v.value()).map_err(|e| corrupt("log", e))?;
             if entry.seq != k.value() {
-                return Err(MetaError::Corrupt(format!("log entry {} under key {}", entry.seq, k.value())));
+                return Err(MetaError::Corrupt(format!(
+                    "log entry {} under key {}",
+                    entry.seq,
+                    k.value()
+                )));
             }
             if first {
                 store.log = FeedLog::resume(header.log, header.retain, entry.seq - 1);
@@ -183,7 +191,11 @@ impl MetadataStore for RedbStore {
         Ok(d)
     }
 
-    fn write(&mut self, records: &[Record], authority: Option<Compaction<'_>>) -> Result<(), MetaError> {
+    fn write(
+        &mut self,
+        records: &[Record],
+        authority: Option<Compaction<'_>>,
+    ) -> Result<(), MetaError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -267,168 +279,6 @@ fn header(meta: &redb::Table<&str, &[u8]>) -> Result<Option<AuthorityHeader>, Me
 }
 
 #[cfg(test)]
-    fn with_slack(mut self, slack: u64) -> RedbStore {
-        self.slack = slack;
-        self
-    }
-}
-
-impl MetadataStore for RedbStore {
-    fn load(&self) -> Result<DurableState, MetaError> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let get = |key: &str| -> Result<Option<Vec<u8>>, MetaError> {
-            Ok(meta.get(key)?.map(|v| v.value().to_vec()))
-        };
-        let mut d = DurableState::default();
-        if let Some(b) = get("node")? {
-            d.node = Some(decode_value::<NodeId>(&b).map_err(|e| corrupt("node", e))?);
-        }
-        if let Some(b) = get("incarnation")? {
-            d.incarnation = decode_value(&b).map_err(|e| corrupt("incarnation", e))?;
-        }
-        if let Some(b) = get("cluster")? {
-            d.cluster = Some(decode_value(&b).map_err(|e| corrupt("cluster", e))?);
-        }
-        let Some(h) = get("authority")? else {
-            return Ok(d);
-        };
-        let header: AuthorityHeader = decode_value(&h).map_err(|e| corrupt("authority", e))?;
-        let snapshot: Option<Snapshot> = match get("snapshot")? {
-            Some(b) => Some(decode_value(&b).map_err(|e| corrupt("snapshot", e))?),
-            None => None,
-        };
-        let snap_seq = snapshot.as_ref().map_or(0, |s| s.seq);
-        let mut store = AuthorityStore::new(header.cluster, header.log, header.retain);
-        store.recovered = header.recovered;
-        if let Some(s) = &snapshot {
-            store.state = ClusterState::from_snapshot(s);
-        }
-        // Entries the snapshot already covers are kept to serve readers.
-        let log = txn.open_table(LOG)?;
-        let mut first = true;
-        for row in log.iter()? {
-            let (k, v) = row?;
-            let entry: FeedEntry = decode_value(v.value()).map_err(|e| corrupt("log", e))?;
-            if entry.seq != k.value() {
-                return Err(MetaError::Corrupt(format!("log entry {} under key {}", entry.seq, k.value())));
-            }
-            if first {
-                store.log = FeedLog::resume(header.log, header.retain, entry.seq - 1);
-                first = false;
-            }
-            if entry.seq <= snap_seq {
-                store.log.push(entry);
-            } else {
-                store.apply(entry);
-            }
-        }
-        if first {
-            store.log = FeedLog::resume(header.log, header.retain, snap_seq);
-        }
-        let sets = txn.open_table(SETS)?;
-        for row in sets.iter()? {
-            let (k, _) = row?;
-            let (kind, node) = k.value();
-            let set = match kind {
-                SET_RESTORED => &mut store.restored,
-                SET_SYNCED => &mut store.synced,
-                SET_EXPECTED => &mut store.expected,
-                other => return Err(MetaError::Corrupt(format!("set kind {other}"))),
-            };
-            set.insert(NodeId(node));
-        }
-        d.authority = Some(store);
-        Ok(d)
-    }
-
-    fn write(&mut self, records: &[Record], authority: Option<Compaction<'_>>) -> Result<(), MetaError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let txn = self.db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let mut log = txn.open_table(LOG)?;
-            let mut sets = txn.open_table(SETS)?;
-            for r in records {
-                match r {
-                    Record::Identity { node } => {
-                        meta.insert("node", encode_value(node).as_slice())?;
-                    }
-                    Record::Incarnation(n) => {
-                        meta.insert("incarnation", encode_value(n).as_slice())?;
-                    }
-                    Record::Cluster(c) => {
-                        meta.insert("cluster", encode_value(c).as_slice())?;
-                    }
-                    Record::AuthorityCreated {
-                        cluster,
-                        log: log_id,
-                        retain,
-                    } => {
-                        // A new log: nothing of an old one survives.
-                        meta.remove("snapshot")?;
-                        log.retain(|_, _| false)?;
-                        sets.retain(|_, _| false)?;
-                        let header = AuthorityHeader {
-                            cluster: *cluster,
-                            log: *log_id,
-                            retain: *retain,
-                            recovered: false,
-                        };
-                        meta.insert("authority", encode_value(&header).as_slice())?;
-                    }
-                    Record::Appended(entry) => {
-                        log.insert(entry.seq, encode_value(entry).as_slice())?;
-                    }
-                    Record::Recovered => {
-                        if let Some(mut h) = header(&meta)? {
-                            h.recovered = true;
-                            meta.insert("authority", encode_value(&h).as_slice())?;
-                        }
-                    }
-                    Record::Restored(n) => {
-                        sets.insert((SET_RESTORED, n.0), ())?;
-                    }
-                    Record::Synced(n) => {
-                        sets.insert((SET_SYNCED, n.0), ())?;
-                    }
-                    Record::Expected(n) => {
-                        sets.insert((SET_EXPECTED, n.0), ())?;
-                    }
-                }
-            }
-            if let (Some(a), Some(h)) = (authority, header(&meta)?) {
-                // Compact: the state goes into one snapshot, the log keeps
-                // only what readers may still ask for.
-                let retain = h.retain as u64;
-                if log.len()? > retain + self.slack {
-                    let head = a.head;
-                    meta.insert("snapshot", encode_value(&a.state.snapshot(head)).as_slice())?;
-                    let keep_from = head.saturating_sub(retain) + 1;
-                    log.retain(|seq, _| seq >= keep_from)?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-}
-
-/// The retain setting recorded at creation (records carry it; fall back to
-/// `default` for a header written before).
-fn retain_of(meta: &redb::Table<&str, &[u8]>, default: usize) -> Result<usize, MetaError> {
-    match meta.get("authority")? {
-        Some(v) => {
-            let h: AuthorityHeader = decode_value(v.value()).map_err(|e| corrupt("authority", e))?;
-            Ok(h.retain)
-        }
-        None => Ok(default),
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use stretchfs_core::feed::Change;
@@ -454,7 +304,11 @@ mod tests {
     }
 
     fn dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("stretchfs-meta-{}-{}", std::process::id(), rand::random::<u64>()));
+        let d = std::env::temp_dir().join(format!(
+            "stretchfs-meta-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -481,7 +335,8 @@ mod tests {
         {
             let mut db = RedbStore::open(&path).unwrap();
             apply(&mut mem, &recs);
-            db.write(&recs, mem.authority.as_ref().map(Compaction::of)).unwrap();
+            db.write(&recs, mem.authority.as_ref().map(Compaction::of))
+                .unwrap();
         }
         let back = RedbStore::open(&path).unwrap().load().unwrap();
         assert_eq!(back.node, Some(NodeId(9)));
@@ -508,15 +363,24 @@ mod tests {
             retain: 10,
         }];
         apply(&mut mem, &create);
-        db.write(&create, mem.authority.as_ref().map(Compaction::of)).unwrap();
+        db.write(&create, mem.authority.as_ref().map(Compaction::of))
+            .unwrap();
         for seq in 1..=100 {
             let r = vec![Record::Appended(entry(seq))];
             apply(&mut mem, &r);
-            db.write(&r, mem.authority.as_ref().map(Compaction::of)).unwrap();
+            db.write(&r, mem.authority.as_ref().map(Compaction::of))
+                .unwrap();
         }
         drop(db);
         let db = RedbStore::open(&path).unwrap();
-        let rows = db.db.begin_read().unwrap().open_table(LOG).unwrap().len().unwrap();
+        let rows = db
+            .db
+            .begin_read()
+            .unwrap()
+            .open_table(LOG)
+            .unwrap()
+            .len()
+            .unwrap();
         assert!(rows <= 10 + 5, "log compacted to {rows} rows");
         let a = db.load().unwrap().authority.unwrap();
         assert_eq!(a.log.head(), 100);

@@ -6,7 +6,7 @@
 pub mod auth;
 pub mod client;
 
-pub use auth::{AuthError, Signer};
+pub use auth::{AuthError, Signer, UrlError};
 pub use client::{HttpClient, HttpTransport, SendError};
 
 use stretchfs_core::codec::{self, DecodeError};

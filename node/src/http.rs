@@ -1,0 +1,768 @@
+//! The HTTP face of a node: the internal endpoints (signed core messages,
+//! copies between nodes), the store's signed delivery URLs, the prism's
+//! public API, and health/readiness. Handlers translate; core decides.
+
+use crate::runtime::{file_body, Shared, CONTENT_PATH};
+use axum::body::Body as AxumBody;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use stretchfs_core::content::{normalize_ext, ContentMeta};
+use stretchfs_core::hash::{ContentHash, HashKind};
+use stretchfs_core::purchase::{Purchase, Token};
+use stretchfs_core::{ClientError, ClientRequest, ClientResponse, Duration, Input};
+use stretchfs_transport_http::auth::{hex, STREAMED_BODY};
+use stretchfs_transport_http::client::unix_secs;
+use stretchfs_transport_http::{open_message, UrlError, MESSAGE_PATH};
+
+type St = State<Arc<Shared>>;
+
+/// Core messages are small; a feed snapshot of a large cluster is not.
+const MAX_MESSAGE: usize = 512 << 20;
+/// Files up to this size are read in one go; larger ones are streamed.
+const READ_WHOLE: u64 = 8 << 20;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(MESSAGE_PATH, post(message))
+        .route(&format!("{CONTENT_PATH}/{{hash}}"), put(receive_copy))
+        .route("/c/{file}", get(serve_copy))
+        .route("/v1/content", put(upload))
+        .route("/v1/content/exists", post(exists))
+        .route("/v1/content/{hash}", get(detail).delete(delete_content))
+        .route("/v1/purchases", post(create_purchase))
+        .route(
+            "/v1/purchases/{token}",
+            get(get_purchase).delete(remove_purchase),
+        )
+        .route("/p/{token}/{filename}", get(deliver))
+        .route("/v1/status", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(shared)
+}
+
+/// An error as clients see it: a status and `{"error":{"code","message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn stopped() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this node is shutting down",
+        )
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> ApiError {
+        use StatusCode as S;
+        match e {
+            ClientError::NotReady => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "this prism has not caught up with the cluster yet",
+            ),
+            ClientError::NotFound(what) => ApiError::new(S::NOT_FOUND, "not_found", what),
+            ClientError::Expired => ApiError::new(S::GONE, "expired", "the purchase has expired"),
+            ClientError::Forbidden => ApiError::new(
+                S::FORBIDDEN,
+                "referrer_not_allowed",
+                "the referrer is not allowed for this purchase",
+            ),
+            ClientError::Unavailable(why) => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, "unavailable", why)
+            }
+            ClientError::BadRequest(why) => ApiError::bad(why),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn require_key(s: &Shared, h: &HeaderMap) -> ApiResult<()> {
+    let got = header_str(h, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let want = s.cfg.api_key.as_bytes();
+    let same =
+        got.len() == want.len() && got.bytes().zip(want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this call needs the API key as `Authorization: Bearer <key>`",
+        ))
+    }
+}
+
+fn require_prism(s: &Shared) -> ApiResult<()> {
+    if s.roles.prism {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_a_prism",
+            "this node does not serve the public API; ask a prism",
+        ))
+    }
+}
+
+async fn ask(s: &Shared, request: ClientRequest) -> ApiResult<ClientResponse> {
+    match s.ask(request).await {
+        None => Err(ApiError::stopped()),
+        Some(ClientResponse::Error(e)) => Err(e.into()),
+        Some(r) => Ok(r),
+    }
+}
+
+fn unexpected(r: ClientResponse) -> ApiError {
+    tracing::error!(?r, "core answered with an unexpected response");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "unexpected answer",
+    )
+}
+
+fn parse_hash(s: &str) -> ApiResult<ContentHash> {
+    ContentHash::parse(s).map_err(|e| ApiError::bad(format!("hash {s:?}: {e}")))
+}
+
+fn parse_ext(s: &str) -> ApiResult<String> {
+    normalize_ext(s).map_err(|e| ApiError::bad(e.to_string()))
+}
+
+// ---- internal ----------------------------------------------------------
+
+fn lookup(h: &HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name| header_str(h, name).map(str::to_string)
+}
+
+async fn message(State(s): St, headers: HeaderMap, body: AxumBody) -> Response {
+    let body = match axum::body::to_bytes(body, MAX_MESSAGE).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match open_message(&s.signer, lookup(&headers), &body, unix_secs()) {
+        Ok(env) => {
+            s.input(Input::Message(env));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(why) => {
+            tracing::warn!(reason = %why, "refused a node message");
+            let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::FORBIDDEN);
+            (status, why.to_string()).into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ExtQuery {
+    ext: String,
+}
+
+/// A copy sent by a prism (upload) or another store (repair). Answered
+/// only once the copy is verified against its hash and durable.
+async fn receive_copy(
+    State(s): St,
+    Path(hash): Path<String>,
+    Query(q): Query<ExtQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: AxumBody,
+) -> Response {
+    let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    if let Err(why) = s
+        .signer
+        .verify("PUT", target, lookup(&headers), STREAMED_BODY, unix_secs())
+    {
+        tracing::warn!(reason = %why, "refused a content copy");
+        let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::FORBIDDEN);
+        return (status, why.to_string()).into_response();
+    }
+    if !s.roles.store {
+        return (StatusCode::NOT_FOUND, "not a store").into_response();
+    }
+    let (hash, ext) = match (parse_hash(&hash), parse_ext(&q.ext)) {
+        (Ok(h), Ok(e)) => (h, e),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    if let Some((_, meta)) = s.content.find(&hash) {
+        s.input(Input::ContentStored { hash, meta });
+        return StatusCode::OK.into_response();
+    }
+    match s
+        .content
+        .store(Some(hash), hash.kind(), &ext, body.into_data_stream())
+        .await
+    {
+        Ok(w) => {
+            let meta = ContentMeta { ext, size: w.size };
+            s.input(Input::ContentStored { hash, meta });
+            StatusCode::CREATED.into_response()
+        }
+        Err(crate::disk::WriteError::Mismatch { expected, got }) => {
+            tracing::warn!(%expected, %got, "copy does not match its hash; kept nothing");
+            let e = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "hash_mismatch",
+                format!("content hashes to {got}, not {expected}"),
+            );
+            e.into_response()
+        }
+        Err(e) => {
+            tracing::warn!(%hash, error = %e, "could not store a copy");
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+    }
+}
+
+// ---- store delivery -----------------------------------------------------
+
+#[derive(Deserialize)]
+struct SignedQuery {
+    e: i64,
+    s: String,
+}
+
+/// A single byte range of a `size`-byte file: `Ok(None)` for the whole.
+fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(h) = h else { return Ok(None) };
+    let spec = h.strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Ok(None); // Multiple ranges: serve the whole file.
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (size.saturating_sub(n), size.saturating_sub(1))
+        }
+        (a, "") => (a.parse().map_err(|_| ())?, size.saturating_sub(1)),
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().map_err(|_| ())?, b.parse().map_err(|_| ())?);
+            (a, b.min(size.saturating_sub(1)))
+        }
+    };
+    if size == 0 || start > end || start >= size {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn serve_copy(
+    State(s): St,
+    Path(file): Path<String>,
+    Query(q): Query<SignedQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = s.signer.verify_url(uri.path(), q.e, &q.s, unix_secs()) {
+        let (status, code) = match e {
+            UrlError::BadSignature => (StatusCode::FORBIDDEN, "bad_signature"),
+            UrlError::Expired => (StatusCode::GONE, "url_expired"),
+        };
+        return ApiError::new(status, code, e.to_string()).into_response();
+    }
+    let hash = match file.split_once('.').map(|(h, _)| parse_hash(h)) {
+        Some(Ok(h)) => h,
+        _ => return ApiError::bad("expected /c/<hash>.<ext>").into_response(),
+    };
+    let Some((path, meta)) = s.content.find(&hash) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no copy here").into_response();
+    };
+    let etag = format!("\"{hash}\"");
+    if header_str(&headers, "if-none-match") == Some(etag.as_str()) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let size = meta.size;
+    let range = match parse_range(header_str(&headers, "range"), size) {
+        Ok(r) => r,
+        Err(()) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response()
+        }
+    };
+    let (status, start, len) = match range {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, meta.content_type())
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ETAG, etag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "private, max-age=3600");
+    if range.is_some() {
+        let end = start + len - 1;
+        resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+    }
+    let body = if method == Method::HEAD {
+        AxumBody::empty()
+    } else if start == 0 && len <= READ_WHOLE {
+        match tokio::fs::read(&path).await {
+            Ok(bytes) if bytes.len() as u64 == size => AxumBody::from(bytes),
+            _ => return (StatusCode::INTERNAL_SERVER_ERROR, "copy changed").into_response(),
+        }
+    } else {
+        match file_body(&path, start, len).await {
+            Ok(b) => AxumBody::new(b),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    };
+    resp.body(body)
+        .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+}
+
+// ---- prism: content -----------------------------------------------------
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    ext: String,
+    /// The hash the client expects; the upload is refused (422) if the
+    /// bytes differ.
+    hash: Option<String>,
+    /// Hash type when no hash is given (sha1 by default).
+    kind: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Uploaded {
+    pub hash: String,
+    pub ext: String,
+    pub size: u64,
+    pub copies: Vec<String>,
+}
+
+async fn upload(
+    State(s): St,
+    Query(q): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: AxumBody,
+) -> ApiResult<Response> {
+    require_key(&s, &headers)?;
+    require_prism(&s)?;
+    if !s.is_ready() {
+        return Err(ClientError::NotReady.into());
+    }
+    let ext = parse_ext(&q.ext)?;
+    let expected = q.hash.as_deref().map(parse_hash).transpose()?;
+    let kind = match &q.kind {
+        Some(k) => {
+            HashKind::from_name(k).ok_or_else(|| ApiError::bad(format!("hash kind {k:?}")))?
+        }
+        None => HashKind::Sha1,
+    };
+    let written = s
+        .content
+        .spool(expected, kind, body.into_data_stream())
+        .await
+        .map_err(|e| match e {
+            crate::disk::WriteError::Mismatch { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "hash_mismatch",
+                e.to_string(),
+            ),
+            crate::disk::WriteError::Body(_) => ApiError::bad(e.to_string()),
+            crate::disk::WriteError::Io(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "disk", e.to_string())
+            }
+        })?;
+    let meta = ContentMeta {
+        ext: ext.clone(),
+        size: written.size,
+    };
+    let hash = written.hash;
+    s.spool
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(hash, (written.path.clone(), meta.clone()));
+    let answer = ask(&s, ClientRequest::Upload { hash, meta }).await;
+    {
+        let mut spool = s.spool.lock().unwrap_or_else(|e| e.into_inner());
+        if spool.get(&hash).is_some_and(|(p, _)| *p == written.path) {
+            spool.remove(&hash);
+        }
+    }
+    let _ = tokio::fs::remove_file(&written.path).await;
+    match answer? {
+        ClientResponse::Uploaded { hash, size, copies } => {
+            let body = Uploaded {
+                hash: hash.to_string(),
+                ext,
+                size,
+                copies: copies.iter().map(|c| c.to_string()).collect(),
+            };
+            Ok((StatusCode::CREATED, Json(body)).into_response())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Detail {
+    pub hash: String,
+    pub ext: String,
+    pub size: u64,
+    pub content_type: String,
+    pub copies: Vec<String>,
+}
+
+async fn detail(State(s): St, Path(hash): Path<String>) -> ApiResult<Json<Detail>> {
+    require_prism(&s)?;
+    let hash = parse_hash(&hash)?;
+    match ask(&s, ClientRequest::Detail { hash }).await? {
+        ClientResponse::Detail(rec) => Ok(Json(Detail {
+            hash: rec.hash.to_string(),
+            content_type: rec.meta.content_type().to_string(),
+            ext: rec.meta.ext,
+            size: rec.meta.size,
+            copies: rec.stores.iter().map(|c| c.to_string()).collect(),
+        })),
+        other => Err(unexpected(other)),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExistsBody {
+    hashes: Vec<String>,
+}
+
+async fn exists(State(s): St, Json(b): Json<ExistsBody>) -> ApiResult<Json<serde_json::Value>> {
+    require_prism(&s)?;
+    let hashes = b
+        .hashes
+        .iter()
+        .map(|h| parse_hash(h))
+        .collect::<ApiResult<Vec<_>>>()?;
+    match ask(&s, ClientRequest::Exists { hashes }).await? {
+        ClientResponse::Exists(found) => {
+            let map: serde_json::Map<String, serde_json::Value> = b
+                .hashes
+                .into_iter()
+                .zip(found)
+                .map(|(h, f)| (h.to_ascii_lowercase(), f.into()))
+                .collect();
+            Ok(Json(serde_json::json!({ "exists": map })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn delete_content(
+    State(s): St,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_key(&s, &headers)?;
+    require_prism(&s)?;
+    let hash = parse_hash(&hash)?;
+    match ask(&s, ClientRequest::Delete { hash }).await? {
+        ClientResponse::Deleted => Ok(Json(serde_json::json!({ "deleted": hash.to_string() }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+// ---- prism: purchases ---------------------------------------------------
+
+#[derive(Deserialize)]
+struct PurchaseBody {
+    hash: String,
+    ext: String,
+    /// Seconds, or a string like "90s", "30m", "2h", "7d".
+    life: serde_json::Value,
+    #[serde(default)]
+    referrers: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PurchaseView {
+    pub token: String,
+    pub hash: String,
+    pub ext: String,
+    /// Unix seconds.
+    pub expires: u64,
+    pub referrers: Vec<String>,
+    pub url: String,
+}
+
+fn parse_life(v: &serde_json::Value) -> ApiResult<Duration> {
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let mult = match unit {
+                "" | "s" => Some(1),
+                "m" => Some(60),
+                "h" => Some(3600),
+                "d" => Some(86_400),
+                _ => None,
+            };
+            num.parse::<u64>().ok().zip(mult).map(|(n, m)| n * m)
+        }
+        _ => None,
+    };
+    match secs {
+        Some(s) if s > 0 && s <= 10 * 365 * 86_400 => Ok(Duration::from_secs(s)),
+        _ => Err(ApiError::bad(
+            "life must be a positive number of seconds or like \"30m\", \"2h\", \"7d\"",
+        )),
+    }
+}
+
+/// Where clients reach this prism: the Host they used, else its address.
+fn public_base(s: &Shared, headers: &HeaderMap) -> String {
+    match header_str(headers, "host") {
+        Some(h) => format!("http://{h}"),
+        None => format!("http://{}", s.cfg.listen),
+    }
+}
+
+fn purchase_view(p: &Purchase, base: &str) -> PurchaseView {
+    PurchaseView {
+        token: p.token.to_string(),
+        hash: p.hash.to_string(),
+        ext: p.ext.clone(),
+        expires: p.expires.as_micros() / 1_000_000,
+        referrers: p.referrers.clone(),
+        url: format!("{base}/p/{}/{}.{}", p.token, p.hash, p.ext),
+    }
+}
+
+async fn create_purchase(
+    State(s): St,
+    headers: HeaderMap,
+    Json(b): Json<PurchaseBody>,
+) -> ApiResult<Response> {
+    require_key(&s, &headers)?;
+    require_prism(&s)?;
+    let request = ClientRequest::Purchase {
+        hash: parse_hash(&b.hash)?,
+        ext: parse_ext(&b.ext)?,
+        life: parse_life(&b.life)?,
+        referrers: b.referrers,
+    };
+    match ask(&s, request).await? {
+        ClientResponse::Purchase(p) => {
+            let view = purchase_view(&p, &public_base(&s, &headers));
+            Ok((StatusCode::CREATED, Json(view)).into_response())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+fn parse_token(t: &str) -> ApiResult<Token> {
+    Token::parse(t)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such purchase"))
+}
+
+async fn get_purchase(
+    State(s): St,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<PurchaseView>> {
+    require_prism(&s)?;
+    let token = parse_token(&token)?;
+    match ask(&s, ClientRequest::GetPurchase { token }).await? {
+        ClientResponse::Purchase(p) => Ok(Json(purchase_view(&p, &public_base(&s, &headers)))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn remove_purchase(
+    State(s): St,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_key(&s, &headers)?;
+    require_prism(&s)?;
+    let token = parse_token(&token)?;
+    match ask(&s, ClientRequest::RemovePurchase { token }).await? {
+        ClientResponse::Removed => Ok(Json(serde_json::json!({ "removed": token.to_string() }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The delivery URL a store accepts for `hash.ext` until `expires`.
+pub fn signed_url(s: &Shared, addr: std::net::SocketAddr, hash: &ContentHash, ext: &str) -> String {
+    let path = format!("/c/{hash}.{ext}");
+    let expires = unix_secs() + s.cfg.url_ttl_secs as i64;
+    let sig = s.signer.sign_url(&path, expires);
+    format!("http://{addr}{path}?e={expires}&s={sig}")
+}
+
+async fn deliver(
+    State(s): St,
+    Path((token, _filename)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    require_prism(&s)?;
+    let token = parse_token(&token)?;
+    let referrer = header_str(&headers, "referer").map(str::to_string);
+    let (addr, hash, ext) = match ask(&s, ClientRequest::Deliver { token, referrer }).await? {
+        ClientResponse::Deliver {
+            addr, hash, ext, ..
+        } => (addr, hash, ext),
+        other => return Err(unexpected(other)),
+    };
+    let url = signed_url(&s, addr, &hash, &ext);
+    if !s.cfg.proxy {
+        return Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response());
+    }
+    proxy(&headers, &url).await
+}
+
+/// Proxy mode: the prism fetches from the store and streams the bytes.
+async fn proxy(headers: &HeaderMap, url: &str) -> ApiResult<Response> {
+    let mut req = hyper::Request::get(url);
+    for name in [header::RANGE, header::IF_NONE_MATCH] {
+        if let Some(v) = headers.get(&name) {
+            req = req.header(name, v);
+        }
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let resp = crate::client::plain()
+        .request(req)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "store_unreachable", e.to_string()))?;
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::builder().status(parts.status);
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_RANGE,
+        header::ETAG,
+        header::ACCEPT_RANGES,
+    ] {
+        if let Some(v) = parts.headers.get(&name) {
+            out = out.header(name, v);
+        }
+    }
+    out.body(AxumBody::new(body))
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "proxy", e.to_string()))
+}
+
+// ---- health -------------------------------------------------------------
+
+async fn readyz(State(s): St) -> Response {
+    if s.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no snapshot yet or catching up\n",
+        )
+            .into_response()
+    }
+}
+
+async fn status(State(s): St, headers: HeaderMap) -> ApiResult<Json<crate::status::NodeStatus>> {
+    require_key(&s, &headers)?;
+    s.status().await.map(Json).ok_or_else(ApiError::stopped)
+}
+
+/// A random API key or secret (32 hex digits).
+pub fn random_key() -> String {
+    hex(&rand::random::<[u8; 16]>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
+        assert_eq!(parse_range(Some("bytes=-4"), 10), Ok(Some((6, 9))));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=4-2"), 10), Err(()));
+        assert_eq!(parse_range(Some("items=0-1"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Ok(None));
+    }
+
+    #[test]
+    fn lives() {
+        use serde_json::json;
+        assert_eq!(parse_life(&json!(90)).unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_life(&json!("2h")).unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_life(&json!("7d")).unwrap(),
+            Duration::from_secs(604_800)
+        );
+        assert!(parse_life(&json!(0)).is_err());
+        assert!(parse_life(&json!("2 weeks")).is_err());
+        assert!(parse_life(&json!(-5)).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! What `GET /v1/status` and `stretchfs status` show: this node, and the
+//! cluster as its replica of the feed sees it.
+
+use crate::config::FileConfig;
+use serde::{Deserialize, Serialize};
+use stretchfs_core::{Node, Roles};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub addr: String,
+    pub roles: Vec<String>,
+    pub zone: String,
+    pub cluster: Option<String>,
+    pub joined: bool,
+    pub ready: bool,
+    /// The feed sequence this node's replica has applied.
+    pub feed_seq: u64,
+    pub nodes: Vec<PeerStatus>,
+    pub content: ContentStatus,
+    pub purchases: usize,
+    /// Authority only: its feed head and repair work under way.
+    pub authority: Option<AuthorityStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: String,
+    pub addr: String,
+    pub roles: Vec<String>,
+    pub zone: String,
+    pub down: bool,
+    pub draining: bool,
+    /// Content copies this node holds (stores).
+    pub copies: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContentStatus {
+    pub items: usize,
+    pub bytes: u64,
+    /// Items with fewer than R copies on stores not marked down: the repair
+    /// backlog.
+    pub under_replicated: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthorityStatus {
+    pub head: u64,
+    pub recovering: bool,
+    pub repair_jobs: usize,
+}
+
+pub fn role_names(r: Roles) -> Vec<String> {
+    let mut v = Vec::new();
+    for (on, name) in [
+        (r.authority, "authority"),
+        (r.store, "store"),
+        (r.prism, "prism"),
+    ] {
+        if on {
+            v.push(name.to_string());
+        }
+    }
+    v
+}
+
+impl NodeStatus {
+    pub fn of(node: &Node, cfg: &FileConfig) -> NodeStatus {
+        let state = node.replica().state();
+        let info = node.info();
+        let nodes = state
+            .registry
+            .iter()
+            .map(|n| PeerStatus {
+                id: n.id.to_string(),
+                addr: n.addr.to_string(),
+                roles: role_names(n.roles),
+                zone: n.zone.to_string(),
+                down: state.is_down(n.id),
+                draining: state.draining.contains(&n.id),
+                copies: state.held_by(n.id).count(),
+            })
+            .collect();
+        let replicas = cfg.replicas;
+        let mut content = ContentStatus {
+            items: state.inventory.len(),
+            bytes: 0,
+            under_replicated: 0,
+        };
+        for rec in state.inventory.values() {
+            content.bytes += rec.meta.size;
+            let live = rec.stores.iter().filter(|s| !state.is_down(**s)).count();
+            if live < replicas {
+                content.under_replicated += 1;
+            }
+        }
+        NodeStatus {
+            node: info.id.to_string(),
+            addr: info.addr.to_string(),
+            roles: role_names(info.roles),
+            zone: info.zone.to_string(),
+            cluster: node.cluster().map(|c| c.to_string()),
+            joined: node.is_joined(),
+            ready: node.is_ready(),
+            feed_seq: node.replica().seq(),
+            nodes,
+            content,
+            purchases: state.purchases.len(),
+            authority: node.authority().map(|a| AuthorityStatus {
+                head: a.head(),
+                recovering: a.is_recovering(),
+                repair_jobs: a.repair_jobs(),
+            }),
+        }
+    }
+}
