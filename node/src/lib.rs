@@ -7,6 +7,7 @@ pub mod config;
 pub mod dev;
 pub mod disk;
 pub mod http;
+pub mod local_cluster;
 pub mod metadata;
 pub mod runtime;
 pub mod server;

@@ -1,0 +1,401 @@
+//! Real `stretchfs` processes on loopback. Each test has its own 127.0.0.x
+//! address so they run in parallel without port clashes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use stretchfs::local_cluster::ProcCluster;
+use stretchfs_core::hash::{ContentHash, HashKind};
+
+fn cluster(ip_last: u8) -> ProcCluster {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("stretchfs-it-{ip_last}-{}", std::process::id()));
+    ProcCluster::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_stretchfs")),
+        &dir,
+        &format!("127.0.0.{ip_last}"),
+        7400,
+    )
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|_| rand::random::<u8>()).collect()
+}
+
+fn sha1_hex(b: &[u8]) -> String {
+    ContentHash::compute(HashKind::Sha1, b).to_string()
+}
+
+/// Uploads, checks the answer, purchases; returns (hash, token).
+async fn upload_and_purchase(c: &ProcCluster, bytes: &[u8]) -> (String, String) {
+    let r = c.upload("prism-1", bytes.to_vec(), "bin").await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let up = r.json().unwrap();
+    let hash = sha1_hex(bytes);
+    assert_eq!(up["hash"], hash.as_str());
+    assert_eq!(up["size"], bytes.len());
+    assert_eq!(up["copies"].as_array().unwrap().len(), 2, "{up}");
+    let r = c.purchase("prism-1", &hash, "bin", "1h").await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let p = r.json().unwrap();
+    (hash, p["token"].as_str().unwrap().to_string())
+}
+
+/// Files named `<hash>.*` under each member's content directory.
+fn copies_on_disk(c: &ProcCluster, hash: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &c.members {
+        let shard = m
+            .cfg
+            .data_dir
+            .join("content")
+            .join(&hash[0..2])
+            .join(&hash[2..4]);
+        if let Ok(rd) = std::fs::read_dir(&shard) {
+            if rd
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(hash))
+            {
+                out.push(m.name.clone());
+            }
+        }
+    }
+    out
+}
+
+async fn delivered_bytes(
+    c: &ProcCluster,
+    prism: &str,
+    token: &str,
+    hash: &str,
+) -> (String, Vec<u8>) {
+    let (first, second) = c
+        .deliver(prism, token, &format!("{hash}.bin"))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 302, "{prism}: {}", first.text());
+    let store_url = first.header("location").unwrap().to_string();
+    let second = second.unwrap();
+    assert_eq!(second.status, 200, "{}", second.text());
+    (store_url, second.body.to_vec())
+}
+
+fn store_name_of(c: &ProcCluster, url: &str) -> String {
+    c.members
+        .iter()
+        .find(|m| url.starts_with(&format!("http://{}/", m.cfg.listen)))
+        .map(|m| m.name.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_deliver_kill_a_store_and_repair() {
+    let mut c = cluster(21);
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let bytes = random_bytes(300_000);
+    let (hash, token) = upload_and_purchase(&c, &bytes).await;
+    let on_disk = copies_on_disk(&c, &hash);
+    assert_eq!(on_disk.len(), 2, "two copies on disk: {on_disk:?}");
+
+    // Both prisms deliver the same bytes.
+    for prism in ["prism-1", "prism-2"] {
+        let (url, got) = delivered_bytes(&c, prism, &token, &hash).await;
+        assert!(got == bytes, "{prism} delivered other bytes");
+        // The store honours Range and refuses a tampered URL.
+        let r = stretchfs::client::call(
+            hyper::Method::GET,
+            &url,
+            &[("range", "bytes=10-19")],
+            stretchfs::client::empty(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 206);
+        assert_eq!(&r.body[..], &bytes[10..20]);
+        assert_eq!(r.header("etag"), Some(format!("\"{hash}\"").as_str()));
+        let tampered = url.replace("&s=", "&s=00");
+        assert_eq!(c.get(&tampered).await.unwrap().status, 403);
+    }
+
+    // kill -9 a store holding a copy: down on every node within the bound.
+    let victim = on_disk[0].clone();
+    let vi = c.index(&victim);
+    let victim_id = c.status(&victim).await.unwrap().node;
+    let killed = Instant::now();
+    c.kill(vi);
+    let cfg = c.members[vi].cfg.node_config().unwrap();
+    let bound = cfg.detection_bound().as_micros();
+    let bound = Duration::from_micros(bound as u64) + Duration::from_millis(500);
+    loop {
+        let mut all = true;
+        for (i, m) in c.members.iter().enumerate() {
+            if !c.running(i) {
+                continue;
+            }
+            let s = c.status(&m.name).await.unwrap();
+            let down = s.nodes.iter().any(|n| n.id == victim_id && n.down);
+            all &= down;
+        }
+        if all {
+            break;
+        }
+        assert!(
+            killed.elapsed() < bound,
+            "{victim} not down everywhere within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("{victim} down on every node after {:?}", killed.elapsed());
+
+    // Deliveries go to the other copy.
+    for i in 0..10 {
+        let prism = if i % 2 == 0 { "prism-1" } else { "prism-2" };
+        let (url, got) = delivered_bytes(&c, prism, &token, &hash).await;
+        assert_ne!(
+            store_name_of(&c, &url),
+            victim,
+            "delivered from the killed store"
+        );
+        assert!(got == bytes);
+    }
+
+    // Repair restores two live copies (after the repair grace).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let live: Vec<String> = copies_on_disk(&c, &hash)
+            .into_iter()
+            .filter(|n| *n != victim)
+            .collect();
+        let s = c.status("authority").await.unwrap();
+        if live.len() == 2 && s.content.under_replicated == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired: live copies {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prism_restarted_empty_waits_until_synced_and_never_answers_a_false_404() {
+    let mut c = cluster(22);
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let mut bought = Vec::new();
+    for _ in 0..5 {
+        let bytes = random_bytes(1000);
+        bought.push(upload_and_purchase(&c, &bytes).await);
+    }
+    let pi = c.index("prism-2");
+    c.kill(pi);
+    c.wipe(pi);
+    c.spawn(pi);
+    let url = c.url("prism-2");
+    let mut not_ready = 0;
+    let mut delivered = 0;
+    let start = Instant::now();
+    while delivered < 50 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "prism-2 never delivered"
+        );
+        for (hash, token) in &bought {
+            // Readiness only goes from "no" to "yes" here: a prism that
+            // said ready must deliver.
+            let said_ready = match c.get(&format!("{url}/readyz")).await {
+                Ok(r) => r.status == 200,
+                Err(_) => continue, // Not listening yet.
+            };
+            let r = c.get(&format!("{url}/p/{token}/{hash}.bin")).await.unwrap();
+            match r.status {
+                302 => delivered += 1,
+                503 => {
+                    let e = r.json().unwrap();
+                    assert_eq!(e["error"]["code"], "not_ready", "{e}");
+                    assert!(!said_ready, "not ready after /readyz said ready");
+                    not_ready += 1;
+                }
+                other => panic!("restarted prism answered {other}: {}", r.text()),
+            }
+        }
+    }
+    println!("restarted prism: {not_ready} not-ready answers, then {delivered} deliveries");
+    assert_eq!(c.get(&format!("{url}/readyz")).await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authority_killed_deliveries_continue_purchases_refused_then_state_intact() {
+    let mut c = cluster(23);
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let bytes = random_bytes(5000);
+    let (hash, token) = upload_and_purchase(&c, &bytes).await;
+    let before = c.status("authority").await.unwrap();
+
+    let ai = c.index("authority");
+    c.kill(ai);
+    for prism in ["prism-1", "prism-2"] {
+        let (_, got) = delivered_bytes(&c, prism, &token, &hash).await;
+        assert!(
+            got == bytes,
+            "delivery through {prism} with the authority down"
+        );
+    }
+    let r = c.purchase("prism-2", &hash, "bin", "1h").await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    let e = r.json().unwrap();
+    assert_eq!(e["error"]["code"], "unavailable", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("authority"),
+        "{e}"
+    );
+
+    c.spawn(ai);
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let after = c.status("authority").await.unwrap();
+    assert_eq!(after.cluster, before.cluster);
+    assert!(after.feed_seq >= before.feed_seq);
+    assert_eq!(after.purchases, before.purchases);
+    assert_eq!(after.content.items, before.content.items);
+    let r = c
+        .get(&format!("{}/v1/purchases/{token}", c.url("prism-1")))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // New purchases work again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.purchase("prism-2", &hash, "bin", "1h").await.unwrap();
+        if r.status == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "purchases still refused: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_a_wrong_secret_or_cluster_are_refused_and_logged() {
+    use std::sync::Arc;
+    use stretchfs_core::{ClusterId, Envelope, Message, NodeId, PROTOCOL_VERSION};
+    use stretchfs_transport_http::{HttpClient, SendError, Signer};
+
+    let c = cluster(24);
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let authority = c.members[c.index("authority")].cfg.listen;
+    let cluster = ClusterId(u128::from_str_radix(&c.secrets.cluster_id, 16).unwrap());
+    let env = |cluster| Envelope {
+        version: PROTOCOL_VERSION,
+        cluster,
+        from: NodeId(99),
+        from_addr: "127.0.0.1:9".parse().unwrap(),
+        msg: Message::Ping { probe: 1 },
+    };
+    let send = |secret: &str, signed_for: ClusterId, inside: ClusterId| {
+        let signer = Arc::new(Signer::new(signed_for, secret.as_bytes(), 30));
+        let client = HttpClient::new(signer, Duration::from_secs(2));
+        async move { client.post_message(authority, &env(inside)).await }
+    };
+    let right = c.secrets.cluster_secret.clone();
+    // The right secret and cluster pass (the control).
+    send(&right, cluster, cluster).await.unwrap();
+    match send("not-the-cluster-secret", cluster, cluster).await {
+        Err(SendError::Status(401, why)) => assert!(why.contains("signature"), "{why}"),
+        other => panic!("wrong secret: {other:?}"),
+    }
+    match send(&right, ClusterId(cluster.0 ^ 1), cluster).await {
+        Err(SendError::Status(403, why)) => assert!(why.contains("cluster"), "{why}"),
+        other => panic!("wrong cluster: {other:?}"),
+    }
+    match send(&right, cluster, ClusterId(cluster.0 ^ 1)).await {
+        Err(SendError::Status(403, _)) => {}
+        other => panic!("foreign envelope: {other:?}"),
+    }
+    let unsigned = stretchfs::client::call(
+        hyper::Method::POST,
+        &format!("http://{authority}/internal/v1/message"),
+        &[],
+        stretchfs::client::full(stretchfs_core::codec::encode(&env(cluster))),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unsigned.status, 401);
+    // The public API wants the key for writes.
+    let r = stretchfs::client::call(
+        hyper::Method::PUT,
+        &format!("{}/v1/content?ext=txt", c.url("prism-1")),
+        &[("authorization", "Bearer wrong")],
+        stretchfs::client::full("x"),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json().unwrap()["error"]["code"], "unauthorized");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = std::fs::read_to_string(c.log_path("authority")).unwrap();
+    assert!(log.contains("refused a node message"), "no log line");
+    assert!(
+        log.contains("signature does not match"),
+        "log does not say why"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_mismatch_is_refused_and_nothing_is_kept() {
+    let c = cluster(25);
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let wrong = sha1_hex(b"something else");
+    let url = format!("{}/v1/content?ext=txt&hash={wrong}", c.url("prism-1"));
+    let auth = format!("Bearer {}", c.secrets.api_key);
+    let r = stretchfs::client::call(
+        hyper::Method::PUT,
+        &url,
+        &[("authorization", &auth)],
+        stretchfs::client::full("the bytes"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json().unwrap()["error"]["code"], "hash_mismatch");
+    assert!(copies_on_disk(&c, &sha1_hex(b"the bytes")).is_empty());
+    let r = c
+        .get(&format!("{}/v1/content/{wrong}", c.url("prism-1")))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_the_cluster_cleanly() {
+    let mut c = cluster(26);
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let si = c.index("store-3");
+    let id = c.status("store-3").await.unwrap().node;
+    let status = c.terminate(si).expect("was running");
+    assert!(status.success(), "exit status {status:?}");
+    // It said it was leaving: marked down at once, not after the probes'
+    // detection bound.
+    let exited = Instant::now();
+    loop {
+        let s = c.status("authority").await.unwrap();
+        if s.nodes.iter().any(|n| n.id == id && n.down) {
+            break;
+        }
+        assert!(
+            exited.elapsed() < Duration::from_millis(300),
+            "store-3 not marked down right after leaving"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
