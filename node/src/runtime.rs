@@ -35,17 +35,15 @@ pub const CONTENT_PATH: &str = "/internal/v1/content";
 /// Core's clock starts here so no deadline sits at zero.
 const CLOCK_OFFSET_US: u64 = 1_000_000;
 
-/// What the HTTP side asks of the driver.
+/// What the HTTP side and background work hand to the driver.
 pub enum Cmd {
     Input(Input),
-    Client {
-        request: ClientRequest,
-        reply: oneshot::Sender<ClientResponse>,
-    },
     Status(oneshot::Sender<NodeStatus>),
     /// Leave the cluster (answered once the leave is sent); the driver
     /// keeps running until it is dropped.
     Shutdown(oneshot::Sender<()>),
+    /// A metadata write failed on a request's task: stop.
+    Fatal(MetaError),
 }
 
 /// State the HTTP handlers share with the driver.
@@ -59,16 +57,15 @@ pub struct Shared {
     pub spool: Mutex<BTreeMap<ContentHash, (PathBuf, ContentMeta)>>,
     pub ready: AtomicBool,
     pub cmd: mpsc::UnboundedSender<Cmd>,
+    core: Mutex<Core>,
+    transport: HttpTransport,
+    /// Tells the driver its next deadline may have moved.
+    wake: tokio::sync::Notify,
+    /// Background work spawned from `perform` holds the node by this.
+    this: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
 
 impl Shared {
-    /// Asks core; `None` when the driver has stopped.
-    pub async fn ask(&self, request: ClientRequest) -> Option<ClientResponse> {
-        let (reply, rx) = oneshot::channel();
-        self.cmd.send(Cmd::Client { request, reply }).ok()?;
-        rx.await.ok()
-    }
-
     pub async fn status(&self) -> Option<NodeStatus> {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::Status(tx)).ok()?;
@@ -116,16 +113,76 @@ impl stretchfs_core::Rng for OsRng {
     }
 }
 
-pub struct Driver {
+/// The node and what must change with it under one lock: the driver task
+/// takes it for messages and timers (batched, one metadata transaction per
+/// batch), client requests take it directly so an answer core can give at
+/// once costs no task hop (as quinn's connections do).
+pub struct Core {
     node: Node,
     meta: Box<dyn MetadataStore>,
-    transport: HttpTransport,
-    shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Cmd>,
     start: Instant,
     next_client: u64,
     pending: BTreeMap<u64, oneshot::Sender<ClientResponse>>,
-    persist: Vec<Output>,
+}
+
+impl Core {
+    fn now(&self) -> Time {
+        Time::from_micros(self.start.elapsed().as_micros() as u64 + CLOCK_OFFSET_US)
+    }
+
+    fn instant_of(&self, t: Time) -> tokio::time::Instant {
+        let us = t.as_micros().saturating_sub(CLOCK_OFFSET_US);
+        (self.start + StdDuration::from_micros(us)).into()
+    }
+
+    fn handle(&mut self, input: Input) {
+        let (now, wall) = (self.now(), wall_now());
+        self.node.handle(now, wall, input);
+    }
+
+    /// Writes the records core asked for (one durable transaction, before
+    /// anything that follows them leaves), answers waiting clients, and
+    /// returns the rest to carry out after the lock is released. The reply
+    /// to `mine` is returned instead of being sent.
+    fn drain(
+        &mut self,
+        mine: Option<u64>,
+        rest: &mut Vec<Output>,
+    ) -> Result<Option<ClientResponse>, MetaError> {
+        let mut records = Vec::new();
+        let mut answer = None;
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Persist(r) => records.push(r),
+                Output::Reply { id, response } if Some(id) == mine => answer = Some(response),
+                other => rest.push(other),
+            }
+        }
+        if !records.is_empty() {
+            let compaction = self.node.authority().map(|a| Compaction {
+                head: a.head(),
+                state: a.state(),
+            });
+            let meta = &mut self.meta;
+            tokio::task::block_in_place(|| meta.write(&records, compaction))?;
+        }
+        // Replies go out only now, after the records they may depend on.
+        rest.retain_mut(|o| match o {
+            Output::Reply { id, response } => {
+                if let Some(tx) = self.pending.remove(id) {
+                    let _ = tx.send(response.clone());
+                }
+                false
+            }
+            _ => true,
+        });
+        Ok(answer)
+    }
+}
+
+pub struct Driver {
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Cmd>,
 }
 
 fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -144,7 +201,6 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
     let cluster = cfg.cluster().map_err(StartError::Config)?;
     let signer = Arc::new(Signer::new(cluster, cfg.cluster_secret.as_bytes(), 30));
     let client = Arc::new(HttpClient::new(signer.clone(), StdDuration::from_secs(2)));
-    let start = Instant::now();
     let rng: rand::rngs::StdRng = rand::SeedableRng::from_os_rng();
     let node = Node::new(
         node_cfg,
@@ -153,6 +209,13 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         Time::from_micros(CLOCK_OFFSET_US),
     )
     .map_err(StartError::Core)?;
+    let core = Core {
+        node,
+        meta: Box::new(meta),
+        start: Instant::now(),
+        next_client: 0,
+        pending: BTreeMap::new(),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         cfg,
@@ -163,17 +226,15 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         spool: Mutex::new(BTreeMap::new()),
         ready: AtomicBool::new(false),
         cmd: tx,
-    });
-    let driver = Driver {
-        node,
-        meta: Box::new(meta),
+        core: Mutex::new(core),
         transport: HttpTransport::new(client),
+        wake: tokio::sync::Notify::new(),
+        this: std::sync::OnceLock::new(),
+    });
+    let _ = shared.this.set(Arc::downgrade(&shared));
+    let driver = Driver {
         shared: shared.clone(),
         rx,
-        start,
-        next_client: 0,
-        pending: BTreeMap::new(),
-        persist: Vec::new(),
     };
     Ok((driver, shared))
 }
@@ -186,191 +247,197 @@ fn wall_now() -> WallTime {
 }
 
 impl Driver {
-    fn now(&self) -> Time {
-        Time::from_micros(self.start.elapsed().as_micros() as u64 + CLOCK_OFFSET_US)
-    }
-
-    fn instant_of(&self, t: Time) -> tokio::time::Instant {
-        let us = t.as_micros().saturating_sub(CLOCK_OFFSET_US);
-        (self.start + StdDuration::from_micros(us)).into()
-    }
-
-    fn handle(&mut self, input: Input) {
-        let (now, wall) = (self.now(), wall_now());
-        self.node.handle(now, wall, input);
-    }
-
     /// Runs until shut down. A metadata write that fails stops the node:
     /// it must not go on acknowledging what it could not keep.
     pub async fn run(mut self) -> Result<(), MetaError> {
-        self.flush()?;
+        let shared = self.shared.clone();
+        let mut rest = Vec::new();
+        shared.lock().drain(None, &mut rest)?;
+        shared.perform(&mut rest);
         loop {
-            let deadline = self
-                .node
-                .poll_timeout()
-                .map(|t| self.instant_of(t))
-                .unwrap_or_else(|| tokio::time::Instant::now() + StdDuration::from_secs(3600));
+            let deadline = {
+                let core = shared.lock();
+                core.node
+                    .poll_timeout()
+                    .map(|t| core.instant_of(t))
+                    .unwrap_or_else(|| tokio::time::Instant::now() + StdDuration::from_secs(3600))
+            };
             tokio::select! {
                 biased;
                 cmd = self.rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
-                    let mut stop = self.command(cmd);
-                    // Take what else is queued before writing and sending:
-                    // one metadata transaction for the batch.
-                    for _ in 0..256 {
-                        if stop.is_some() {
-                            break;
+                    let mut done = Vec::new();
+                    {
+                        let mut core = shared.lock();
+                        let mut cmd = Some(cmd);
+                        // Take what else is queued: one metadata transaction
+                        // for the batch.
+                        for _ in 0..256 {
+                            let Some(c) = cmd.take().or_else(|| self.rx.try_recv().ok()) else {
+                                break;
+                            };
+                            match c {
+                                Cmd::Fatal(e) => return Err(e),
+                                c => done.extend(shared.command(&mut core, c)),
+                            }
                         }
-                        match self.rx.try_recv() {
-                            Ok(cmd) => stop = self.command(cmd),
-                            Err(_) => break,
-                        }
+                        core.drain(None, &mut rest)?;
                     }
-                    self.flush()?;
-                    if let Some(done) = stop {
+                    shared.perform(&mut rest);
+                    for d in done {
                         // The leave is on its way; keep serving in-flight
                         // requests until the server has drained.
-                        let _ = done.send(());
+                        let _ = d.send(());
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.handle(Input::Tick);
-                    self.flush()?;
+                    let mut core = shared.lock();
+                    core.handle(Input::Tick);
+                    core.drain(None, &mut rest)?;
+                    drop(core);
+                    shared.perform(&mut rest);
                 }
+                // A client request moved the next deadline.
+                _ = shared.wake.notified() => {}
             }
         }
     }
+}
 
-    fn command(&mut self, cmd: Cmd) -> Option<oneshot::Sender<()>> {
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn command(&self, core: &mut Core, cmd: Cmd) -> Option<oneshot::Sender<()>> {
         match cmd {
-            Cmd::Input(input) => self.handle(input),
-            Cmd::Client { request, reply } => {
-                self.next_client += 1;
-                let id = self.next_client;
-                self.pending.insert(id, reply);
-                self.handle(Input::Client { id, request });
-            }
+            Cmd::Input(input) => core.handle(input),
             Cmd::Status(tx) => {
-                let _ = tx.send(NodeStatus::of(&self.node, &self.shared.cfg));
+                let _ = tx.send(NodeStatus::of(&core.node, &self.cfg));
             }
             Cmd::Shutdown(done) => {
-                self.handle(Input::Leave);
+                core.handle(Input::Leave);
                 return Some(done);
             }
+            Cmd::Fatal(_) => {}
         }
         None
     }
 
-    /// Carries out every output: records first (one durable transaction),
-    /// then everything that may depend on them.
-    fn flush(&mut self) -> Result<(), MetaError> {
+    /// Hands a client request to core on the caller's task; waits only if
+    /// core cannot answer at once (it asks the authority first).
+    pub async fn ask(&self, request: ClientRequest) -> Option<ClientResponse> {
         let mut rest = Vec::new();
-        while let Some(out) = self.node.poll_output() {
-            match out {
-                Output::Persist(_) => self.persist.push(out),
-                other => rest.push(other),
+        let waiting = {
+            let mut core = self.lock();
+            core.next_client += 1;
+            let id = core.next_client;
+            let before = core.node.poll_timeout();
+            core.handle(Input::Client { id, request });
+            let after = core.node.poll_timeout();
+            if after.is_some() && (before.is_none() || after < before) {
+                self.wake.notify_one();
             }
-        }
-        if !self.persist.is_empty() {
-            let records: Vec<_> = self
-                .persist
-                .drain(..)
-                .filter_map(|o| match o {
-                    Output::Persist(r) => Some(r),
-                    _ => None,
-                })
-                .collect();
-            let compaction = self.node.authority().map(|a| Compaction {
-                head: a.head(),
-                state: a.state(),
-            });
-            let meta = &mut self.meta;
-            tokio::task::block_in_place(|| meta.write(&records, compaction))?;
-        }
-        for out in rest {
-            self.perform(out);
-        }
-        Ok(())
-    }
-
-    fn perform(&mut self, out: Output) {
-        match out {
-            Output::Persist(_) => {}
-            Output::Send { to, envelope } => self.transport.send(to, envelope),
-            Output::Notice(n) => self.notice(n),
-            Output::Reply { id, response } => {
-                if let Some(tx) = self.pending.remove(&id) {
-                    let _ = tx.send(response);
+            match core.drain(Some(id), &mut rest) {
+                Ok(Some(answer)) => Ok(answer),
+                Ok(None) => {
+                    let (tx, rx) = oneshot::channel();
+                    core.pending.insert(id, tx);
+                    Err(Some(rx))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "metadata write failed; stopping");
+                    let _ = self.cmd.send(Cmd::Fatal(e));
+                    Err(None)
                 }
             }
-            Output::Transfer {
-                op,
-                hash,
-                to,
-                to_addr,
-            } => {
-                let shared = self.shared.clone();
-                tokio::spawn(async move {
-                    let result = transfer(&shared, op, hash, to_addr).await;
-                    if let Err(e) = &result {
-                        tracing::warn!(%hash, store = %to, error = %e, "transfer failed");
-                    }
-                    shared.input(Input::TransferDone {
-                        op,
-                        ok: result.is_ok(),
+        };
+        self.perform(&mut rest);
+        match waiting {
+            Ok(answer) => Some(answer),
+            Err(Some(rx)) => rx.await.ok(),
+            Err(None) => None,
+        }
+    }
+
+    /// Carries out what core asked for (outside the lock).
+    fn perform(self: &Shared, outs: &mut Vec<Output>) {
+        for out in outs.drain(..) {
+            match out {
+                Output::Persist(_) | Output::Reply { .. } => {}
+                Output::Send { to, envelope } => self.transport.clone().send(to, envelope),
+                Output::Notice(n) => self.notice(n),
+                Output::Transfer {
+                    op,
+                    hash,
+                    to,
+                    to_addr,
+                } => {
+                    let Some(shared) = self.me() else { continue };
+                    tokio::spawn(async move {
+                        let result = transfer(&shared, op, hash, to_addr).await;
+                        if let Err(e) = &result {
+                            tracing::warn!(%hash, store = %to, error = %e, "transfer failed");
+                        }
+                        shared.input(Input::TransferDone {
+                            op,
+                            ok: result.is_ok(),
+                        });
                     });
-                });
-            }
-            Output::ListContent => {
-                let shared = self.shared.clone();
-                tokio::task::spawn_blocking(move || {
-                    let items = shared.content.list();
-                    shared.input(Input::ContentListing(items));
-                });
-            }
-            Output::Scrub { hash } => {
-                let shared = self.shared.clone();
-                tokio::task::spawn_blocking(move || {
-                    let ok = shared.content.verify(&hash);
-                    if !ok {
-                        tracing::warn!(%hash, "scrub: stored copy is damaged or missing");
-                    }
-                    shared.input(Input::ScrubResult { hash, ok });
-                });
-            }
-            Output::DeleteContent { hash } => {
-                let shared = self.shared.clone();
-                tokio::task::spawn_blocking(move || shared.content.delete(&hash));
+                }
+                Output::ListContent => {
+                    let Some(shared) = self.me() else { continue };
+                    tokio::task::spawn_blocking(move || {
+                        let items = shared.content.list();
+                        shared.input(Input::ContentListing(items));
+                    });
+                }
+                Output::Scrub { hash } => {
+                    let Some(shared) = self.me() else { continue };
+                    tokio::task::spawn_blocking(move || {
+                        let ok = shared.content.verify(&hash);
+                        if !ok {
+                            tracing::warn!(%hash, "scrub: stored copy is damaged or missing");
+                        }
+                        shared.input(Input::ScrubResult { hash, ok });
+                    });
+                }
+                Output::DeleteContent { hash } => {
+                    let Some(shared) = self.me() else { continue };
+                    tokio::task::spawn_blocking(move || shared.content.delete(&hash));
+                }
             }
         }
     }
 
-    fn notice(&mut self, n: Notice) {
-        match n {
-            Notice::Joined { cluster } => {
-                tracing::info!(node = %self.node.id(), %cluster, "joined");
-            }
-            Notice::Ready => {
-                self.shared.ready.store(true, Ordering::Relaxed);
-                tracing::info!(node = %self.node.id(), "ready: snapshot taken and caught up");
-            }
+    fn me(&self) -> Option<Arc<Shared>> {
+        self.this.get().and_then(|w| w.upgrade())
+    }
+
+    fn notice(&self, n: Notice) {
+        match &n {
+            Notice::Joined { cluster } => tracing::info!(%cluster, "joined"),
+            Notice::Ready => tracing::info!("ready: snapshot taken and caught up"),
             Notice::VerdictPublished { node, down } => {
-                tracing::info!(%node, down, "verdict published");
+                tracing::info!(%node, down, "verdict published")
             }
             Notice::VerdictApplied { node, down } => {
-                tracing::debug!(%node, down, "verdict applied");
+                tracing::debug!(%node, down, "verdict applied")
             }
             Notice::Recovered => tracing::info!("authority state recovered"),
-            Notice::Dropped { from, why } => {
-                tracing::warn!(%from, ?why, "message dropped");
-            }
+            Notice::Dropped { from, why } => tracing::warn!(%from, ?why, "message dropped"),
             Notice::Suspicion { node, suspect } => tracing::debug!(%node, suspect, "suspicion"),
             Notice::VoteCast { subject, down } => tracing::debug!(%subject, down, "vote"),
         }
-        // Readiness can be lost (a new authority log): follow core.
-        self.shared
-            .ready
-            .store(self.node.is_ready(), Ordering::Relaxed);
+        // Readiness follows core (a new authority log takes it away).
+        match n {
+            Notice::Ready => self.ready.store(true, Ordering::Relaxed),
+            Notice::Joined { .. } => {
+                let ready = self.lock().node.is_ready();
+                self.ready.store(ready, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 }
 

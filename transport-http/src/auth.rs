@@ -94,7 +94,10 @@ impl fmt::Display for UrlError {
 /// Signs and verifies requests for one cluster.
 pub struct Signer {
     cluster: ClusterId,
-    key: Vec<u8>,
+    /// `cluster` as it is signed (formatted once).
+    cluster_text: String,
+    /// The MAC with the key already absorbed (cloned per signature).
+    keyed: Hmac<Sha256>,
     window_secs: i64,
     seen: Mutex<Seen>,
 }
@@ -128,9 +131,11 @@ impl SignedHeaders {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push_str(&format!("{b:02x}"));
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
 }
@@ -144,7 +149,9 @@ impl Signer {
     pub fn new(cluster: ClusterId, secret: &[u8], window_secs: i64) -> Signer {
         Signer {
             cluster,
-            key: secret.to_vec(),
+            cluster_text: cluster.to_string(),
+            keyed: <Hmac<Sha256> as Mac>::new_from_slice(secret)
+                .expect("HMAC accepts keys of any length"),
             window_secs,
             seen: Mutex::new(Seen::default()),
         }
@@ -155,9 +162,8 @@ impl Signer {
     }
 
     fn mac(&self, method: &str, path: &str, time: &str, nonce: &str, digest: &str) -> String {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .expect("HMAC accepts keys of any length");
-        for part in [method, path, time, nonce, digest, &self.cluster.to_string()] {
+        let mut m = self.keyed.clone();
+        for part in [method, path, time, nonce, digest, &self.cluster_text] {
             m.update(part.as_bytes());
             m.update(b"\n");
         }
