@@ -650,22 +650,42 @@ async fn remove_purchase(
     }
 }
 
-/// The delivery URL a store accepts for `hash.ext` until `expires`.
+/// The delivery URL a store accepts for `hash.ext` for `url_ttl_secs`.
+/// Signatures are reused for up to a second per store and content: the
+/// HMAC is most of a redirect's cost, and a URL that stays the same for
+/// a moment also caches better downstream.
 pub fn signed_url(s: &Shared, addr: std::net::SocketAddr, hash: &ContentHash, ext: &str) -> String {
+    let now = unix_secs();
+    let ttl = s.cfg.url_ttl_secs as i64;
+    {
+        let cache = s.signed_urls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((expires, cached_ext, url)) = cache.get(&(addr, *hash)) {
+            if *expires - now >= ttl - 1 && cached_ext == ext {
+                return url.clone();
+            }
+        }
+    }
     let path = format!("/c/{hash}.{ext}");
-    let expires = unix_secs() + s.cfg.url_ttl_secs as i64;
+    let expires = now + ttl;
     let sig = s.signer.sign_url(&path, expires);
-    format!("http://{addr}{path}?e={expires}&s={sig}")
+    let url = format!("http://{addr}{path}?e={expires}&s={sig}");
+    let mut cache = s.signed_urls.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 10_000 {
+        cache.clear();
+    }
+    cache.insert((addr, *hash), (expires, ext.to_string(), url.clone()));
+    url
 }
 
 async fn deliver(
     State(s): St,
     Path((token, _filename)): Path<(String, String)>,
-    headers: HeaderMap,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
     require_prism(&s)?;
     let token = parse_token(&token)?;
-    let referrer = header_str(&headers, "referer").map(str::to_string);
+    let headers = req.headers();
+    let referrer = header_str(headers, "referer").map(str::to_string);
     let (addr, hash, ext) = match ask(&s, ClientRequest::Deliver { token, referrer }).await? {
         ClientResponse::Deliver {
             addr, hash, ext, ..
@@ -676,7 +696,7 @@ async fn deliver(
     if !s.cfg.proxy {
         return Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response());
     }
-    proxy(&headers, &url).await
+    proxy(headers, &url).await
 }
 
 /// Proxy mode: the prism fetches from the store and streams the bytes.

@@ -46,6 +46,9 @@ pub enum Cmd {
     Fatal(MetaError),
 }
 
+/// Signed delivery URLs by (store, content): (expiry, extension, URL).
+pub type SignedUrls = BTreeMap<(std::net::SocketAddr, ContentHash), (i64, String, String)>;
+
 /// State the HTTP handlers share with the driver.
 pub struct Shared {
     pub cfg: FileConfig,
@@ -57,6 +60,8 @@ pub struct Shared {
     pub spool: Mutex<BTreeMap<ContentHash, (PathBuf, ContentMeta)>>,
     pub ready: AtomicBool,
     pub cmd: mpsc::UnboundedSender<Cmd>,
+    /// Prism: recently signed delivery URLs, by store and content.
+    pub signed_urls: Mutex<SignedUrls>,
     core: Mutex<Core>,
     transport: HttpTransport,
     /// Tells the driver its next deadline may have moved.
@@ -226,6 +231,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         spool: Mutex::new(BTreeMap::new()),
         ready: AtomicBool::new(false),
         cmd: tx,
+        signed_urls: Mutex::new(BTreeMap::new()),
         core: Mutex::new(core),
         transport: HttpTransport::new(client),
         wake: tokio::sync::Notify::new(),
