@@ -21,11 +21,23 @@ const T: Duration = Duration::from_secs(30);
 
 impl ProcCluster {
     /// The dev layout on `ip` (e.g. 127.0.0.7) from `port`, every node its
-    /// own process; `proxy` switches the prisms to proxy mode.
+    /// own process.
     pub fn start(bin: &Path, dir: &Path, ip: &str, port: u16) -> ProcCluster {
+        ProcCluster::start_with(bin, dir, ip, port, |_| {})
+    }
+
+    /// `start`, with each member's configuration adjusted by `adjust`.
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        ip: &str,
+        port: u16,
+        adjust: impl Fn(&mut Member),
+    ) -> ProcCluster {
         let _ = std::fs::remove_dir_all(dir);
         let secrets = DevSecrets::generate();
-        let members = layout(dir, ip, port, &secrets);
+        let mut members = layout(dir, ip, port, &secrets);
+        members.iter_mut().for_each(adjust);
         let n = members.len();
         let mut c = ProcCluster {
             dir: dir.to_path_buf(),

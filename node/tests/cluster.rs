@@ -399,3 +399,40 @@ async fn sigterm_leaves_the_cluster_cleanly() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_prism_streams_the_bytes_itself() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("stretchfs-it-27-{}", std::process::id()));
+    let c = ProcCluster::start_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_stretchfs")),
+        &dir,
+        "127.0.0.27",
+        7400,
+        |m| m.cfg.proxy = m.name == "prism-2",
+    );
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let bytes = random_bytes(70_000);
+    let (hash, token) = upload_and_purchase(&c, &bytes).await;
+    let url = format!("{}/p/{token}/{hash}.bin", c.url("prism-2"));
+    let r = c.get(&url).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body[..] == bytes[..]);
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    let r = stretchfs::client::call(
+        hyper::Method::GET,
+        &url,
+        &[("range", "bytes=-5")],
+        stretchfs::client::empty(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 206);
+    assert_eq!(&r.body[..], &bytes[bytes.len() - 5..]);
+    // The other prism still redirects.
+    let (first, _) = c
+        .deliver("prism-1", &token, &format!("{hash}.bin"))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 302);
+}
