@@ -7,14 +7,31 @@ use stretchfs::local_cluster::ProcCluster;
 use stretchfs_core::hash::{ContentHash, HashKind};
 
 fn cluster(ip_last: u8) -> ProcCluster {
+    cluster_with(ip_last, |_| {})
+}
+
+fn cluster_with(ip_last: u8, adjust: impl Fn(&mut stretchfs::dev::Member)) -> ProcCluster {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("stretchfs-it-{ip_last}-{}", std::process::id()));
-    ProcCluster::start(
+    ProcCluster::start_with(
         std::path::Path::new(env!("CARGO_BIN_EXE_stretchfs")),
         &dir,
         &format!("127.0.0.{ip_last}"),
         7400,
+        adjust,
     )
+}
+
+async fn get_range(url: &str, range: &str) -> stretchfs::client::Reply {
+    stretchfs::client::call(
+        hyper::Method::GET,
+        url,
+        &[("range", range)],
+        stretchfs::client::empty(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -101,15 +118,7 @@ async fn upload_deliver_kill_a_store_and_repair() {
         let (url, got) = delivered_bytes(&c, prism, &token, &hash).await;
         assert!(got == bytes, "{prism} delivered other bytes");
         // The store honours Range and refuses a tampered URL.
-        let r = stretchfs::client::call(
-            hyper::Method::GET,
-            &url,
-            &[("range", "bytes=10-19")],
-            stretchfs::client::empty(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let r = get_range(&url, "bytes=10-19").await;
         assert_eq!(r.status, 206);
         assert_eq!(&r.body[..], &bytes[10..20]);
         assert_eq!(r.header("etag"), Some(format!("\"{hash}\"").as_str()));
@@ -402,14 +411,7 @@ async fn sigterm_leaves_the_cluster_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_prism_streams_the_bytes_itself() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("stretchfs-it-27-{}", std::process::id()));
-    let c = ProcCluster::start_with(
-        std::path::Path::new(env!("CARGO_BIN_EXE_stretchfs")),
-        &dir,
-        "127.0.0.27",
-        7400,
-        |m| m.cfg.proxy = m.name == "prism-2",
-    );
+    let c = cluster_with(27, |m| m.cfg.proxy = m.name == "prism-2");
     c.wait_ready(Duration::from_secs(20)).await.unwrap();
     let bytes = random_bytes(70_000);
     let (hash, token) = upload_and_purchase(&c, &bytes).await;
@@ -418,15 +420,7 @@ async fn a_proxy_prism_streams_the_bytes_itself() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.body[..] == bytes[..]);
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
-    let r = stretchfs::client::call(
-        hyper::Method::GET,
-        &url,
-        &[("range", "bytes=-5")],
-        stretchfs::client::empty(),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let r = get_range(&url, "bytes=-5").await;
     assert_eq!(r.status, 206);
     assert_eq!(&r.body[..], &bytes[bytes.len() - 5..]);
     // The other prism still redirects.

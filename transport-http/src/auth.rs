@@ -119,6 +119,14 @@ pub struct SignedHeaders {
 }
 
 impl SignedHeaders {
+    /// One header's value, by name (what a receiver's lookup does).
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.pairs()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    }
+
     pub fn pairs(&self) -> [(&'static str, &str); 5] {
         [
             (H_CLUSTER, &self.cluster),
@@ -281,12 +289,7 @@ mod tests {
     }
 
     fn lookup(h: &SignedHeaders) -> impl Fn(&str) -> Option<String> + '_ {
-        move |name| {
-            h.pairs()
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_string())
-        }
+        move |name| h.get(name)
     }
 
     #[test]

@@ -82,21 +82,11 @@ mod tests {
         let s = Signer::new(ClusterId(5), b"k", 30);
         let body = codec::encode(&env(ClusterId(5)));
         let h = s.sign("POST", MESSAGE_PATH, 100, 1, &auth::body_digest(&body));
-        let lookup = |n: &str| {
-            h.pairs()
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        };
+        let lookup = |n: &str| h.get(n);
         assert_eq!(open_message(&s, lookup, &body, 100), Ok(env(ClusterId(5))));
         let garbage = vec![1u8, 0xff, 0xff, 0xff];
         let h = s.sign("POST", MESSAGE_PATH, 100, 2, &auth::body_digest(&garbage));
-        let lookup = |n: &str| {
-            h.pairs()
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        };
+        let lookup = |n: &str| h.get(n);
         let e = open_message(&s, lookup, &garbage, 100).unwrap_err();
         assert_eq!(e.status(), 400);
     }
@@ -106,12 +96,7 @@ mod tests {
         let s = Signer::new(ClusterId(5), b"k", 30);
         let body = codec::encode(&env(ClusterId(6)));
         let h = s.sign("POST", MESSAGE_PATH, 100, 1, &auth::body_digest(&body));
-        let lookup = |n: &str| {
-            h.pairs()
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        };
+        let lookup = |n: &str| h.get(n);
         assert_eq!(
             open_message(&s, lookup, &body, 100),
             Err(Refused::EnvelopeCluster)
