@@ -681,22 +681,42 @@ async fn deliver(
     State(s): St,
     Path((token, _filename)): Path<(String, String)>,
     req: axum::extract::Request,
-) -> ApiResult<Response> {
-    require_prism(&s)?;
-    let token = parse_token(&token)?;
-    let headers = req.headers();
-    let referrer = header_str(headers, "referer").map(str::to_string);
-    let (addr, hash, ext) = match ask(&s, ClientRequest::Deliver { token, referrer }).await? {
-        ClientResponse::Deliver {
-            addr, hash, ext, ..
-        } => (addr, hash, ext),
-        other => return Err(unexpected(other)),
-    };
-    let url = signed_url(&s, addr, &hash, &ext);
-    if !s.cfg.proxy {
-        return Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response());
+) -> Response {
+    deliver_token(&s, &token, req.headers()).await
+}
+
+/// `GET /p/{token}/{filename}` without the router: the hottest path, served
+/// straight from the connection (see `server::serve`).
+pub async fn deliver_direct<B>(s: &Shared, req: &axum::http::Request<B>) -> Option<Response> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return None;
     }
-    proxy(headers, &url).await
+    let rest = req.uri().path().strip_prefix("/p/")?;
+    let (token, file) = rest.split_once('/')?;
+    if file.is_empty() || file.contains('/') {
+        return None;
+    }
+    Some(deliver_token(s, token, req.headers()).await)
+}
+
+async fn deliver_token(s: &Shared, token: &str, headers: &HeaderMap) -> Response {
+    let answer = async {
+        require_prism(s)?;
+        let token = parse_token(token)?;
+        let referrer = header_str(headers, "referer").map(str::to_string);
+        let (addr, hash, ext) = match ask(s, ClientRequest::Deliver { token, referrer }).await? {
+            ClientResponse::Deliver {
+                addr, hash, ext, ..
+            } => (addr, hash, ext),
+            other => return Err(unexpected(other)),
+        };
+        let url = signed_url(s, addr, &hash, &ext);
+        if !s.cfg.proxy {
+            return Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response());
+        }
+        proxy(headers, &url).await
+    };
+    answer.await.unwrap_or_else(|e| e.into_response())
 }
 
 /// Proxy mode: the prism fetches from the store and streams the bytes.

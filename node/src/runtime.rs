@@ -169,7 +169,15 @@ impl Core {
                 state: a.state(),
             });
             let meta = &mut self.meta;
-            tokio::task::block_in_place(|| meta.write(&records, compaction))?;
+            // Off the async worker where the runtime allows it; the HTTP
+            // threads' single-threaded runtimes just block briefly.
+            let multi = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if multi {
+                tokio::task::block_in_place(|| meta.write(&records, compaction))?;
+            } else {
+                meta.write(&records, compaction)?;
+            }
         }
         // Replies go out only now, after the records they may depend on.
         rest.retain_mut(|o| match o {
