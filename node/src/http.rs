@@ -23,8 +23,9 @@ type St = State<Arc<Shared>>;
 
 /// Core messages are small; a feed snapshot of a large cluster is not.
 const MAX_MESSAGE: usize = 512 << 20;
-/// Files up to this size are read in one go; larger ones are streamed.
-const READ_WHOLE: u64 = 8 << 20;
+/// Content streams (never buffered whole); a file that fits in one
+/// stream chunk is read in one go.
+const READ_WHOLE: u64 = 256 << 10;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()

@@ -16,7 +16,7 @@ use stretchfs_transport_http::Signer;
 
 const IP: &str = "127.0.0.31";
 const NGINX_PORT: u16 = 18080;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -194,6 +194,18 @@ async fn run() -> Result<(), String> {
         ours_g.push(wrk(&store_url, secs, 16)?);
         ng_g.push(wrk(&nginx_file, secs, 16)?);
     }
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{:.0}k", x / 1000.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("runs (req/s), interleaved:");
+    println!("  deliver redirects  {}", show(&ours_r));
+    println!("  prism /healthz     {}", show(&ceiling));
+    println!("  nginx return 302   {}", show(&ng_r));
+    println!("  1 MiB store GET    {}", show(&ours_g));
+    println!("  1 MiB nginx        {}", show(&ng_g));
     rows.push(row(
         "deliver redirects (GET /p/..., 302)",
         median(ours_r),
@@ -414,7 +426,7 @@ async fn run() -> Result<(), String> {
     println!();
     println!(
         "{:<46} {:>18} {:>18}  {:<36} {:>7}",
-        "benchmark (median of runs)", "ours", "reference", "reference is", "ratio"
+        "benchmark (median of 5 runs)", "ours", "reference", "reference is", "ratio"
     );
     for r in &rows {
         println!(
