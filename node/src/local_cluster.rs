@@ -249,5 +249,9 @@ impl Drop for ProcCluster {
         for i in 0..self.procs.len() {
             self.kill(i);
         }
+        // Kept after a failed test: the logs say what happened.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

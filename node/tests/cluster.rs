@@ -480,3 +480,29 @@ async fn a_rotten_copy_is_found_by_scrub_and_replaced() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_mix_in_one_process() {
+    // The authority is a prism too: purchases made through it are written
+    // to its database on the request's own thread.
+    let c = cluster_with(29, |m| {
+        if m.name == "authority" {
+            m.cfg.roles = vec!["authority".into(), "prism".into(), "store".into()];
+        }
+    });
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let bytes = random_bytes(3000);
+    let r = c.upload("authority", bytes.clone(), "bin").await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let hash = sha1_hex(&bytes);
+    let r = c.purchase("authority", &hash, "bin", "90s").await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json().unwrap()["token"].as_str().unwrap().to_string();
+    for prism in ["authority", "prism-2"] {
+        let (_, got) = delivered_bytes(&c, prism, &token, &hash).await;
+        assert!(got == bytes, "through {prism}");
+    }
+    let s = c.status("authority").await.unwrap();
+    let me = s.nodes.iter().find(|n| n.id == s.node).unwrap();
+    assert_eq!(me.roles, ["authority", "store", "prism"]);
+}
