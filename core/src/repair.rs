@@ -256,6 +256,19 @@ mod tests {
         Outbox::new(NodeId(100), "10.0.0.100:7000".parse().unwrap())
     }
 
+    /// A scan that is due, with no bugs injected.
+    fn tick(
+        r: &mut Repair,
+        now: Time,
+        cfg: &ContentConfig,
+        s: &ClusterState,
+        down_since: &BTreeMap<NodeId, Time>,
+        out: &mut Outbox,
+    ) -> ScanStats {
+        r.on_tick(now, cfg, &InjectedBugs::default(), s, down_since, out)
+            .expect("a scan was due")
+    }
+
     #[test]
     fn copy_on_a_store_down_past_grace_is_recloned() {
         let cfg = ContentConfig::default();
@@ -270,21 +283,10 @@ mod tests {
         let mut r = Repair::default();
         let mut out = outbox();
         // Within the grace period the copy still counts.
-        let st = r
-            .on_tick(
-                Time::from_secs(1),
-                &cfg,
-                &InjectedBugs::default(),
-                &s,
-                &down,
-                &mut out,
-            )
-            .unwrap();
+        let st = tick(&mut r, Time::from_secs(1), &cfg, &s, &down, &mut out);
         assert_eq!(st.under, 0);
         let later = Time::ZERO + cfg.repair_grace + cfg.repair_interval * 2;
-        let st = r
-            .on_tick(later, &cfg, &InjectedBugs::default(), &s, &down, &mut out)
-            .unwrap();
+        let st = tick(&mut r, later, &cfg, &s, &down, &mut out);
         assert_eq!((st.under, st.clones_started), (1, 1));
         match messages(&mut out).as_slice() {
             [Message::CloneTo(job)] => {
@@ -293,16 +295,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // One job per hash at a time.
-        let st = r
-            .on_tick(
-                later + cfg.repair_interval,
-                &cfg,
-                &InjectedBugs::default(),
-                &s,
-                &down,
-                &mut out,
-            )
-            .unwrap();
+        let st = tick(
+            &mut r,
+            later + cfg.repair_interval,
+            &cfg,
+            &s,
+            &down,
+            &mut out,
+        );
         assert_eq!(st.clones_started, 0);
     }
 
@@ -317,16 +317,7 @@ mod tests {
         });
         let mut r = Repair::default();
         let mut out = outbox();
-        let st = r
-            .on_tick(
-                Time::ZERO,
-                &cfg,
-                &InjectedBugs::default(),
-                &s,
-                &BTreeMap::new(),
-                &mut out,
-            )
-            .unwrap();
+        let st = tick(&mut r, Time::ZERO, &cfg, &s, &BTreeMap::new(), &mut out);
         assert_eq!(st.clones_started, 1);
         let target = match messages(&mut out).as_slice() {
             [Message::CloneTo(job)] => {
@@ -338,16 +329,14 @@ mod tests {
         // Not dropped before the new copy is in place: never below R.
         assert!(s.inventory[&h(1)].stores.contains(&NodeId(1)));
         store(&mut s, h(1), &[target.0]);
-        let st = r
-            .on_tick(
-                Time::ZERO + cfg.repair_interval,
-                &cfg,
-                &InjectedBugs::default(),
-                &s,
-                &BTreeMap::new(),
-                &mut out,
-            )
-            .unwrap();
+        let st = tick(
+            &mut r,
+            Time::ZERO + cfg.repair_interval,
+            &cfg,
+            &s,
+            &BTreeMap::new(),
+            &mut out,
+        );
         assert_eq!(st.drops_sent, 1);
         assert_eq!(
             messages(&mut out),
@@ -369,16 +358,7 @@ mod tests {
         }
         let mut r = Repair::default();
         let mut out = outbox();
-        let st = r
-            .on_tick(
-                Time::ZERO,
-                &cfg,
-                &InjectedBugs::default(),
-                &s,
-                &BTreeMap::new(),
-                &mut out,
-            )
-            .unwrap();
+        let st = tick(&mut r, Time::ZERO, &cfg, &s, &BTreeMap::new(), &mut out);
         assert_eq!((st.under, st.clones_started), (10, 2));
         assert_eq!(r.jobs_in_flight(), 2);
     }

@@ -11,19 +11,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 pub use stretchfs_transport_http::client::{full, Body};
 
-pub type Plain = Client<HttpConnector, http_body_util::Empty<Bytes>>;
-
-/// A shared pooled client for GETs without a body.
-pub fn plain() -> &'static Plain {
-    static CLIENT: OnceLock<Plain> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let mut c = HttpConnector::new();
-        c.set_nodelay(true);
-        Client::builder(TokioExecutor::new()).build(c)
-    })
-}
-
-fn with_body() -> &'static Client<HttpConnector, Body> {
+/// One pooled client per process.
+pub fn shared() -> &'static Client<HttpConnector, Body> {
     static CLIENT: OnceLock<Client<HttpConnector, Body>> = OnceLock::new();
     CLIENT.get_or_init(|| {
         let mut c = HttpConnector::new();
@@ -69,7 +58,7 @@ pub async fn call(
     }
     let req = req.body(body).map_err(|e| format!("{url}: {e}"))?;
     let work = async {
-        let resp = with_body()
+        let resp = shared()
             .request(req)
             .await
             .map_err(|e| format!("{url}: {e}"))?;

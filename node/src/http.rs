@@ -166,7 +166,7 @@ fn require_prism(s: &Shared) -> ApiResult<()> {
     }
 }
 
-async fn ask(s: &Shared, request: ClientRequest) -> ApiResult<ClientResponse> {
+async fn ask(s: &Arc<Shared>, request: ClientRequest) -> ApiResult<ClientResponse> {
     match s.ask(request).await {
         None => Err(ApiError::stopped()),
         Some(ClientResponse::Error(e)) => Err(e.into()),
@@ -688,7 +688,7 @@ async fn deliver(
 
 /// `GET /p/{token}/{filename}` without the router: the hottest path, served
 /// straight from the connection (see `server::serve`).
-pub async fn deliver_direct<B>(s: &Shared, req: &axum::http::Request<B>) -> Option<Response> {
+pub async fn deliver_direct<B>(s: &Arc<Shared>, req: &axum::http::Request<B>) -> Option<Response> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return None;
     }
@@ -700,7 +700,7 @@ pub async fn deliver_direct<B>(s: &Shared, req: &axum::http::Request<B>) -> Opti
     Some(deliver_token(s, token, req.headers()).await)
 }
 
-async fn deliver_token(s: &Shared, token: &str, headers: &HeaderMap) -> Response {
+async fn deliver_token(s: &Arc<Shared>, token: &str, headers: &HeaderMap) -> Response {
     let answer = async {
         require_prism(s)?;
         let token = parse_token(token)?;
@@ -729,9 +729,9 @@ async fn proxy(headers: &HeaderMap, url: &str) -> ApiResult<Response> {
         }
     }
     let req = req
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .body(crate::client::empty())
         .map_err(|e| ApiError::bad(e.to_string()))?;
-    let resp = crate::client::plain()
+    let resp = crate::client::shared()
         .request(req)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "store_unreachable", e.to_string()))?;
@@ -768,7 +768,7 @@ async fn readyz(State(s): St) -> Response {
 
 async fn status(State(s): St, headers: HeaderMap) -> ApiResult<Json<crate::status::NodeStatus>> {
     require_key(&s, &headers)?;
-    s.status().await.map(Json).ok_or_else(ApiError::stopped)
+    Ok(Json(s.status()))
 }
 
 /// A random API key or secret (32 hex digits).

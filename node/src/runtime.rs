@@ -15,7 +15,6 @@ use hyper::Method;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
 use stretchfs_core::content::ContentMeta;
@@ -38,10 +37,6 @@ const CLOCK_OFFSET_US: u64 = 1_000_000;
 /// What the HTTP side and background work hand to the driver.
 pub enum Cmd {
     Input(Input),
-    Status(oneshot::Sender<NodeStatus>),
-    /// Leave the cluster (answered once the leave is sent); the driver
-    /// keeps running until it is dropped.
-    Shutdown(oneshot::Sender<()>),
     /// A metadata write failed on a request's task: stop.
     Fatal(MetaError),
 }
@@ -58,7 +53,6 @@ pub struct Shared {
     pub content: ContentDir,
     /// Prism: uploads spooled while they are placed, by hash.
     pub spool: Mutex<BTreeMap<ContentHash, (PathBuf, ContentMeta)>>,
-    pub ready: AtomicBool,
     pub cmd: mpsc::UnboundedSender<Cmd>,
     /// Prism: recently signed delivery URLs, by store and content.
     pub signed_urls: Mutex<SignedUrls>,
@@ -66,23 +60,34 @@ pub struct Shared {
     transport: HttpTransport,
     /// Tells the driver its next deadline may have moved.
     wake: tokio::sync::Notify,
-    /// Background work spawned from `perform` holds the node by this.
-    this: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
 
 impl Shared {
-    pub async fn status(&self) -> Option<NodeStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd.send(Cmd::Status(tx)).ok()?;
-        rx.await.ok()
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus::of(&self.lock().node, &self.cfg)
     }
 
+    /// Queued for the driver, which takes inputs in batches.
     pub fn input(&self, input: Input) {
         let _ = self.cmd.send(Cmd::Input(input));
     }
 
+    /// Core's own answer: a snapshot taken and caught up with the feed.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.lock().node.is_ready()
+    }
+
+    /// Tells the authority this node is leaving; the node keeps serving
+    /// in-flight requests until it is dropped.
+    pub fn leave(self: &Arc<Self>) -> Result<(), MetaError> {
+        let mut rest = Vec::new();
+        {
+            let mut core = self.lock();
+            core.handle(Input::Leave);
+            core.drain(None, &mut rest)?;
+        }
+        self.perform(&mut rest);
+        Ok(())
     }
 }
 
@@ -237,15 +242,12 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         client: client.clone(),
         content,
         spool: Mutex::new(BTreeMap::new()),
-        ready: AtomicBool::new(false),
         cmd: tx,
         signed_urls: Mutex::new(BTreeMap::new()),
         core: Mutex::new(core),
         transport: HttpTransport::new(client),
         wake: tokio::sync::Notify::new(),
-        this: std::sync::OnceLock::new(),
     });
-    let _ = shared.this.set(Arc::downgrade(&shared));
     let driver = Driver {
         shared: shared.clone(),
         rx,
@@ -280,29 +282,21 @@ impl Driver {
                 biased;
                 cmd = self.rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
-                    let mut done = Vec::new();
                     {
                         let mut core = shared.lock();
                         let mut cmd = Some(cmd);
                         // Take what else is queued: one metadata transaction
                         // for the batch.
                         for _ in 0..256 {
-                            let Some(c) = cmd.take().or_else(|| self.rx.try_recv().ok()) else {
-                                break;
-                            };
-                            match c {
-                                Cmd::Fatal(e) => return Err(e),
-                                c => done.extend(shared.command(&mut core, c)),
+                            match cmd.take().or_else(|| self.rx.try_recv().ok()) {
+                                Some(Cmd::Input(input)) => core.handle(input),
+                                Some(Cmd::Fatal(e)) => return Err(e),
+                                None => break,
                             }
                         }
                         core.drain(None, &mut rest)?;
                     }
                     shared.perform(&mut rest);
-                    for d in done {
-                        // The leave is on its way; keep serving in-flight
-                        // requests until the server has drained.
-                        let _ = d.send(());
-                    }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let mut core = shared.lock();
@@ -323,24 +317,9 @@ impl Shared {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn command(&self, core: &mut Core, cmd: Cmd) -> Option<oneshot::Sender<()>> {
-        match cmd {
-            Cmd::Input(input) => core.handle(input),
-            Cmd::Status(tx) => {
-                let _ = tx.send(NodeStatus::of(&core.node, &self.cfg));
-            }
-            Cmd::Shutdown(done) => {
-                core.handle(Input::Leave);
-                return Some(done);
-            }
-            Cmd::Fatal(_) => {}
-        }
-        None
-    }
-
     /// Hands a client request to core on the caller's task; waits only if
     /// core cannot answer at once (it asks the authority first).
-    pub async fn ask(&self, request: ClientRequest) -> Option<ClientResponse> {
+    pub async fn ask(self: &Arc<Self>, request: ClientRequest) -> Option<ClientResponse> {
         let mut rest = Vec::new();
         let waiting = {
             let mut core = self.lock();
@@ -375,7 +354,7 @@ impl Shared {
     }
 
     /// Carries out what core asked for (outside the lock).
-    fn perform(self: &Shared, outs: &mut Vec<Output>) {
+    fn perform(self: &Arc<Self>, outs: &mut Vec<Output>) {
         for out in outs.drain(..) {
             match out {
                 Output::Persist(_) | Output::Reply { .. } => {}
@@ -387,7 +366,7 @@ impl Shared {
                     to,
                     to_addr,
                 } => {
-                    let Some(shared) = self.me() else { continue };
+                    let shared = self.clone();
                     tokio::spawn(async move {
                         let result = transfer(&shared, op, hash, to_addr).await;
                         if let Err(e) = &result {
@@ -400,14 +379,14 @@ impl Shared {
                     });
                 }
                 Output::ListContent => {
-                    let Some(shared) = self.me() else { continue };
+                    let shared = self.clone();
                     tokio::task::spawn_blocking(move || {
                         let items = shared.content.list();
                         shared.input(Input::ContentListing(items));
                     });
                 }
                 Output::Scrub { hash } => {
-                    let Some(shared) = self.me() else { continue };
+                    let shared = self.clone();
                     tokio::task::spawn_blocking(move || {
                         let ok = shared.content.verify(&hash);
                         if !ok {
@@ -417,19 +396,15 @@ impl Shared {
                     });
                 }
                 Output::DeleteContent { hash } => {
-                    let Some(shared) = self.me() else { continue };
+                    let shared = self.clone();
                     tokio::task::spawn_blocking(move || shared.content.delete(&hash));
                 }
             }
         }
     }
 
-    fn me(&self) -> Option<Arc<Shared>> {
-        self.this.get().and_then(|w| w.upgrade())
-    }
-
     fn notice(&self, n: Notice) {
-        match &n {
+        match n {
             Notice::Joined { cluster } => tracing::info!(%cluster, "joined"),
             Notice::Ready => tracing::info!("ready: snapshot taken and caught up"),
             Notice::VerdictPublished { node, down } => {
@@ -442,15 +417,6 @@ impl Shared {
             Notice::Dropped { from, why } => tracing::warn!(%from, ?why, "message dropped"),
             Notice::Suspicion { node, suspect } => tracing::debug!(%node, suspect, "suspicion"),
             Notice::VoteCast { subject, down } => tracing::debug!(%subject, down, "vote"),
-        }
-        // Readiness follows core (a new authority log takes it away).
-        match n {
-            Notice::Ready => self.ready.store(true, Ordering::Relaxed),
-            Notice::Joined { .. } => {
-                let ready = self.lock().node.is_ready();
-                self.ready.store(ready, Ordering::Relaxed);
-            }
-            _ => {}
         }
     }
 }

@@ -2,7 +2,7 @@
 //! stop (leave the cluster, finish in-flight requests, stop the driver).
 
 use crate::config::FileConfig;
-use crate::runtime::{self, Cmd, Shared, StartError};
+use crate::runtime::{self, Shared, StartError};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,9 +43,8 @@ impl Running {
     /// Leaves the cluster, lets in-flight requests finish (up to 10 s),
     /// then stops.
     pub async fn shutdown(self) {
-        let (done, left) = oneshot::channel();
-        if self.shared.cmd.send(Cmd::Shutdown(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), left).await;
+        if let Err(e) = self.shared.leave() {
+            tracing::error!(error = %e, "could not record the leave");
         }
         let _ = self.stop_server.send(());
         if tokio::time::timeout(Duration::from_secs(10), self.server)

@@ -596,23 +596,18 @@ impl Sim {
                 .map(|c| (c.bytes.clone(), c.meta.clone()))
         });
         self.open_transfers.insert((h, op));
-        let Some((bytes, meta)) = data else {
-            let fail = Event::TransferResult {
-                host: h,
-                crash_id: from_crash,
-                op,
-                ok: false,
-            };
-            self.queue.push(now + LOCAL_IO, fail);
-            return;
-        };
-        let timeout = Event::TransferResult {
+        let failed = Event::TransferResult {
             host: h,
             crash_id: from_crash,
             op,
             ok: false,
         };
-        self.queue.push(now + TRANSFER_TIMEOUT, timeout);
+        let Some((bytes, meta)) = data else {
+            self.queue.push(now + LOCAL_IO, failed);
+            return;
+        };
+        // The time-out answers unless the target's answer comes first.
+        self.queue.push(now + TRANSFER_TIMEOUT, failed);
         let Some(to) = self.world.net.host_of(to_addr) else {
             return; // Nobody there: the time-out answers.
         };
