@@ -1368,12 +1368,16 @@ async fn run(args: Args) -> i32 {
     let guard = Guard(world.clone());
     {
         let w = world.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: killing every node and removing every rule and mount");
-                w.cleanup();
-                std::process::exit(130);
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
+            eprintln!("\ninterrupted: killing every node and removing every rule and mount");
+            w.cleanup();
+            std::process::exit(130);
         });
     }
     world.with(|c| {
