@@ -529,6 +529,7 @@ mod tests {
             let k = OpKind::Upload {
                 prism: "prism-1".into(),
                 size: 10,
+                copies: vec![],
             };
             self.op(s, e, k, Outcome::Status(status), Phase::Load);
             self

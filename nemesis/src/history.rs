@@ -49,8 +49,14 @@ pub enum Phase {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpKind {
-    /// `PUT /v1/content` through `prism`; 201 acknowledges.
-    Upload { prism: String, size: u64 },
+    /// `PUT /v1/content` through `prism`; 201 acknowledges, naming the
+    /// stores that took a copy (for diagnosis only; never trusted).
+    Upload {
+        prism: String,
+        size: u64,
+        #[serde(default)]
+        copies: Vec<String>,
+    },
     /// `POST /v1/content/exists`; `present` is the answer for this hash.
     Exists { present: Option<bool> },
     /// `DELETE /v1/content/{hash}`; 200 acknowledges.

@@ -78,6 +78,8 @@ const NODES: [&str; 6] = [
     "prism-1",
     "prism-2",
 ];
+/// The largest data directory moved onto a tmpfs (memory) for a full disk.
+const MAX_TMPFS: u64 = 3 << 30;
 const ALLOWED_REF: &str = "https://www.shop.example/page";
 const REFUSED_REF: &str = "https://evil.example/";
 
@@ -266,20 +268,24 @@ impl Ctx {
         )
         .await;
         let mut o = outcome(&r);
+        let mut copies = Vec::new();
         if let Ok(r) = &r {
+            let j = r.json().unwrap_or_default();
             // An acknowledgement must name the bytes we sent.
-            if r.status == 201
-                && r.json()
-                    .ok()
-                    .and_then(|j| j["hash"].as_str().map(str::to_string))
-                    != Some(b.hash.clone())
-            {
+            if r.status == 201 && j["hash"].as_str() != Some(b.hash.as_str()) {
                 o = Outcome::NoAnswer(format!("201 without our hash: {}", r.text()));
+            }
+            if let Some(cs) = j["copies"].as_array() {
+                copies = cs
+                    .iter()
+                    .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string))
+                    .collect();
             }
         }
         let kind = OpKind::Upload {
             prism: prism.to_string(),
             size: b.size as u64,
+            copies,
         };
         self.rec
             .push(client, &b.hash, start, kind, o.clone(), phase);
@@ -911,6 +917,19 @@ async fn fault(
         Kind::DiskFull => {
             let dir = world.data_dirs[&target].clone();
             let real = dir.with_extension("real");
+            let used = du(&dir);
+            if used > MAX_TMPFS {
+                return Fault {
+                    kind: "disk_full_skipped".to_string(),
+                    target,
+                    start,
+                    end: ctx.rec.now(),
+                    detail: format!(
+                        "{} MiB of data: more than a tmpfs in memory should hold",
+                        used >> 20
+                    ),
+                };
+            }
             world.with(|c| c.kill(i));
             let used = du(&dir);
             let size = used + (3 << 20);
