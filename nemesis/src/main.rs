@@ -1360,6 +1360,17 @@ async fn run(args: Args) -> i32 {
             &m.cfg.listen.ip().to_string(),
         );
     }
+    // Another cluster on these addresses (another nemesis run, a test)
+    // would answer our clients with its own key: refuse to start.
+    for m in &cluster.members {
+        if let Err(e) = std::net::TcpListener::bind(m.cfg.listen) {
+            eprintln!(
+                "{} ({}) is taken: {e}; another cluster runs there (choose --net or --port)",
+                m.cfg.listen, m.name
+            );
+            return 2;
+        }
+    }
     let urls: BTreeMap<String, String> = cluster
         .members
         .iter()
@@ -1376,6 +1387,7 @@ async fn run(args: Args) -> i32 {
         .map(|m| (m.name.clone(), m.cfg.data_dir.clone()))
         .collect();
     let api_key = cluster.secrets.api_key.clone();
+    let api_key_check = api_key.clone();
     let world = Arc::new(World {
         cluster: Mutex::new(cluster),
         machine,
@@ -1409,6 +1421,26 @@ async fn run(args: Args) -> i32 {
         eprintln!("the cluster did not start: {e} (logs in {})", dir.display());
         drop(guard);
         return 2;
+    }
+    // Every node must be ours: it takes our API key.
+    for (name, url) in &urls {
+        let auth = format!("Bearer {api_key_check}");
+        let r = call(
+            hyper::Method::GET,
+            &format!("{url}/v1/status"),
+            &[("authorization", &auth)],
+            empty(),
+            Duration::from_secs(5),
+        )
+        .await;
+        if !matches!(&r, Ok(r) if r.status == 200) {
+            eprintln!(
+                "{name} at {url} does not take this run's API key ({}): another cluster answers there",
+                outcome(&r).label()
+            );
+            drop(guard);
+            return 2;
+        }
     }
     eprintln!(
         "cluster ready in {:.1} s on {}.1-6:{}; load for {} s with {} clients, seed {}; nemeses: {:?}",
