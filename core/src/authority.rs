@@ -16,7 +16,7 @@ use crate::feed_server::FeedServer;
 use crate::hash::ContentHash;
 use crate::ids::{ClusterId, LogId, NodeId, Zone};
 use crate::io::{Notice, Outbox};
-use crate::message::{Answer, Ask, Envelope, InventoryBatch, Lookup, Message, VoteSeq};
+use crate::message::{Answer, Ask, DropOrder, Envelope, InventoryBatch, Lookup, Message, VoteSeq};
 use crate::observers::assign_observers;
 use crate::purchase::{Token, MAX_LIFE, MIN_LIFE};
 use crate::repair::Repair;
@@ -80,6 +80,20 @@ const TOMBSTONE_BATCH: usize = 256;
 /// that never hands in its purchases cannot keep the cluster unavailable.
 const RECOVERY_MAX_WINDOWS: u32 = 12;
 
+/// A copy reported for deleted content waits this many RPC time-outs for
+/// the placement of a re-upload before it is dropped: stores report a new
+/// copy before the prism that placed it hears from every store.
+const ORPHAN_WAIT_TIMEOUTS: u32 = 3;
+
+/// Answers to changing asks are kept this long per (node, request), so a
+/// retried or duplicated ask gets the first answer instead of running
+/// again (a late duplicate of a create must not undo a revocation, nor a
+/// late delete remove a re-upload).
+const ANSWER_MEMORY: Duration = Duration::from_secs(30);
+
+/// Remembered answers, at most (the oldest are forgotten first).
+const ANSWER_MEMORY_MAX: usize = 100_000;
+
 #[derive(Debug)]
 struct Recovery {
     until: Time,
@@ -114,9 +128,17 @@ pub struct Authority {
     expiries: BTreeSet<(WallTime, Token)>,
     /// When each store went down, for repair's grace period.
     down_since: BTreeMap<NodeId, Time>,
-    /// Copies a store reported gone; a prism's older claim must not bring
-    /// them back.
-    recent_drops: BTreeMap<(ContentHash, NodeId), Time>,
+    /// Copies that are gone or going: a store reported them removed in
+    /// batch `seq`, or we told it to drop those reported up to `seq`. A
+    /// prism's claim must not bring them back; a later report of a new
+    /// copy clears the mark.
+    gone: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time)>,
+    /// Copies of deleted content reported since the delete, waiting for
+    /// the placement of a re-upload (batch, arrival, meta).
+    orphans: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time, ContentMeta)>,
+    /// Answers to changing asks, by (node, request), and their ages.
+    answered: BTreeMap<(NodeId, u64), (Time, Answer)>,
+    answered_order: std::collections::VecDeque<(Time, NodeId, u64)>,
     repair: Repair,
     now: Time,
     wall: WallTime,
@@ -150,7 +172,10 @@ impl Authority {
             recovery,
             expiries,
             down_since,
-            recent_drops: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            answered: BTreeMap::new(),
+            answered_order: std::collections::VecDeque::new(),
             repair: Repair::default(),
             now,
             wall: WallTime::default(),
@@ -207,7 +232,13 @@ impl Authority {
                 if let Some(change) = self.store.state.registry.join_change(info) {
                     self.append(change, out);
                 }
-                self.tally.rejoined(info.id);
+                if self.store.state.has_left(info.id) {
+                    let change = Change::Left {
+                        node: info.id,
+                        left: false,
+                    };
+                    self.append(change, out);
+                }
                 out.send(
                     env.from_addr,
                     Message::JoinAck {
@@ -272,22 +303,20 @@ impl Authority {
                 }
                 if self.reports.get(&env.from).is_none_or(|last| seq > last) {
                     self.reports.insert(env.from, *seq);
-                    self.apply_report(env.from, env.from_addr, *sync, adds, removes, out);
+                    self.apply_report(env.from, *seq, *sync, adds, removes, out);
                 }
                 out.send(env.from_addr, Message::InventoryAck { seq: *seq });
             }
             Message::CloneDone { job, .. } => self.repair.on_clone_done(*job),
             Message::Leaving => {
                 let node = env.from;
-                if node != self.me && self.store.state.registry.contains(node) {
-                    self.tally.left(node);
-                    if !self.store.state.is_down(node) {
-                        self.append(Change::Health { node, down: true }, out);
-                    }
+                let state = &self.store.state;
+                if node != self.me && state.registry.contains(node) && !state.has_left(node) {
+                    self.append(Change::Left { node, left: true }, out);
                 }
             }
             Message::Ask { req, ask } => {
-                let answer = self.answer(env.from, ask, out);
+                let answer = self.answer_once(env.from, *req, ask, out);
                 out.send(
                     env.from_addr,
                     Message::Answer {
@@ -308,27 +337,27 @@ impl Authority {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_report(
         &mut self,
         store: NodeId,
-        addr: std::net::SocketAddr,
+        seq: VoteSeq,
         sync: Option<LogId>,
         adds: &[(ContentHash, ContentMeta)],
         removes: &[ContentHash],
         out: &mut Outbox,
     ) {
         for (hash, meta) in adds {
+            // A copy reported after a drop or removal is a new copy.
+            self.gone.remove(&(*hash, store));
             if self.store.state.deleted.contains(hash) {
-                out.send(
-                    addr,
-                    Message::DropCopy {
-                        hash: Box::new(*hash),
-                    },
-                );
+                // Deleted, or a re-upload whose placement is on its way:
+                // decided in `drop_orphans`.
+                self.orphans
+                    .insert((*hash, store), (seq, self.now, meta.clone()));
                 continue;
             }
             if !self.holds(hash, store) {
-                self.recent_drops.remove(&(*hash, store));
                 self.append(
                     Change::ContentStored {
                         hash: *hash,
@@ -340,13 +369,69 @@ impl Authority {
             }
         }
         for hash in removes {
-            self.recent_drops.insert((*hash, store), self.now);
+            self.gone.insert((*hash, store), (seq, self.now));
+            self.orphans.remove(&(*hash, store));
             if self.holds(hash, store) {
                 self.append(Change::ContentDropped { hash: *hash, store }, out);
             }
         }
         if sync.is_some() && sync == Some(self.log_id()) && self.store.synced.insert(store) {
             out.persist(Record::Synced(store));
+        }
+    }
+
+    /// The fence for a drop order to `store`: the copies it reported so far.
+    fn report_fence(&self, store: NodeId) -> VoteSeq {
+        self.reports.get(&store).copied().unwrap_or_default()
+    }
+
+    /// Tells `store` to drop the copy of `hash` it has reported.
+    fn send_drop(&mut self, hash: ContentHash, store: NodeId, out: &mut Outbox) {
+        let upto = self.report_fence(store);
+        self.gone.insert((hash, store), (upto, self.now));
+        if let Some(info) = self.store.state.registry.get(store) {
+            out.send(
+                info.addr,
+                Message::DropCopy(Box::new(DropOrder { hash, upto })),
+            );
+        }
+    }
+
+    /// Copies of deleted content that no placement claimed in time are
+    /// dropped; those whose content was uploaded again are recorded.
+    fn drop_orphans(&mut self, out: &mut Outbox) {
+        let wait = self.cfg.content.rpc_timeout * ORPHAN_WAIT_TIMEOUTS;
+        let due: Vec<(ContentHash, NodeId)> = self
+            .orphans
+            .iter()
+            .filter(|((h, _), (_, at, _))| {
+                !self.store.state.deleted.contains(h) || self.now.since(*at) >= wait
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for (hash, store) in due {
+            let Some((_, _, meta)) = self.orphans.remove(&(hash, store)) else {
+                continue;
+            };
+            if self.store.state.deleted.contains(&hash) {
+                self.send_drop(hash, store, out);
+            } else {
+                self.adopt(hash, store, meta, out);
+            }
+        }
+    }
+
+    /// Records a copy reported while its content was deleted, now that it
+    /// was uploaded again (the same bytes: content is addressed by hash).
+    fn adopt(&mut self, hash: ContentHash, store: NodeId, meta: ContentMeta, out: &mut Outbox) {
+        let is_store = self
+            .store
+            .state
+            .registry
+            .get(store)
+            .is_some_and(|i| i.roles.store);
+        if is_store && !self.holds(&hash, store) && !self.gone.contains_key(&(hash, store)) {
+            self.append(Change::ContentStored { hash, store, meta }, out);
         }
     }
 
@@ -358,6 +443,16 @@ impl Authority {
             .is_some_and(|r| r.stores.contains(&store))
     }
 
+    /// Revoked, and the purchase would not have expired yet (expired
+    /// tombstones are pruned in batches, so they may linger).
+    fn revoked_until_expiry(&self, token: &Token) -> bool {
+        self.store
+            .state
+            .revoked
+            .get(token)
+            .is_some_and(|e| *e > self.wall)
+    }
+
     fn lookup<T>(&self, found: Option<T>) -> Lookup<T> {
         match found {
             Some(x) => Lookup::Found(x),
@@ -366,27 +461,50 @@ impl Authority {
         }
     }
 
+    /// Answers an ask; a changing ask seen before from the same node and
+    /// request gets the answer it got then.
+    fn answer_once(&mut self, from: NodeId, req: u64, ask: &Ask, out: &mut Outbox) -> Answer {
+        let changes = matches!(
+            ask,
+            Ask::ContentPlaced { .. }
+                | Ask::ContentDelete { .. }
+                | Ask::PurchaseCreate { .. }
+                | Ask::PurchaseRemove { .. }
+                | Ask::Drain { .. }
+        );
+        if !changes {
+            return self.answer(from, ask, out);
+        }
+        while let Some(&(at, node, r)) = self.answered_order.front() {
+            if self.now.since(at) < ANSWER_MEMORY && self.answered_order.len() < ANSWER_MEMORY_MAX
+            {
+                break;
+            }
+            self.answered_order.pop_front();
+            if self.answered.get(&(node, r)).is_some_and(|(t, _)| *t == at) {
+                self.answered.remove(&(node, r));
+            }
+        }
+        if let Some((_, answer)) = self.answered.get(&(from, req)) {
+            return answer.clone();
+        }
+        let answer = self.answer(from, ask, out);
+        // An unavailable answer is not an outcome: a retry runs again.
+        if !matches!(answer, Answer::Unavailable) {
+            self.answered.insert((from, req), (self.now, answer.clone()));
+            self.answered_order.push_back((self.now, from, req));
+        }
+        answer
+    }
+
     fn answer(&mut self, from: NodeId, ask: &Ask, out: &mut Outbox) -> Answer {
         match ask {
-            Ask::ContentPlaced { hash, meta, stores } => {
-                let state = &self.store.state;
-                let new: Vec<NodeId> = stores
-                    .iter()
-                    .copied()
-                    .filter(|s| state.registry.get(*s).is_some_and(|i| i.roles.store))
-                    .filter(|s| !self.recent_drops.contains_key(&(*hash, *s)))
-                    .filter(|s| !self.holds(hash, *s))
-                    .collect();
-                for store in new {
-                    let change = Change::ContentStored {
-                        hash: *hash,
-                        store,
-                        meta: meta.clone(),
-                    };
-                    self.append(change, out);
-                }
-                Answer::Done
-            }
+            Ask::ContentPlaced {
+                hash,
+                meta,
+                stores,
+                transferred,
+            } => self.placed(*hash, meta, stores, *transferred, out),
             Ask::ContentLookup { hash } => {
                 Answer::Content(self.lookup(self.store.state.inventory.get(hash).cloned()))
             }
@@ -402,21 +520,26 @@ impl Authority {
                 }
             }
             Ask::ContentDelete { hash } => {
-                let state = &self.store.state;
-                let holders: Vec<std::net::SocketAddr> = state
+                let holders: Vec<NodeId> = self
+                    .store
+                    .state
                     .inventory
                     .get(hash)
                     .into_iter()
-                    .flat_map(|r| r.stores.iter())
-                    .filter_map(|s| state.registry.get(*s).map(|i| i.addr))
+                    .flat_map(|r| r.stores.iter().copied())
                     .collect();
-                for addr in holders {
-                    out.send(
-                        addr,
-                        Message::DropCopy {
-                            hash: Box::new(*hash),
-                        },
-                    );
+                for store in holders {
+                    self.send_drop(*hash, store, out);
+                }
+                // Copies reported since an earlier delete go too.
+                let orphans: Vec<NodeId> = self
+                    .orphans
+                    .range((*hash, NodeId(0))..=(*hash, NodeId(u64::MAX)))
+                    .map(|((_, s), _)| *s)
+                    .collect();
+                for store in orphans {
+                    self.orphans.remove(&(*hash, store));
+                    self.send_drop(*hash, store, out);
                 }
                 if !self.store.state.deleted.contains(hash) {
                     self.append(Change::ContentDeleted { hash: *hash }, out);
@@ -428,6 +551,10 @@ impl Authority {
                     return Answer::Refused(format!(
                         "life must be between {MIN_LIFE:?} and {MAX_LIFE:?}"
                     ));
+                }
+                if self.revoked_until_expiry(&purchase.token) {
+                    // A late retry of a create the client has since revoked.
+                    return Answer::Refused("purchase was revoked".into());
                 }
                 if let Some(existing) = self.store.state.purchases.get(&purchase.token) {
                     // A retried create: same answer. Anything else is a clash.
@@ -448,6 +575,10 @@ impl Authority {
             Ask::PurchaseRemove { token } => {
                 if self.store.state.purchases.contains_key(token) {
                     self.append(Change::PurchaseRemoved { token: *token }, out);
+                    Answer::Removed(true)
+                } else if self.revoked_until_expiry(token) {
+                    // Revoked already (by this request's lost first answer,
+                    // or by another): revoking is idempotent.
                     Answer::Removed(true)
                 } else if self.recovery.is_some() {
                     Answer::Unavailable
@@ -485,9 +616,19 @@ impl Authority {
                         }
                     }
                 }
-                for (token, _) in revoked {
+                for (token, expires) in revoked {
                     if self.store.state.purchases.contains_key(token) {
                         self.append(Change::PurchaseRemoved { token: *token }, out);
+                    } else if !self.store.state.revoked.contains_key(token)
+                        && *expires > self.wall
+                    {
+                        // A revocation handed back before the purchase is:
+                        // the tombstone keeps a later hand-back out.
+                        let change = Change::Revoked {
+                            token: *token,
+                            expires: *expires,
+                        };
+                        self.append(change, out);
                     }
                 }
                 for p in purchases {
@@ -507,6 +648,54 @@ impl Authority {
         }
     }
 
+    /// A prism placed `hash` on `stores` (or, `transferred` false, found it
+    /// placed there in its replica). Records the copies that can count and
+    /// answers which. A copy that is gone or going never counts, and a
+    /// claim read from a replica counts only where the inventory agrees.
+    fn placed(
+        &mut self,
+        hash: ContentHash,
+        meta: &ContentMeta,
+        stores: &[NodeId],
+        transferred: bool,
+        out: &mut Outbox,
+    ) -> Answer {
+        let state = &self.store.state;
+        let accepted: Vec<NodeId> = stores
+            .iter()
+            .copied()
+            .filter(|s| state.registry.get(*s).is_some_and(|i| i.roles.store))
+            .filter(|s| !self.gone.contains_key(&(hash, *s)))
+            .filter(|s| transferred || self.holds(&hash, *s))
+            .collect();
+        if !transferred {
+            return Answer::Placed(accepted);
+        }
+        for store in &accepted {
+            if !self.holds(&hash, *store) {
+                let change = Change::ContentStored {
+                    hash,
+                    store: *store,
+                    meta: meta.clone(),
+                };
+                self.append(change, out);
+            }
+        }
+        // Uploaded again: copies reported while it was deleted count too.
+        if !accepted.is_empty() {
+            let orphans: Vec<(NodeId, ContentMeta)> = self
+                .orphans
+                .range((hash, NodeId(0))..=(hash, NodeId(u64::MAX)))
+                .map(|((_, s), (_, _, m))| (*s, m.clone()))
+                .collect();
+            for (store, meta) in orphans {
+                self.orphans.remove(&(hash, store));
+                self.adopt(hash, store, meta, out);
+            }
+        }
+        Answer::Placed(accepted)
+    }
+
     fn append(&mut self, change: Change, out: &mut Outbox) {
         let now = self.now;
         let membership_before = self.store.state.registry.membership_version();
@@ -520,6 +709,12 @@ impl Authority {
                     self.down_since.insert(*node, now);
                 } else {
                     self.down_since.remove(node);
+                }
+            }
+            Change::Left { node, left: true } => {
+                out.notice(Notice::Left { node: *node });
+                if !self.store.state.is_down(*node) {
+                    self.down_since.insert(*node, now);
                 }
             }
             Change::PurchaseCreated(p) => {
@@ -657,8 +852,9 @@ impl Authority {
         self.settle(out);
         self.prune_purchases(out);
         let keep = self.cfg.content.clone_timeout * 6;
-        self.recent_drops.retain(|_, t| now.since(*t) < keep);
-        self.repair.on_tick(
+        self.gone.retain(|_, (_, t)| now.since(*t) < keep);
+        self.drop_orphans(out);
+        let scan = self.repair.on_tick(
             now,
             &self.cfg.content,
             &self.cfg.bugs,
@@ -666,6 +862,9 @@ impl Authority {
             &self.down_since,
             out,
         );
+        for (hash, store) in scan.map(|s| s.drops).unwrap_or_default() {
+            self.send_drop(hash, store, out);
+        }
         self.check_recovery(out);
         self.feed.flush(now, &self.cfg.feed, &self.store.log, out);
     }
@@ -709,6 +908,8 @@ mod purchase_model {
     use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
     const GRACE: u64 = 10;
+    /// When the purchases of handed-back revocations would have expired.
+    const REVOKED_HANDBACK_EXPIRY: u64 = 100;
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -790,6 +991,9 @@ mod purchase_model {
         fn apply(mut m: Model, op: &Op) -> Model {
             m.answer = None;
             match op {
+                Op::Create { t, .. } if m.revoked.contains_key(t) => {
+                    m.answer = Some(Answer::Refused("purchase was revoked".into()));
+                }
                 Op::Create { t, h, life } => {
                     m.answer = Some(match m.purchases.get(t) {
                         Some((eh, exp)) if eh == h => {
@@ -808,7 +1012,8 @@ mod purchase_model {
                     if let Some((_, exp)) = removed {
                         m.revoked.insert(*t, exp);
                     }
-                    m.answer = Some(Answer::Removed(removed.is_some()));
+                    let was_revoked = removed.is_some() || m.revoked.contains_key(t);
+                    m.answer = Some(Answer::Removed(was_revoked));
                 }
                 Op::Lookup { t } => {
                     m.answer = Some(Answer::Purchase(match m.purchases.get(t) {
@@ -821,6 +1026,13 @@ mod purchase_model {
                     for t in revoked {
                         if let Some((_, exp)) = m.purchases.remove(t) {
                             m.revoked.insert(*t, exp);
+                        } else if !m.revoked.contains_key(t) {
+                            // Handed back revoked before the purchase: the
+                            // tombstone lasts as long as the hand-back says.
+                            let exp = REVOKED_HANDBACK_EXPIRY;
+                            if exp > m.wall {
+                                m.revoked.insert(*t, exp);
+                            }
                         }
                     }
                     for (t, h, offset) in items {
@@ -850,6 +1062,9 @@ mod purchase_model {
     }
 
     fn ask(a: &mut Authority, now: u64, ask: Ask) -> Answer {
+        // Every call is a new request (same id: the remembered answer).
+        static REQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let req = REQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
         let env = Envelope {
             version: PROTOCOL_VERSION,
@@ -857,7 +1072,7 @@ mod purchase_model {
             from: NodeId(2),
             from_addr: "10.0.0.2:7000".parse().unwrap(),
             msg: Message::Ask {
-                req: 1,
+                req,
                 ask: Box::new(ask),
             },
         };
@@ -933,7 +1148,7 @@ mod purchase_model {
                         .collect();
                     let revoked = revoked
                         .iter()
-                        .map(|t| (Token(u128::from(*t)), wall(0)))
+                        .map(|t| (Token(u128::from(*t)), wall(REVOKED_HANDBACK_EXPIRY)))
                         .collect();
                     Some(ask(
                         a,
