@@ -39,6 +39,12 @@ pub struct AuthorityStore {
     pub synced: BTreeSet<NodeId>,
     /// During recovery: nodes the lost state knew, as the nodes reported.
     pub expected: BTreeSet<NodeId>,
+    /// The last inventory report applied per store.
+    pub reports: BTreeMap<NodeId, VoteSeq>,
+    /// Copies of deleted content reported and not yet claimed or dropped.
+    pub orphans: BTreeMap<(ContentHash, NodeId), ContentMeta>,
+    /// Drop orders not yet answered, with their fences.
+    pub drops_pending: BTreeMap<(ContentHash, NodeId), VoteSeq>,
 }
 
 impl AuthorityStore {
@@ -51,6 +57,9 @@ impl AuthorityStore {
             restored: BTreeSet::new(),
             synced: BTreeSet::new(),
             expected: BTreeSet::new(),
+            reports: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            drops_pending: BTreeMap::new(),
         }
     }
 
@@ -84,6 +93,9 @@ const RECOVERY_MAX_WINDOWS: u32 = 12;
 /// the placement of a re-upload before it is dropped: stores report a new
 /// copy before the prism that placed it hears from every store.
 const ORPHAN_WAIT_TIMEOUTS: u32 = 3;
+
+/// An unanswered drop order is sent again this often.
+const DROP_RESEND: Duration = Duration::from_secs(1);
 
 /// Answers to changing asks are kept this long per (node, request), so a
 /// retried or duplicated ask gets the first answer instead of running
@@ -121,8 +133,6 @@ pub struct Authority {
     feed: FeedServer,
     observers_due: Option<Time>,
     last_assignment: Option<Time>,
-    /// Last inventory report applied per store.
-    reports: BTreeMap<NodeId, VoteSeq>,
     recovery: Option<Recovery>,
     /// Purchase expiries, earliest first, for pruning.
     expiries: BTreeSet<(WallTime, Token)>,
@@ -133,6 +143,11 @@ pub struct Authority {
     /// prism's claim must not bring them back; a later report of a new
     /// copy clears the mark.
     gone: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time)>,
+    /// Drop orders not yet answered by the store's report of the removal
+    /// (or of a newer copy, which the order does not cover): resent while
+    /// the store is up, since an order lost on the way would leave a copy
+    /// nobody lists.
+    drops_pending: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time)>,
     /// Copies of deleted content reported since the delete, waiting for
     /// the placement of a re-upload (batch, arrival, meta).
     orphans: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time, ContentMeta)>,
@@ -159,6 +174,21 @@ impl Authority {
         });
         // Stores already down count from now: the restart forgot since when.
         let down_since = store.state.down.iter().map(|d| (*d, now)).collect();
+        // Unanswered drop orders go out again at once.
+        let drops_pending = store
+            .drops_pending
+            .iter()
+            .map(|(k, upto)| (*k, (*upto, now)))
+            .collect();
+        // Orphans wait afresh: a re-upload may still claim them.
+        let orphans = store
+            .orphans
+            .iter()
+            .map(|((h, s), m)| {
+                let seq = store.reports.get(s).copied().unwrap_or_default();
+                ((*h, *s), (seq, now, m.clone()))
+            })
+            .collect();
         Authority {
             me,
             tally: VoteTally::new(cfg.tally.clone(), cfg.bugs.clone(), now),
@@ -168,12 +198,12 @@ impl Authority {
             // Recompute at start: the configured K may have changed.
             observers_due: Some(now),
             last_assignment: None,
-            reports: BTreeMap::new(),
             recovery,
             expiries,
             down_since,
             gone: BTreeMap::new(),
-            orphans: BTreeMap::new(),
+            drops_pending,
+            orphans,
             answered: BTreeMap::new(),
             answered_order: std::collections::VecDeque::new(),
             repair: Repair::default(),
@@ -301,8 +331,12 @@ impl Authority {
                 if !is_store {
                     return true; // Not registered (yet): it will rejoin and retry.
                 }
-                if self.reports.get(&env.from).is_none_or(|last| seq > last) {
-                    self.reports.insert(env.from, *seq);
+                if self.store.reports.get(&env.from).is_none_or(|last| seq > last) {
+                    self.store.reports.insert(env.from, *seq);
+                    out.persist(Record::Reported {
+                        store: env.from,
+                        seq: *seq,
+                    });
                     self.apply_report(env.from, *seq, *sync, adds, removes, out);
                 }
                 out.send(env.from_addr, Message::InventoryAck { seq: *seq });
@@ -348,13 +382,20 @@ impl Authority {
         out: &mut Outbox,
     ) {
         for (hash, meta) in adds {
-            // A copy reported after a drop or removal is a new copy.
+            // A copy reported after a drop or removal is a new copy; an
+            // order sent before this report does not cover it.
             self.gone.remove(&(*hash, store));
+            if self
+                .drops_pending
+                .get(&(*hash, store))
+                .is_some_and(|(upto, _)| *upto < seq)
+            {
+                self.drop_answered(*hash, store, out);
+            }
             if self.store.state.deleted.contains(hash) {
                 // Deleted, or a re-upload whose placement is on its way:
                 // decided in `drop_orphans`.
-                self.orphans
-                    .insert((*hash, store), (seq, self.now, meta.clone()));
+                self.add_orphan(*hash, store, seq, meta.clone(), out);
                 continue;
             }
             if !self.holds(hash, store) {
@@ -370,7 +411,8 @@ impl Authority {
         }
         for hash in removes {
             self.gone.insert((*hash, store), (seq, self.now));
-            self.orphans.remove(&(*hash, store));
+            self.drop_answered(*hash, store, out);
+            self.take_orphan(*hash, store, out);
             if self.holds(hash, store) {
                 self.append(Change::ContentDropped { hash: *hash, store }, out);
             }
@@ -382,18 +424,67 @@ impl Authority {
 
     /// The fence for a drop order to `store`: the copies it reported so far.
     fn report_fence(&self, store: NodeId) -> VoteSeq {
-        self.reports.get(&store).copied().unwrap_or_default()
+        self.store.reports.get(&store).copied().unwrap_or_default()
     }
 
     /// Tells `store` to drop the copy of `hash` it has reported.
     fn send_drop(&mut self, hash: ContentHash, store: NodeId, out: &mut Outbox) {
         let upto = self.report_fence(store);
         self.gone.insert((hash, store), (upto, self.now));
+        self.drops_pending
+            .insert((hash, store), (upto, self.now + DROP_RESEND));
+        self.store.drops_pending.insert((hash, store), upto);
+        out.persist(Record::DropPending {
+            hash,
+            store,
+            upto: Some(upto),
+        });
         if let Some(info) = self.store.state.registry.get(store) {
             out.send(
                 info.addr,
                 Message::DropCopy(Box::new(DropOrder { hash, upto })),
             );
+        }
+    }
+
+    /// Resends drop orders the stores have not answered, to stores that
+    /// are up (one that comes back from a crash lists its disk again).
+    fn resend_drops(&mut self, out: &mut Outbox) {
+        let now = self.now;
+        let state = &self.store.state;
+        for ((hash, store), (upto, next)) in self.drops_pending.iter_mut() {
+            if *next > now || state.is_down(*store) {
+                continue;
+            }
+            *next = now + DROP_RESEND;
+            if let Some(info) = state.registry.get(*store) {
+                let order = DropOrder {
+                    hash: *hash,
+                    upto: *upto,
+                };
+                out.send(info.addr, Message::DropCopy(Box::new(order)));
+            }
+        }
+        let gone: Vec<(ContentHash, NodeId)> = self
+            .drops_pending
+            .keys()
+            .filter(|(_, s)| !state.registry.contains(*s))
+            .copied()
+            .collect();
+        for (hash, store) in gone {
+            self.drop_answered(hash, store, out);
+        }
+    }
+
+    /// The store answered a drop order (or left the registry).
+    fn drop_answered(&mut self, hash: ContentHash, store: NodeId, out: &mut Outbox) {
+        if self.drops_pending.remove(&(hash, store)).is_some() {
+            self.store.drops_pending.remove(&(hash, store));
+            out.persist(Record::DropPending {
+                hash,
+                store,
+                upto: None,
+            });
         }
     }
 
@@ -410,7 +501,7 @@ impl Authority {
             .map(|(k, _)| *k)
             .collect();
         for (hash, store) in due {
-            let Some((_, _, meta)) = self.orphans.remove(&(hash, store)) else {
+            let Some(meta) = self.take_orphan(hash, store, out) else {
                 continue;
             };
             if self.store.state.deleted.contains(&hash) {
@@ -419,6 +510,39 @@ impl Authority {
                 self.adopt(hash, store, meta, out);
             }
         }
+    }
+
+    fn add_orphan(
+        &mut self,
+        hash: ContentHash,
+        store: NodeId,
+        seq: VoteSeq,
+        meta: ContentMeta,
+        out: &mut Outbox,
+    ) {
+        out.persist(Record::Orphan {
+            hash,
+            store,
+            meta: Some(meta.clone()),
+        });
+        self.store.orphans.insert((hash, store), meta.clone());
+        self.orphans.insert((hash, store), (seq, self.now, meta));
+    }
+
+    fn take_orphan(
+        &mut self,
+        hash: ContentHash,
+        store: NodeId,
+        out: &mut Outbox,
+    ) -> Option<ContentMeta> {
+        let (_, _, meta) = self.orphans.remove(&(hash, store))?;
+        self.store.orphans.remove(&(hash, store));
+        out.persist(Record::Orphan {
+            hash,
+            store,
+            meta: None,
+        });
+        Some(meta)
     }
 
     /// Records a copy reported while its content was deleted, now that it
@@ -538,7 +662,7 @@ impl Authority {
                     .map(|((_, s), _)| *s)
                     .collect();
                 for store in orphans {
-                    self.orphans.remove(&(*hash, store));
+                    self.take_orphan(*hash, store, out);
                     self.send_drop(*hash, store, out);
                 }
                 if !self.store.state.deleted.contains(hash) {
@@ -666,6 +790,7 @@ impl Authority {
             .copied()
             .filter(|s| state.registry.get(*s).is_some_and(|i| i.roles.store))
             .filter(|s| !self.gone.contains_key(&(hash, *s)))
+            .filter(|s| !self.drops_pending.contains_key(&(hash, *s)))
             .filter(|s| transferred || self.holds(&hash, *s))
             .collect();
         if !transferred {
@@ -689,7 +814,7 @@ impl Authority {
                 .map(|((_, s), (_, _, m))| (*s, m.clone()))
                 .collect();
             for (store, meta) in orphans {
-                self.orphans.remove(&(hash, store));
+                self.take_orphan(hash, store, out);
                 self.adopt(hash, store, meta, out);
             }
         }
@@ -727,7 +852,6 @@ impl Authority {
             }
             Change::NodeRemoved(id) => {
                 self.down_since.remove(id);
-                self.reports.remove(id);
             }
             _ => {}
         }
@@ -854,6 +978,7 @@ impl Authority {
         let keep = self.cfg.content.clone_timeout * 6;
         self.gone.retain(|_, (_, t)| now.since(*t) < keep);
         self.drop_orphans(out);
+        self.resend_drops(out);
         let scan = self.repair.on_tick(
             now,
             &self.cfg.content,

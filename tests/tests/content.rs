@@ -10,7 +10,7 @@ use stretchfs_tests::{assert_passed, scenario, secs};
 fn with_storm(mut cfg: SimConfig) -> SimConfig {
     cfg = cfg.with_clients();
     cfg.workload.interval = Duration::from_millis(20);
-    cfg.workload.mix = [2, 6, 12, 1, 1];
+    cfg.workload.mix = [2, 6, 12, 1, 1, 1, 1];
     cfg
 }
 
