@@ -331,7 +331,12 @@ impl Authority {
                 if !is_store {
                     return true; // Not registered (yet): it will rejoin and retry.
                 }
-                if self.store.reports.get(&env.from).is_none_or(|last| seq > last) {
+                if self
+                    .store
+                    .reports
+                    .get(&env.from)
+                    .is_none_or(|last| seq > last)
+                {
                     self.store.reports.insert(env.from, *seq);
                     out.persist(Record::Reported {
                         store: env.from,
@@ -600,8 +605,7 @@ impl Authority {
             return self.answer(from, ask, out);
         }
         while let Some(&(at, node, r)) = self.answered_order.front() {
-            if self.now.since(at) < ANSWER_MEMORY && self.answered_order.len() < ANSWER_MEMORY_MAX
-            {
+            if self.now.since(at) < ANSWER_MEMORY && self.answered_order.len() < ANSWER_MEMORY_MAX {
                 break;
             }
             self.answered_order.pop_front();
@@ -615,7 +619,8 @@ impl Authority {
         let answer = self.answer(from, ask, out);
         // An unavailable answer is not an outcome: a retry runs again.
         if !matches!(answer, Answer::Unavailable) {
-            self.answered.insert((from, req), (self.now, answer.clone()));
+            self.answered
+                .insert((from, req), (self.now, answer.clone()));
             self.answered_order.push_back((self.now, from, req));
         }
         answer
@@ -743,8 +748,7 @@ impl Authority {
                 for (token, expires) in revoked {
                     if self.store.state.purchases.contains_key(token) {
                         self.append(Change::PurchaseRemoved { token: *token }, out);
-                    } else if !self.store.state.revoked.contains_key(token)
-                        && *expires > self.wall
+                    } else if !self.store.state.revoked.contains_key(token) && *expires > self.wall
                     {
                         // A revocation handed back before the purchase is:
                         // the tombstone keeps a later hand-back out.

@@ -97,7 +97,11 @@ impl DurableState {
                     store.synced.insert(*node);
                 }
             }
-            Record::Orphan { hash, store: node, meta } => {
+            Record::Orphan {
+                hash,
+                store: node,
+                meta,
+            } => {
                 if let Some(store) = &mut self.authority {
                     match meta {
                         Some(m) => store.orphans.insert((*hash, *node), m.clone()),
@@ -105,7 +109,11 @@ impl DurableState {
                     };
                 }
             }
-            Record::DropPending { hash, store: node, upto } => {
+            Record::DropPending {
+                hash,
+                store: node,
+                upto,
+            } => {
                 if let Some(store) = &mut self.authority {
                     match upto {
                         Some(u) => store.drops_pending.insert((*hash, *node), *u),

@@ -68,7 +68,10 @@ pub enum Change {
     },
     /// `node` left gracefully (`left`: down until it joins again, whatever
     /// the votes say), or joined again (`!left`: the votes decide again).
-    Left { node: NodeId, left: bool },
+    Left {
+        node: NodeId,
+        left: bool,
+    },
 }
 
 impl Change {

@@ -216,7 +216,8 @@ impl StoreRole {
             .get(&order.hash)
             .is_some_and(|seq| *seq <= order.upto);
         if meant && self.held.contains_key(&order.hash) {
-            out.queue.push_back(Output::DeleteContent { hash: order.hash });
+            out.queue
+                .push_back(Output::DeleteContent { hash: order.hash });
             self.on_removed(order.hash);
             return true;
         }

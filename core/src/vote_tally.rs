@@ -196,10 +196,7 @@ impl VoteTally {
         };
         let mut changes = Vec::new();
         for subject in subjects {
-            if subject == exempt
-                || !state.registry.contains(subject)
-                || state.has_left(subject)
-            {
+            if subject == exempt || !state.registry.contains(subject) || state.has_left(subject) {
                 continue;
             }
             let down_now = self.count(now, subject, state).is_down(&self.bugs);

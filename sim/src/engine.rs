@@ -33,7 +33,6 @@ struct TransferOrder {
     timeout: Duration,
 }
 
-
 enum Event {
     Start(HostId),
     Deliver(Delivery),
