@@ -1152,23 +1152,27 @@ mod purchase_model {
                 }
                 Op::Advance { secs } => m.wall += secs,
                 Op::Restore { items, revoked } => {
+                    // A replica hands back the purchase as it was created.
+                    for (t, h, offset) in items {
+                        m.ever
+                            .entry(*t)
+                            .or_insert((*h, (m.wall as i64 + offset).max(0) as u64));
+                    }
                     for t in revoked {
                         if let Some((_, exp)) = m.purchases.remove(t) {
                             m.revoked.insert(*t, exp);
                         } else if !m.revoked.contains_key(t) {
                             // Handed back revoked before the purchase: the
-                            // tombstone lasts as long as the hand-back says.
-                            let exp = REVOKED_HANDBACK_EXPIRY;
+                            // tombstone lasts until the purchase would have
+                            // expired.
+                            let exp = m.ever.get(t).map_or(REVOKED_HANDBACK_EXPIRY, |e| e.1);
                             if exp > m.wall {
                                 m.revoked.insert(*t, exp);
                             }
                         }
                     }
-                    for (t, h, offset) in items {
-                        let (h, exp) = *m
-                            .ever
-                            .entry(*t)
-                            .or_insert((*h, (m.wall as i64 + offset).max(0) as u64));
+                    for (t, _, _) in items {
+                        let (h, exp) = m.ever[t];
                         let known = m.purchases.contains_key(t)
                             || m.revoked.contains_key(t)
                             || revoked.contains(t);
@@ -1277,7 +1281,10 @@ mod purchase_model {
                         .collect();
                     let revoked = revoked
                         .iter()
-                        .map(|t| (Token(u128::from(*t)), wall(REVOKED_HANDBACK_EXPIRY)))
+                        .map(|t| {
+                            let exp = m.ever.get(t).map_or(REVOKED_HANDBACK_EXPIRY, |e| e.1);
+                            (Token(u128::from(*t)), wall(exp))
+                        })
                         .collect();
                     Some(ask(
                         a,
