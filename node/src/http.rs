@@ -324,6 +324,21 @@ fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end)))
 }
 
+/// The `Range` to honour: none when `If-Range` carries a validator that does
+/// not match (RFC 9110, 13.1.5), so the whole file goes out with 200. Only a
+/// strong comparison with the entity tag matches; a date never does (stores
+/// send no `Last-Modified`).
+fn effective_range<'a>(
+    range: Option<&'a str>,
+    if_range: Option<&str>,
+    etag: &str,
+) -> Option<&'a str> {
+    match if_range.map(str::trim) {
+        Some(v) if v != etag => None,
+        _ => range,
+    }
+}
+
 async fn serve_copy(
     State(s): St,
     Path(file): Path<String>,
@@ -351,7 +366,12 @@ async fn serve_copy(
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     let size = meta.size;
-    let range = match parse_range(header_str(&headers, "range"), size) {
+    let asked = effective_range(
+        header_str(&headers, "range"),
+        header_str(&headers, "if-range"),
+        &etag,
+    );
+    let range = match parse_range(asked, size) {
         Ok(r) => r,
         Err(()) => {
             return (
@@ -735,7 +755,7 @@ async fn deliver_token(s: &Arc<Shared>, token: &str, headers: &HeaderMap) -> Res
 /// Proxy mode: the prism fetches from the store and streams the bytes.
 async fn proxy(headers: &HeaderMap, url: &str) -> ApiResult<Response> {
     let mut req = hyper::Request::get(url);
-    for name in [header::RANGE, header::IF_NONE_MATCH] {
+    for name in [header::RANGE, header::IF_RANGE, header::IF_NONE_MATCH] {
         if let Some(v) = headers.get(&name) {
             req = req.header(name, v);
         }
@@ -791,6 +811,21 @@ pub fn random_key() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_range_honours_only_a_matching_strong_tag() {
+        let tag = "\"abc\"";
+        let r = Some("bytes=0-3");
+        assert_eq!(effective_range(r, None, tag), r);
+        assert_eq!(effective_range(r, Some(tag), tag), r);
+        assert_eq!(effective_range(r, Some("\"other\""), tag), None);
+        assert_eq!(effective_range(r, Some("W/\"abc\""), tag), None);
+        assert_eq!(
+            effective_range(r, Some("Tue, 01 Dec 2026 10:00:00 GMT"), tag),
+            None
+        );
+        assert_eq!(effective_range(None, Some("\"other\""), tag), None);
+    }
 
     #[test]
     fn ranges() {

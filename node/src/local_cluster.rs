@@ -1,5 +1,6 @@
 //! A local cluster of real `stretchfs run` processes on loopback, for the
-//! multi-process tests and the benchmark: start, kill -9, wipe, restart.
+//! multi-process tests, the benchmark and the nemesis: start, kill -9,
+//! SIGSTOP/SIGCONT, wipe, restart.
 
 use crate::client::{call, empty, full, Reply};
 use crate::dev::{layout, DevSecrets, Member};
@@ -15,6 +16,8 @@ pub struct ProcCluster {
     pub members: Vec<Member>,
     bin: PathBuf,
     procs: Vec<Option<Child>>,
+    /// Extra environment per member, applied at every (re)spawn.
+    env: Vec<Vec<(String, String)>>,
 }
 
 const T: Duration = Duration::from_secs(30);
@@ -34,22 +37,77 @@ impl ProcCluster {
         port: u16,
         adjust: impl Fn(&mut Member),
     ) -> ProcCluster {
+        let mut c = ProcCluster::prepare(bin, dir, ip, port, adjust);
+        for i in 0..c.members.len() {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// `start_with` without spawning anything yet: set the environment
+    /// (`set_env`) first, then `spawn` each member.
+    pub fn prepare(
+        bin: &Path,
+        dir: &Path,
+        ip: &str,
+        port: u16,
+        adjust: impl Fn(&mut Member),
+    ) -> ProcCluster {
         let _ = std::fs::remove_dir_all(dir);
         let secrets = DevSecrets::generate();
         let mut members = layout(dir, ip, port, &secrets);
         members.iter_mut().for_each(adjust);
         let n = members.len();
-        let mut c = ProcCluster {
+        ProcCluster {
             dir: dir.to_path_buf(),
             secrets,
             members,
             bin: bin.to_path_buf(),
             procs: (0..n).map(|_| None).collect(),
-        };
-        for i in 0..n {
-            c.spawn(i);
+            env: vec![Vec::new(); n],
         }
-        c
+    }
+
+    /// Sets (or replaces) an environment variable for member `i`'s next
+    /// spawns.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        self.env[i].retain(|(k, _)| k != key);
+        self.env[i].push((key.to_string(), value.to_string()));
+    }
+
+    pub fn unset_env(&mut self, i: usize, key: &str) {
+        self.env[i].retain(|(k, _)| k != key);
+    }
+
+    /// The process id of member `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(|c| c.id())
+    }
+
+    fn signal(&self, i: usize, sig: &str) -> bool {
+        let Some(pid) = self.pid(i) else { return false };
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// SIGSTOP: the process freezes, sockets stay open.
+    pub fn pause(&self, i: usize) -> bool {
+        self.signal(i, "STOP")
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self, i: usize) -> bool {
+        self.signal(i, "CONT")
+    }
+
+    /// kill -9 of every member.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i);
+        }
     }
 
     pub fn index(&self, name: &str) -> usize {
@@ -91,6 +149,8 @@ impl ProcCluster {
             .env("STRETCHFS_CLUSTER_SECRET", &c.cluster_secret)
             .env("STRETCHFS_API_KEY", &c.api_key)
             .env("STRETCHFS_PROXY", c.proxy.to_string())
+            .env("STRETCHFS_URL_TTL_SECS", c.url_ttl_secs.to_string())
+            .envs(self.env[i].iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -126,6 +186,11 @@ impl ProcCluster {
 
     pub fn wipe(&self, i: usize) {
         let _ = std::fs::remove_dir_all(&self.members[i].cfg.data_dir);
+    }
+
+    /// Loses only the metadata database (`meta.redb`) of member `i`.
+    pub fn wipe_metadata(&self, i: usize) {
+        let _ = std::fs::remove_file(self.members[i].cfg.data_dir.join("meta.redb"));
     }
 
     fn auth(&self) -> String {
@@ -246,9 +311,7 @@ impl ProcCluster {
 
 impl Drop for ProcCluster {
     fn drop(&mut self) {
-        for i in 0..self.procs.len() {
-            self.kill(i);
-        }
+        self.kill_all();
         // Kept after a failed test: the logs say what happened.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

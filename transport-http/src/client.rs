@@ -17,6 +17,10 @@ use stretchfs_core::{codec, Envelope, Transport};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
+/// The environment variable naming the local address node-to-node
+/// connections are bound to (unset: the system's choice).
+pub const BIND_IP_ENV: &str = "STRETCHFS_BIND_IP";
+
 /// Why a request to a peer did not succeed.
 #[derive(Debug)]
 pub enum SendError {
@@ -62,6 +66,15 @@ impl HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        // Outgoing connections leave from 127.0.0.1 (or the routed address)
+        // unless told otherwise; the nemesis binds each node's to its own
+        // listen address so firewall rules can cut links between nodes.
+        if let Some(ip) = std::env::var(BIND_IP_ENV)
+            .ok()
+            .and_then(|v| v.parse::<std::net::IpAddr>().ok())
+        {
+            connector.set_local_address(Some(ip));
+        }
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(32)
