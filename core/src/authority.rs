@@ -89,11 +89,6 @@ const TOMBSTONE_BATCH: usize = 256;
 /// that never hands in its purchases cannot keep the cluster unavailable.
 const RECOVERY_MAX_WINDOWS: u32 = 12;
 
-/// A copy reported for deleted content waits this many RPC time-outs for
-/// the placement of a re-upload before it is dropped: stores report a new
-/// copy before the prism that placed it hears from every store.
-const ORPHAN_WAIT_TIMEOUTS: u32 = 3;
-
 /// An unanswered drop order is sent again this often.
 const DROP_RESEND: Duration = Duration::from_secs(1);
 
@@ -496,7 +491,9 @@ impl Authority {
     /// Copies of deleted content that no placement claimed in time are
     /// dropped; those whose content was uploaded again are recorded.
     fn drop_orphans(&mut self, out: &mut Outbox) {
-        let wait = self.cfg.content.rpc_timeout * ORPHAN_WAIT_TIMEOUTS;
+        // Stores report a new copy before the prism that placed it hears
+        // from every store: a re-upload's placement gets this long.
+        let wait = self.cfg.content.orphan_wait();
         let due: Vec<(ContentHash, NodeId)> = self
             .orphans
             .iter()
@@ -979,7 +976,8 @@ impl Authority {
         }
         self.settle(out);
         self.prune_purchases(out);
-        let keep = self.cfg.content.clone_timeout * 6;
+        let keep = (self.cfg.content.clone_timeout * 6)
+            .max(self.cfg.content.orphan_wait() + self.cfg.content.rpc_timeout);
         self.gone.retain(|_, (_, t)| now.since(*t) < keep);
         self.drop_orphans(out);
         self.resend_drops(out);
@@ -989,6 +987,7 @@ impl Authority {
             &self.cfg.bugs,
             &self.store.state,
             &self.down_since,
+            &self.drops_pending,
             out,
         );
         for (hash, store) in scan.map(|s| s.drops).unwrap_or_default() {

@@ -200,6 +200,12 @@ impl ContentConfig {
         paced.max(self.scrub_interval)
     }
 
+    /// How long the authority keeps a copy reported for deleted content,
+    /// waiting for the placement of a re-upload to claim it.
+    pub fn orphan_wait(&self) -> Duration {
+        self.rpc_timeout * 3
+    }
+
     /// How long a copy of `size` bytes to a store may take.
     pub fn transfer_deadline(&self, size: u64) -> Duration {
         let rate = u128::from(self.transfer_min_rate.max(1));

@@ -81,6 +81,9 @@ struct Upload {
     next: usize,
     in_flight: usize,
     copies: Vec<NodeId>,
+    /// When the first copy was durable: the authority may drop a copy of
+    /// deleted content that no placement claimed for `orphan_wait`.
+    first_copy_at: Option<Time>,
     done: bool,
 }
 
@@ -301,6 +304,7 @@ impl PrismRole {
             next: 0,
             in_flight: 0,
             copies: Vec::new(),
+            first_copy_at: None,
             done: false,
         };
         for _ in 0..self.cfg.replicas.min(u.ranked.len()) {
@@ -347,11 +351,24 @@ impl PrismRole {
         u.in_flight -= 1;
         if ok {
             u.copies.push(store);
+            u.first_copy_at.get_or_insert(ctx.now);
         } else if !u.done {
             // Fail over to the next store in placement order.
             self.start_transfer(id, &mut u, out);
         }
-        if !u.done && u.copies.len() >= self.quorum() {
+        // Placed too late to be sure the first copy is still claimable
+        // (re-uploads of deleted content): not stored; the client retries.
+        let late = u
+            .first_copy_at
+            .is_some_and(|t| ctx.now.since(t) + self.cfg.rpc_timeout >= self.cfg.orphan_wait());
+        if !u.done && late && (u.copies.len() >= self.quorum() || u.in_flight == 0) {
+            u.done = true;
+            fail(
+                out,
+                id,
+                ClientError::Unavailable("copies took too long; retry"),
+            );
+        } else if !u.done && u.copies.len() >= self.quorum() {
             u.done = true;
             let ask = Ask::ContentPlaced {
                 hash: u.hash,

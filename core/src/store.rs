@@ -110,6 +110,9 @@ pub struct StoreRole {
     seq: VoteSeq,
     next_scrub: Time,
     scrub_cursor: Option<ContentHash>,
+    /// The copy a scrub is reading, and whether a new copy of it arrived
+    /// since: a bad result about the old bytes must not delete the new ones.
+    scrubbing: Option<(ContentHash, bool)>,
     next_resync: Time,
     clones: BTreeMap<u64, u64>,
     next_op: u64,
@@ -135,6 +138,7 @@ impl StoreRole {
                 counter: 0,
             },
             scrub_cursor: None,
+            scrubbing: None,
             clones: BTreeMap::new(),
             next_op: STORE_OP,
         }
@@ -187,6 +191,9 @@ impl StoreRole {
             self.since_listing.insert(hash, Some(meta.clone()));
         }
         self.held.insert(hash, meta.clone());
+        if let Some((h, replaced)) = &mut self.scrubbing {
+            *replaced |= *h == hash;
+        }
         // A new copy, even of bytes held before: no older order drops it.
         self.reported.remove(&hash);
         self.pending.insert(hash, Some(meta));
@@ -202,7 +209,11 @@ impl StoreRole {
     }
 
     pub fn on_scrub(&mut self, hash: ContentHash, ok: bool, out: &mut Outbox) {
-        if !ok {
+        let stale = self.scrubbing == Some((hash, true));
+        if self.scrubbing.is_some_and(|(h, _)| h == hash) {
+            self.scrubbing = None;
+        }
+        if !ok && !stale {
             out.queue.push_back(Output::DeleteContent { hash });
             self.on_removed(hash);
         }
@@ -316,6 +327,7 @@ impl StoreRole {
                 // Paced by bytes: hashing a large copy earns a longer rest.
                 self.next_scrub = now + self.cfg.scrub_pause(meta.size);
                 self.scrub_cursor = Some(hash);
+                self.scrubbing = Some((hash, false));
                 out.queue.push_back(Output::Scrub { hash });
             }
         }

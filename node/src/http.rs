@@ -249,7 +249,12 @@ async fn receive_copy(
     // Already here: core hears of it again (it may have missed it, or be
     // about to drop an older report of it).
     if s.commit_copy(None, hash, &ext).is_ok() {
-        return StatusCode::OK.into_response();
+        // Another receive may have renamed it in place and not yet made
+        // that durable: acknowledge only a durable copy.
+        return match s.content.durable(&hash).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        };
     }
     let staged = match s
         .content

@@ -48,7 +48,8 @@ impl Oracle {
                 self.check_content_known(w, clients, prism, hash, what, pending.issued_at);
             }
             (Op::Delete { n }, R::Deleted) => clients.record_delete(*n, now, true),
-            (Op::Delete { n }, R::Error(_)) => clients.record_delete(*n, now, false),
+            // An error leaves the outcome unknown: the delete may still run.
+            (Op::Delete { .. }, R::Error(_)) => {}
             (Op::Remove { n }, R::Removed) => clients.record_removal(*n, now),
             (Op::Remove { n }, R::Error(ClientError::NotFound(_))) => {
                 clients.stats.not_found += 1;
@@ -134,8 +135,8 @@ impl Oracle {
             _ => "?",
         };
         if what == "content" {
-            if clients.deleted_by(&p.hash, w.now) {
-                return; // Deleted by a client: "not found" is right.
+            if !clients.must_exist(&p.hash) {
+                return; // Deleted by a client (or maybe): "not found" is right.
             }
             // Only wrong if some store has held an intact copy long enough.
             let known = w.hosts.iter().any(|h| {
@@ -190,7 +191,7 @@ impl Oracle {
         if what != "content" || u.acked_at > issued_at || !clients.must_exist(hash) {
             return;
         }
-        if clients.deleted_by(hash, w.now) || !self.known_durable(w, hash, issued_at) {
+        if !self.known_durable(w, hash, issued_at) {
             return;
         }
         self.measured.not_found_checks += 1;
