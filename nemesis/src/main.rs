@@ -981,7 +981,7 @@ async fn nemesis(world: Arc<World>, ctx: Arc<Ctx>, seed: u64, kinds: Vec<Kind>) 
     let mut tasks = tokio::task::JoinSet::new();
     let mut last_store_wipe = f64::NEG_INFINITY;
     let mut authority_wiped = false;
-    let mut fired_disk = false;
+    let mut fired: BTreeSet<Kind> = BTreeSet::new();
     tokio::time::sleep(Duration::from_secs(3)).await;
     while ctx.rec.now() < ctx.load_end - 8.0 && !ctx.stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1500..5000))).await;
@@ -995,12 +995,12 @@ async fn nemesis(world: Arc<World>, ctx: Arc<Ctx>, seed: u64, kinds: Vec<Kind>) 
                     Kind::Partition => 18,
                     Kind::WipeStore if now - last_store_wipe > 150.0 => 6,
                     Kind::WipeAuthority if !authority_wiped && now > ctx.load_end * 0.3 => 4,
-                    Kind::DiskFull if !fired_disk => 12,
                     Kind::DiskFull => 5,
                     Kind::Clock => 7,
                     _ => 0,
                 };
-                (*k, w)
+                // Every kind early in the run, so that short runs see them all.
+                (*k, if fired.contains(k) { w } else { w * 6 })
             })
             .collect();
         let total: u32 = weights.iter().map(|(_, w)| w).sum();
@@ -1049,9 +1049,11 @@ async fn nemesis(world: Arc<World>, ctx: Arc<Ctx>, seed: u64, kinds: Vec<Kind>) 
         match kind {
             Kind::WipeStore => last_store_wipe = now,
             Kind::WipeAuthority => authority_wiped = true,
-            Kind::DiskFull => fired_disk = true,
             _ => {}
         }
+        fired.insert(kind);
+        // No fault outlives the load by much.
+        let hold = hold.min(Duration::from_secs_f64((ctx.load_end - now).max(1.0)));
         busy.lock().unwrap().insert(target.clone());
         let (w, c, b, s) = (world.clone(), ctx.clone(), busy.clone(), rng.random());
         let overlap =
@@ -1366,12 +1368,16 @@ async fn run(args: Args) -> i32 {
     let guard = Guard(world.clone());
     {
         let w = world.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: killing every node and removing every rule and mount");
-                w.cleanup();
-                std::process::exit(130);
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
+            eprintln!("\ninterrupted: killing every node and removing every rule and mount");
+            w.cleanup();
+            std::process::exit(130);
         });
     }
     world.with(|c| {
