@@ -16,7 +16,7 @@ use crate::feed_server::FeedServer;
 use crate::hash::ContentHash;
 use crate::ids::{ClusterId, LogId, NodeId, Zone};
 use crate::io::{Notice, Outbox};
-use crate::message::{Answer, Ask, Envelope, InventoryBatch, Lookup, Message, VoteSeq};
+use crate::message::{Answer, Ask, DropOrder, Envelope, InventoryBatch, Lookup, Message, VoteSeq};
 use crate::observers::assign_observers;
 use crate::purchase::{Token, MAX_LIFE, MIN_LIFE};
 use crate::repair::Repair;
@@ -39,6 +39,12 @@ pub struct AuthorityStore {
     pub synced: BTreeSet<NodeId>,
     /// During recovery: nodes the lost state knew, as the nodes reported.
     pub expected: BTreeSet<NodeId>,
+    /// The last inventory report applied per store.
+    pub reports: BTreeMap<NodeId, VoteSeq>,
+    /// Copies of deleted content reported and not yet claimed or dropped.
+    pub orphans: BTreeMap<(ContentHash, NodeId), ContentMeta>,
+    /// Drop orders not yet answered, with their fences.
+    pub drops_pending: BTreeMap<(ContentHash, NodeId), VoteSeq>,
 }
 
 impl AuthorityStore {
@@ -51,6 +57,9 @@ impl AuthorityStore {
             restored: BTreeSet::new(),
             synced: BTreeSet::new(),
             expected: BTreeSet::new(),
+            reports: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            drops_pending: BTreeMap::new(),
         }
     }
 
@@ -80,6 +89,18 @@ const TOMBSTONE_BATCH: usize = 256;
 /// that never hands in its purchases cannot keep the cluster unavailable.
 const RECOVERY_MAX_WINDOWS: u32 = 12;
 
+/// An unanswered drop order is sent again this often.
+const DROP_RESEND: Duration = Duration::from_secs(1);
+
+/// Answers to changing asks are kept this long per (node, request), so a
+/// retried or duplicated ask gets the first answer instead of running
+/// again (a late duplicate of a create must not undo a revocation, nor a
+/// late delete remove a re-upload).
+const ANSWER_MEMORY: Duration = Duration::from_secs(30);
+
+/// Remembered answers, at most (the oldest are forgotten first).
+const ANSWER_MEMORY_MAX: usize = 100_000;
+
 #[derive(Debug)]
 struct Recovery {
     until: Time,
@@ -107,16 +128,27 @@ pub struct Authority {
     feed: FeedServer,
     observers_due: Option<Time>,
     last_assignment: Option<Time>,
-    /// Last inventory report applied per store.
-    reports: BTreeMap<NodeId, VoteSeq>,
     recovery: Option<Recovery>,
     /// Purchase expiries, earliest first, for pruning.
     expiries: BTreeSet<(WallTime, Token)>,
     /// When each store went down, for repair's grace period.
     down_since: BTreeMap<NodeId, Time>,
-    /// Copies a store reported gone; a prism's older claim must not bring
-    /// them back.
-    recent_drops: BTreeMap<(ContentHash, NodeId), Time>,
+    /// Copies that are gone or going: a store reported them removed in
+    /// batch `seq`, or we told it to drop those reported up to `seq`. A
+    /// prism's claim must not bring them back; a later report of a new
+    /// copy clears the mark.
+    gone: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time)>,
+    /// Drop orders not yet answered by the store's report of the removal
+    /// (or of a newer copy, which the order does not cover): resent while
+    /// the store is up, since an order lost on the way would leave a copy
+    /// nobody lists.
+    drops_pending: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time)>,
+    /// Copies of deleted content reported since the delete, waiting for
+    /// the placement of a re-upload (batch, arrival, meta).
+    orphans: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time, ContentMeta)>,
+    /// Answers to changing asks, by (node, request), and their ages.
+    answered: BTreeMap<(NodeId, u64), (Time, Answer)>,
+    answered_order: std::collections::VecDeque<(Time, NodeId, u64)>,
     repair: Repair,
     now: Time,
     wall: WallTime,
@@ -137,6 +169,21 @@ impl Authority {
         });
         // Stores already down count from now: the restart forgot since when.
         let down_since = store.state.down.iter().map(|d| (*d, now)).collect();
+        // Unanswered drop orders go out again at once.
+        let drops_pending = store
+            .drops_pending
+            .iter()
+            .map(|(k, upto)| (*k, (*upto, now)))
+            .collect();
+        // Orphans wait afresh: a re-upload may still claim them.
+        let orphans = store
+            .orphans
+            .iter()
+            .map(|((h, s), m)| {
+                let seq = store.reports.get(s).copied().unwrap_or_default();
+                ((*h, *s), (seq, now, m.clone()))
+            })
+            .collect();
         Authority {
             me,
             tally: VoteTally::new(cfg.tally.clone(), cfg.bugs.clone(), now),
@@ -146,11 +193,14 @@ impl Authority {
             // Recompute at start: the configured K may have changed.
             observers_due: Some(now),
             last_assignment: None,
-            reports: BTreeMap::new(),
             recovery,
             expiries,
             down_since,
-            recent_drops: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            drops_pending,
+            orphans,
+            answered: BTreeMap::new(),
+            answered_order: std::collections::VecDeque::new(),
             repair: Repair::default(),
             now,
             wall: WallTime::default(),
@@ -207,7 +257,13 @@ impl Authority {
                 if let Some(change) = self.store.state.registry.join_change(info) {
                     self.append(change, out);
                 }
-                self.tally.rejoined(info.id);
+                if self.store.state.has_left(info.id) {
+                    let change = Change::Left {
+                        node: info.id,
+                        left: false,
+                    };
+                    self.append(change, out);
+                }
                 out.send(
                     env.from_addr,
                     Message::JoinAck {
@@ -270,24 +326,31 @@ impl Authority {
                 if !is_store {
                     return true; // Not registered (yet): it will rejoin and retry.
                 }
-                if self.reports.get(&env.from).is_none_or(|last| seq > last) {
-                    self.reports.insert(env.from, *seq);
-                    self.apply_report(env.from, env.from_addr, *sync, adds, removes, out);
+                if self
+                    .store
+                    .reports
+                    .get(&env.from)
+                    .is_none_or(|last| seq > last)
+                {
+                    self.store.reports.insert(env.from, *seq);
+                    out.persist(Record::Reported {
+                        store: env.from,
+                        seq: *seq,
+                    });
+                    self.apply_report(env.from, *seq, *sync, adds, removes, out);
                 }
                 out.send(env.from_addr, Message::InventoryAck { seq: *seq });
             }
             Message::CloneDone { job, .. } => self.repair.on_clone_done(*job),
             Message::Leaving => {
                 let node = env.from;
-                if node != self.me && self.store.state.registry.contains(node) {
-                    self.tally.left(node);
-                    if !self.store.state.is_down(node) {
-                        self.append(Change::Health { node, down: true }, out);
-                    }
+                let state = &self.store.state;
+                if node != self.me && state.registry.contains(node) && !state.has_left(node) {
+                    self.append(Change::Left { node, left: true }, out);
                 }
             }
             Message::Ask { req, ask } => {
-                let answer = self.answer(env.from, ask, out);
+                let answer = self.answer_once(env.from, *req, ask, out);
                 out.send(
                     env.from_addr,
                     Message::Answer {
@@ -308,27 +371,34 @@ impl Authority {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_report(
         &mut self,
         store: NodeId,
-        addr: std::net::SocketAddr,
+        seq: VoteSeq,
         sync: Option<LogId>,
         adds: &[(ContentHash, ContentMeta)],
         removes: &[ContentHash],
         out: &mut Outbox,
     ) {
         for (hash, meta) in adds {
+            // A copy reported after a drop or removal is a new copy; an
+            // order sent before this report does not cover it.
+            self.gone.remove(&(*hash, store));
+            if self
+                .drops_pending
+                .get(&(*hash, store))
+                .is_some_and(|(upto, _)| *upto < seq)
+            {
+                self.drop_answered(*hash, store, out);
+            }
             if self.store.state.deleted.contains(hash) {
-                out.send(
-                    addr,
-                    Message::DropCopy {
-                        hash: Box::new(*hash),
-                    },
-                );
+                // Deleted, or a re-upload whose placement is on its way:
+                // decided in `drop_orphans`.
+                self.add_orphan(*hash, store, seq, meta.clone(), out);
                 continue;
             }
             if !self.holds(hash, store) {
-                self.recent_drops.remove(&(*hash, store));
                 self.append(
                     Change::ContentStored {
                         hash: *hash,
@@ -340,13 +410,154 @@ impl Authority {
             }
         }
         for hash in removes {
-            self.recent_drops.insert((*hash, store), self.now);
+            self.gone.insert((*hash, store), (seq, self.now));
+            self.drop_answered(*hash, store, out);
+            self.take_orphan(*hash, store, out);
             if self.holds(hash, store) {
                 self.append(Change::ContentDropped { hash: *hash, store }, out);
             }
         }
         if sync.is_some() && sync == Some(self.log_id()) && self.store.synced.insert(store) {
             out.persist(Record::Synced(store));
+        }
+    }
+
+    /// The fence for a drop order to `store`: the copies it reported so far.
+    fn report_fence(&self, store: NodeId) -> VoteSeq {
+        self.store.reports.get(&store).copied().unwrap_or_default()
+    }
+
+    /// Tells `store` to drop the copy of `hash` it has reported.
+    fn send_drop(&mut self, hash: ContentHash, store: NodeId, out: &mut Outbox) {
+        let upto = self.report_fence(store);
+        self.gone.insert((hash, store), (upto, self.now));
+        self.drops_pending
+            .insert((hash, store), (upto, self.now + DROP_RESEND));
+        self.store.drops_pending.insert((hash, store), upto);
+        out.persist(Record::DropPending {
+            hash,
+            store,
+            upto: Some(upto),
+        });
+        if let Some(info) = self.store.state.registry.get(store) {
+            out.send(
+                info.addr,
+                Message::DropCopy(Box::new(DropOrder { hash, upto })),
+            );
+        }
+    }
+
+    /// Resends drop orders the stores have not answered, to stores that
+    /// are up (one that comes back from a crash lists its disk again).
+    fn resend_drops(&mut self, out: &mut Outbox) {
+        let now = self.now;
+        let state = &self.store.state;
+        for ((hash, store), (upto, next)) in self.drops_pending.iter_mut() {
+            if *next > now || state.is_down(*store) {
+                continue;
+            }
+            *next = now + DROP_RESEND;
+            if let Some(info) = state.registry.get(*store) {
+                let order = DropOrder {
+                    hash: *hash,
+                    upto: *upto,
+                };
+                out.send(info.addr, Message::DropCopy(Box::new(order)));
+            }
+        }
+        let gone: Vec<(ContentHash, NodeId)> = self
+            .drops_pending
+            .keys()
+            .filter(|(_, s)| !state.registry.contains(*s))
+            .copied()
+            .collect();
+        for (hash, store) in gone {
+            self.drop_answered(hash, store, out);
+        }
+    }
+
+    /// The store answered a drop order (or left the registry).
+    fn drop_answered(&mut self, hash: ContentHash, store: NodeId, out: &mut Outbox) {
+        if self.drops_pending.remove(&(hash, store)).is_some() {
+            self.store.drops_pending.remove(&(hash, store));
+            out.persist(Record::DropPending {
+                hash,
+                store,
+                upto: None,
+            });
+        }
+    }
+
+    /// Copies of deleted content that no placement claimed in time are
+    /// dropped; those whose content was uploaded again are recorded.
+    fn drop_orphans(&mut self, out: &mut Outbox) {
+        // Stores report a new copy before the prism that placed it hears
+        // from every store: a re-upload's placement gets this long.
+        let wait = self.cfg.content.orphan_wait();
+        let due: Vec<(ContentHash, NodeId)> = self
+            .orphans
+            .iter()
+            .filter(|((h, _), (_, at, _))| {
+                !self.store.state.deleted.contains(h) || self.now.since(*at) >= wait
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for (hash, store) in due {
+            let Some(meta) = self.take_orphan(hash, store, out) else {
+                continue;
+            };
+            if self.store.state.deleted.contains(&hash) {
+                self.send_drop(hash, store, out);
+            } else {
+                self.adopt(hash, store, meta, out);
+            }
+        }
+    }
+
+    fn add_orphan(
+        &mut self,
+        hash: ContentHash,
+        store: NodeId,
+        seq: VoteSeq,
+        meta: ContentMeta,
+        out: &mut Outbox,
+    ) {
+        out.persist(Record::Orphan {
+            hash,
+            store,
+            meta: Some(meta.clone()),
+        });
+        self.store.orphans.insert((hash, store), meta.clone());
+        self.orphans.insert((hash, store), (seq, self.now, meta));
+    }
+
+    fn take_orphan(
+        &mut self,
+        hash: ContentHash,
+        store: NodeId,
+        out: &mut Outbox,
+    ) -> Option<ContentMeta> {
+        let (_, _, meta) = self.orphans.remove(&(hash, store))?;
+        self.store.orphans.remove(&(hash, store));
+        out.persist(Record::Orphan {
+            hash,
+            store,
+            meta: None,
+        });
+        Some(meta)
+    }
+
+    /// Records a copy reported while its content was deleted, now that it
+    /// was uploaded again (the same bytes: content is addressed by hash).
+    fn adopt(&mut self, hash: ContentHash, store: NodeId, meta: ContentMeta, out: &mut Outbox) {
+        let is_store = self
+            .store
+            .state
+            .registry
+            .get(store)
+            .is_some_and(|i| i.roles.store);
+        if is_store && !self.holds(&hash, store) && !self.gone.contains_key(&(hash, store)) {
+            self.append(Change::ContentStored { hash, store, meta }, out);
         }
     }
 
@@ -358,6 +569,16 @@ impl Authority {
             .is_some_and(|r| r.stores.contains(&store))
     }
 
+    /// Revoked, and the purchase would not have expired yet (expired
+    /// tombstones are pruned in batches, so they may linger).
+    fn revoked_until_expiry(&self, token: &Token) -> bool {
+        self.store
+            .state
+            .revoked
+            .get(token)
+            .is_some_and(|e| *e > self.wall)
+    }
+
     fn lookup<T>(&self, found: Option<T>) -> Lookup<T> {
         match found {
             Some(x) => Lookup::Found(x),
@@ -366,27 +587,50 @@ impl Authority {
         }
     }
 
+    /// Answers an ask; a changing ask seen before from the same node and
+    /// request gets the answer it got then.
+    fn answer_once(&mut self, from: NodeId, req: u64, ask: &Ask, out: &mut Outbox) -> Answer {
+        let changes = matches!(
+            ask,
+            Ask::ContentPlaced { .. }
+                | Ask::ContentDelete { .. }
+                | Ask::PurchaseCreate { .. }
+                | Ask::PurchaseRemove { .. }
+                | Ask::Drain { .. }
+        );
+        if !changes {
+            return self.answer(from, ask, out);
+        }
+        while let Some(&(at, node, r)) = self.answered_order.front() {
+            if self.now.since(at) < ANSWER_MEMORY && self.answered_order.len() < ANSWER_MEMORY_MAX {
+                break;
+            }
+            self.answered_order.pop_front();
+            if self.answered.get(&(node, r)).is_some_and(|(t, _)| *t == at) {
+                self.answered.remove(&(node, r));
+            }
+        }
+        if let Some((_, answer)) = self.answered.get(&(from, req)) {
+            return answer.clone();
+        }
+        let answer = self.answer(from, ask, out);
+        // An unavailable answer is not an outcome: a retry runs again.
+        if !matches!(answer, Answer::Unavailable) {
+            self.answered
+                .insert((from, req), (self.now, answer.clone()));
+            self.answered_order.push_back((self.now, from, req));
+        }
+        answer
+    }
+
     fn answer(&mut self, from: NodeId, ask: &Ask, out: &mut Outbox) -> Answer {
         match ask {
-            Ask::ContentPlaced { hash, meta, stores } => {
-                let state = &self.store.state;
-                let new: Vec<NodeId> = stores
-                    .iter()
-                    .copied()
-                    .filter(|s| state.registry.get(*s).is_some_and(|i| i.roles.store))
-                    .filter(|s| !self.recent_drops.contains_key(&(*hash, *s)))
-                    .filter(|s| !self.holds(hash, *s))
-                    .collect();
-                for store in new {
-                    let change = Change::ContentStored {
-                        hash: *hash,
-                        store,
-                        meta: meta.clone(),
-                    };
-                    self.append(change, out);
-                }
-                Answer::Done
-            }
+            Ask::ContentPlaced {
+                hash,
+                meta,
+                stores,
+                transferred,
+            } => self.placed(*hash, meta, stores, *transferred, out),
             Ask::ContentLookup { hash } => {
                 Answer::Content(self.lookup(self.store.state.inventory.get(hash).cloned()))
             }
@@ -402,21 +646,26 @@ impl Authority {
                 }
             }
             Ask::ContentDelete { hash } => {
-                let state = &self.store.state;
-                let holders: Vec<std::net::SocketAddr> = state
+                let holders: Vec<NodeId> = self
+                    .store
+                    .state
                     .inventory
                     .get(hash)
                     .into_iter()
-                    .flat_map(|r| r.stores.iter())
-                    .filter_map(|s| state.registry.get(*s).map(|i| i.addr))
+                    .flat_map(|r| r.stores.iter().copied())
                     .collect();
-                for addr in holders {
-                    out.send(
-                        addr,
-                        Message::DropCopy {
-                            hash: Box::new(*hash),
-                        },
-                    );
+                for store in holders {
+                    self.send_drop(*hash, store, out);
+                }
+                // Copies reported since an earlier delete go too.
+                let orphans: Vec<NodeId> = self
+                    .orphans
+                    .range((*hash, NodeId(0))..=(*hash, NodeId(u64::MAX)))
+                    .map(|((_, s), _)| *s)
+                    .collect();
+                for store in orphans {
+                    self.take_orphan(*hash, store, out);
+                    self.send_drop(*hash, store, out);
                 }
                 if !self.store.state.deleted.contains(hash) {
                     self.append(Change::ContentDeleted { hash: *hash }, out);
@@ -428,6 +677,10 @@ impl Authority {
                     return Answer::Refused(format!(
                         "life must be between {MIN_LIFE:?} and {MAX_LIFE:?}"
                     ));
+                }
+                if self.revoked_until_expiry(&purchase.token) {
+                    // A late retry of a create the client has since revoked.
+                    return Answer::Refused("purchase was revoked".into());
                 }
                 if let Some(existing) = self.store.state.purchases.get(&purchase.token) {
                     // A retried create: same answer. Anything else is a clash.
@@ -448,6 +701,10 @@ impl Authority {
             Ask::PurchaseRemove { token } => {
                 if self.store.state.purchases.contains_key(token) {
                     self.append(Change::PurchaseRemoved { token: *token }, out);
+                    Answer::Removed(true)
+                } else if self.revoked_until_expiry(token) {
+                    // Revoked already (by this request's lost first answer,
+                    // or by another): revoking is idempotent.
                     Answer::Removed(true)
                 } else if self.recovery.is_some() {
                     Answer::Unavailable
@@ -485,9 +742,18 @@ impl Authority {
                         }
                     }
                 }
-                for (token, _) in revoked {
+                for (token, expires) in revoked {
                     if self.store.state.purchases.contains_key(token) {
                         self.append(Change::PurchaseRemoved { token: *token }, out);
+                    } else if !self.store.state.revoked.contains_key(token) && *expires > self.wall
+                    {
+                        // A revocation handed back before the purchase is:
+                        // the tombstone keeps a later hand-back out.
+                        let change = Change::Revoked {
+                            token: *token,
+                            expires: *expires,
+                        };
+                        self.append(change, out);
                     }
                 }
                 for p in purchases {
@@ -507,6 +773,55 @@ impl Authority {
         }
     }
 
+    /// A prism placed `hash` on `stores` (or, `transferred` false, found it
+    /// placed there in its replica). Records the copies that can count and
+    /// answers which. A copy that is gone or going never counts, and a
+    /// claim read from a replica counts only where the inventory agrees.
+    fn placed(
+        &mut self,
+        hash: ContentHash,
+        meta: &ContentMeta,
+        stores: &[NodeId],
+        transferred: bool,
+        out: &mut Outbox,
+    ) -> Answer {
+        let state = &self.store.state;
+        let accepted: Vec<NodeId> = stores
+            .iter()
+            .copied()
+            .filter(|s| state.registry.get(*s).is_some_and(|i| i.roles.store))
+            .filter(|s| !self.gone.contains_key(&(hash, *s)))
+            .filter(|s| !self.drops_pending.contains_key(&(hash, *s)))
+            .filter(|s| transferred || self.holds(&hash, *s))
+            .collect();
+        if !transferred {
+            return Answer::Placed(accepted);
+        }
+        for store in &accepted {
+            if !self.holds(&hash, *store) {
+                let change = Change::ContentStored {
+                    hash,
+                    store: *store,
+                    meta: meta.clone(),
+                };
+                self.append(change, out);
+            }
+        }
+        // Uploaded again: copies reported while it was deleted count too.
+        if !accepted.is_empty() {
+            let orphans: Vec<(NodeId, ContentMeta)> = self
+                .orphans
+                .range((hash, NodeId(0))..=(hash, NodeId(u64::MAX)))
+                .map(|((_, s), (_, _, m))| (*s, m.clone()))
+                .collect();
+            for (store, meta) in orphans {
+                self.take_orphan(hash, store, out);
+                self.adopt(hash, store, meta, out);
+            }
+        }
+        Answer::Placed(accepted)
+    }
+
     fn append(&mut self, change: Change, out: &mut Outbox) {
         let now = self.now;
         let membership_before = self.store.state.registry.membership_version();
@@ -522,6 +837,12 @@ impl Authority {
                     self.down_since.remove(node);
                 }
             }
+            Change::Left { node, left: true } => {
+                out.notice(Notice::Left { node: *node });
+                if !self.store.state.is_down(*node) {
+                    self.down_since.insert(*node, now);
+                }
+            }
             Change::PurchaseCreated(p) => {
                 self.expiries.insert((p.expires, p.token));
             }
@@ -532,7 +853,6 @@ impl Authority {
             }
             Change::NodeRemoved(id) => {
                 self.down_since.remove(id);
-                self.reports.remove(id);
             }
             _ => {}
         }
@@ -656,16 +976,23 @@ impl Authority {
         }
         self.settle(out);
         self.prune_purchases(out);
-        let keep = self.cfg.content.clone_timeout * 6;
-        self.recent_drops.retain(|_, t| now.since(*t) < keep);
-        self.repair.on_tick(
+        let keep = (self.cfg.content.clone_timeout * 6)
+            .max(self.cfg.content.orphan_wait() + self.cfg.content.rpc_timeout);
+        self.gone.retain(|_, (_, t)| now.since(*t) < keep);
+        self.drop_orphans(out);
+        self.resend_drops(out);
+        let scan = self.repair.on_tick(
             now,
             &self.cfg.content,
             &self.cfg.bugs,
             &self.store.state,
             &self.down_since,
+            &self.drops_pending,
             out,
         );
+        for (hash, store) in scan.map(|s| s.drops).unwrap_or_default() {
+            self.send_drop(hash, store, out);
+        }
         self.check_recovery(out);
         self.feed.flush(now, &self.cfg.feed, &self.store.log, out);
     }
@@ -709,6 +1036,8 @@ mod purchase_model {
     use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
     const GRACE: u64 = 10;
+    /// When the purchases of handed-back revocations would have expired.
+    const REVOKED_HANDBACK_EXPIRY: u64 = 100;
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -790,6 +1119,9 @@ mod purchase_model {
         fn apply(mut m: Model, op: &Op) -> Model {
             m.answer = None;
             match op {
+                Op::Create { t, .. } if m.revoked.contains_key(t) => {
+                    m.answer = Some(Answer::Refused("purchase was revoked".into()));
+                }
                 Op::Create { t, h, life } => {
                     m.answer = Some(match m.purchases.get(t) {
                         Some((eh, exp)) if eh == h => {
@@ -808,7 +1140,8 @@ mod purchase_model {
                     if let Some((_, exp)) = removed {
                         m.revoked.insert(*t, exp);
                     }
-                    m.answer = Some(Answer::Removed(removed.is_some()));
+                    let was_revoked = removed.is_some() || m.revoked.contains_key(t);
+                    m.answer = Some(Answer::Removed(was_revoked));
                 }
                 Op::Lookup { t } => {
                     m.answer = Some(Answer::Purchase(match m.purchases.get(t) {
@@ -818,16 +1151,27 @@ mod purchase_model {
                 }
                 Op::Advance { secs } => m.wall += secs,
                 Op::Restore { items, revoked } => {
+                    // A replica hands back the purchase as it was created.
+                    for (t, h, offset) in items {
+                        m.ever
+                            .entry(*t)
+                            .or_insert((*h, (m.wall as i64 + offset).max(0) as u64));
+                    }
                     for t in revoked {
                         if let Some((_, exp)) = m.purchases.remove(t) {
                             m.revoked.insert(*t, exp);
+                        } else if !m.revoked.contains_key(t) {
+                            // Handed back revoked before the purchase: the
+                            // tombstone lasts until the purchase would have
+                            // expired.
+                            let exp = m.ever.get(t).map_or(REVOKED_HANDBACK_EXPIRY, |e| e.1);
+                            if exp > m.wall {
+                                m.revoked.insert(*t, exp);
+                            }
                         }
                     }
-                    for (t, h, offset) in items {
-                        let (h, exp) = *m
-                            .ever
-                            .entry(*t)
-                            .or_insert((*h, (m.wall as i64 + offset).max(0) as u64));
+                    for (t, _, _) in items {
+                        let (h, exp) = m.ever[t];
                         let known = m.purchases.contains_key(t)
                             || m.revoked.contains_key(t)
                             || revoked.contains(t);
@@ -850,6 +1194,9 @@ mod purchase_model {
     }
 
     fn ask(a: &mut Authority, now: u64, ask: Ask) -> Answer {
+        // Every call is a new request (same id: the remembered answer).
+        static REQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let req = REQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
         let env = Envelope {
             version: PROTOCOL_VERSION,
@@ -857,7 +1204,7 @@ mod purchase_model {
             from: NodeId(2),
             from_addr: "10.0.0.2:7000".parse().unwrap(),
             msg: Message::Ask {
-                req: 1,
+                req,
                 ask: Box::new(ask),
             },
         };
@@ -933,7 +1280,10 @@ mod purchase_model {
                         .collect();
                     let revoked = revoked
                         .iter()
-                        .map(|t| (Token(u128::from(*t)), wall(0)))
+                        .map(|t| {
+                            let exp = m.ever.get(t).map_or(REVOKED_HANDBACK_EXPIRY, |e| e.1);
+                            (Token(u128::from(*t)), wall(exp))
+                        })
                         .collect();
                     Some(ask(
                         a,

@@ -143,8 +143,19 @@ pub struct ContentConfig {
     pub rpc_timeout: Duration,
     /// A store re-runs its full scan-and-diff this often.
     pub resync_interval: Duration,
-    /// A store verifies one local copy this often (background scrub).
+    /// A store verifies at most one local copy this often (background
+    /// scrub)...
     pub scrub_interval: Duration,
+    /// ...and rests after each long enough to hash no more than this many
+    /// bytes per second on average, so an idle store stays idle.
+    #[serde(default = "default_scrub_rate")]
+    pub scrub_bytes_per_sec: u64,
+    /// A copy to a store is given up after this long...
+    #[serde(default = "default_transfer_timeout")]
+    pub transfer_timeout: Duration,
+    /// ...plus its size at this rate (bytes per second).
+    #[serde(default = "default_transfer_rate")]
+    pub transfer_min_rate: u64,
     /// Most inventory changes in one report.
     pub report_batch: usize,
     /// An unacknowledged inventory report is re-sent this often.
@@ -168,6 +179,40 @@ pub struct ContentConfig {
     pub recovery_window: Duration,
 }
 
+fn default_scrub_rate() -> u64 {
+    4 << 20
+}
+
+fn default_transfer_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_transfer_rate() -> u64 {
+    20_000_000
+}
+
+impl ContentConfig {
+    /// How long scrub rests after verifying a copy of `size` bytes.
+    pub fn scrub_pause(&self, size: u64) -> Duration {
+        let paced = Duration::from_micros(
+            (u128::from(size) * 1_000_000 / u128::from(self.scrub_bytes_per_sec.max(1))) as u64,
+        );
+        paced.max(self.scrub_interval)
+    }
+
+    /// How long the authority keeps a copy reported for deleted content,
+    /// waiting for the placement of a re-upload to claim it.
+    pub fn orphan_wait(&self) -> Duration {
+        self.rpc_timeout * 3
+    }
+
+    /// How long a copy of `size` bytes to a store may take.
+    pub fn transfer_deadline(&self, size: u64) -> Duration {
+        let rate = u128::from(self.transfer_min_rate.max(1));
+        self.transfer_timeout + Duration::from_micros((u128::from(size) * 1_000_000 / rate) as u64)
+    }
+}
+
 impl Default for ContentConfig {
     fn default() -> Self {
         ContentConfig {
@@ -176,7 +221,12 @@ impl Default for ContentConfig {
             rpc_retry: Duration::from_millis(200),
             rpc_timeout: Duration::from_secs(3),
             resync_interval: Duration::from_secs(3600),
-            scrub_interval: Duration::from_secs(1),
+            // A full pass over 100 GiB takes about 7 hours; small copies
+            // at 50 a second (a million in under 6 hours).
+            scrub_interval: Duration::from_millis(20),
+            scrub_bytes_per_sec: default_scrub_rate(),
+            transfer_timeout: default_transfer_timeout(),
+            transfer_min_rate: default_transfer_rate(),
             report_batch: 10_000,
             report_retransmit: Duration::from_millis(300),
             repair_interval: Duration::from_secs(1),
@@ -372,6 +422,9 @@ impl NodeConfig {
             ("content.write_quorum", c.write_quorum == 0),
             ("content.rpc_retry", c.rpc_retry.is_zero()),
             ("content.scrub_interval", c.scrub_interval.is_zero()),
+            ("content.scrub_bytes_per_sec", c.scrub_bytes_per_sec == 0),
+            ("content.transfer_timeout", c.transfer_timeout.is_zero()),
+            ("content.transfer_min_rate", c.transfer_min_rate == 0),
             ("content.report_batch", c.report_batch == 0),
             ("content.repair_interval", c.repair_interval.is_zero()),
             ("content.max_clone_jobs", c.max_clone_jobs == 0),

@@ -31,6 +31,28 @@ pub enum Record {
     Synced(NodeId),
     /// During recovery: a node the lost state knew, to wait for.
     Expected(NodeId),
+    /// A copy of deleted content a store reported, waiting for a re-upload
+    /// to claim it (`Some`), or no longer waiting (`None`): kept across
+    /// restarts so such a copy is never forgotten while nobody lists it.
+    Orphan {
+        hash: crate::hash::ContentHash,
+        store: NodeId,
+        meta: Option<crate::content::ContentMeta>,
+    },
+    /// A drop order the store has not answered yet (`Some(fence)`), or
+    /// answered (`None`): kept across restarts, since an order lost on the
+    /// way would otherwise leave a copy nobody lists.
+    DropPending {
+        hash: crate::hash::ContentHash,
+        store: NodeId,
+        upto: Option<crate::message::VoteSeq>,
+    },
+    /// The authority applied this store's inventory report `seq`: drop
+    /// orders are fenced by it, also after a restart.
+    Reported {
+        store: NodeId,
+        seq: crate::message::VoteSeq,
+    },
 }
 
 /// The accumulated effect of every record written so far.
@@ -73,6 +95,35 @@ impl DurableState {
             Record::Synced(node) => {
                 if let Some(store) = &mut self.authority {
                     store.synced.insert(*node);
+                }
+            }
+            Record::Orphan {
+                hash,
+                store: node,
+                meta,
+            } => {
+                if let Some(store) = &mut self.authority {
+                    match meta {
+                        Some(m) => store.orphans.insert((*hash, *node), m.clone()),
+                        None => store.orphans.remove(&(*hash, *node)),
+                    };
+                }
+            }
+            Record::DropPending {
+                hash,
+                store: node,
+                upto,
+            } => {
+                if let Some(store) = &mut self.authority {
+                    match upto {
+                        Some(u) => store.drops_pending.insert((*hash, *node), *u),
+                        None => store.drops_pending.remove(&(*hash, *node)),
+                    };
+                }
+            }
+            Record::Reported { store: node, seq } => {
+                if let Some(store) = &mut self.authority {
+                    store.reports.insert(*node, *seq);
                 }
             }
             Record::Expected(node) => {

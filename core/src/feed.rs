@@ -59,6 +59,19 @@ pub enum Change {
         node: NodeId,
         draining: bool,
     },
+    /// A revocation without the purchase (handed back after the authority
+    /// lost its state, before any node handed back the purchase): the
+    /// tombstone keeps the purchase from coming back.
+    Revoked {
+        token: Token,
+        expires: crate::time::WallTime,
+    },
+    /// `node` left gracefully (`left`: down until it joins again, whatever
+    /// the votes say), or joined again (`!left`: the votes decide again).
+    Left {
+        node: NodeId,
+        left: bool,
+    },
 }
 
 impl Change {
@@ -102,6 +115,8 @@ pub struct Snapshot {
     pub draining: Vec<NodeId>,
     pub deleted: Vec<ContentHash>,
     pub revoked: Vec<(Token, crate::time::WallTime)>,
+    /// Nodes that left gracefully and have not joined again.
+    pub left: Vec<NodeId>,
 }
 
 impl Snapshot {
@@ -117,6 +132,7 @@ impl Snapshot {
             draining: vec![],
             deleted: vec![],
             revoked: vec![],
+            left: vec![],
         }
     }
 }

@@ -142,6 +142,10 @@ pub enum Output {
         hash: ContentHash,
         to: NodeId,
         to_addr: SocketAddr,
+        /// Where the bytes come from.
+        source: TransferSource,
+        /// Give up (and report failure) after this long.
+        timeout: Duration,
     },
     /// Store: list local content; answer with `Input::ContentListing`.
     ListContent,
@@ -155,6 +159,15 @@ pub enum Output {
     },
 }
 
+/// Where the bytes of a transfer come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferSource {
+    /// A prism's spooled upload.
+    Spool,
+    /// A store's own stored copy (a repair clone).
+    Stored,
+}
+
 /// Observable state changes, for logs, metrics and the simulator's oracles.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -166,6 +179,9 @@ pub enum Notice {
     VerdictApplied { node: NodeId, down: bool },
     /// The authority published a verdict (emitted by the authority only).
     VerdictPublished { node: NodeId, down: bool },
+    /// The authority recorded that `node` left gracefully: down because it
+    /// said so, not by votes (emitted by the authority only).
+    Left { node: NodeId },
     /// This node started or stopped suspecting a peer locally.
     Suspicion { node: NodeId, suspect: bool },
     /// This node voted a peer down or withdrew that vote.

@@ -39,7 +39,8 @@ pub use config::{
 pub use durable::{DurableState, Record};
 pub use ids::{ClusterId, LogId, NodeId, NodeInfo, Roles, Zone};
 pub use io::{
-    ClientError, ClientRequest, ClientResponse, DropReason, Input, Notice, Output, Transport,
+    ClientError, ClientRequest, ClientResponse, DropReason, Input, Notice, Output, TransferSource,
+    Transport,
 };
 pub use message::{Envelope, Message, PROTOCOL_VERSION};
 pub use node::{Counters, Node};

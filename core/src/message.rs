@@ -106,9 +106,7 @@ pub enum Message {
         ok: bool,
     },
     /// Authority to a store: delete your copy (surplus or deleted content).
-    DropCopy {
-        hash: Box<ContentHash>,
-    },
+    DropCopy(Box<DropOrder>),
     /// To the authority: this node is shutting down; mark it down now rather
     /// than waiting for its observers (it comes back when it joins again).
     Leaving,
@@ -134,6 +132,16 @@ pub struct InventoryBatch {
 }
 
 /// Copy `hash` to `target`.
+/// "Drop your copy of `hash`, if it is one you reported in a batch no
+/// later than `upto`." A copy received since (a re-upload, a clone) is not
+/// the one the authority meant, so a late or duplicated order cannot
+/// delete it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DropOrder {
+    pub hash: ContentHash,
+    pub upto: VoteSeq,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CloneJob {
     pub job: u64,
@@ -150,6 +158,10 @@ pub enum Ask {
         hash: ContentHash,
         meta: ContentMeta,
         stores: Vec<NodeId>,
+        /// True when the prism just transferred the bytes to `stores`;
+        /// false when it only read them from its replica (already stored),
+        /// which the authority checks against its own inventory.
+        transferred: bool,
     },
     ContentLookup {
         hash: ContentHash,
@@ -206,6 +218,9 @@ pub enum Answer {
     Purchase(Lookup<Purchase>),
     Exists(Vec<bool>),
     Removed(bool),
+    /// The stores of a `ContentPlaced` the authority recorded as holding
+    /// the content.
+    Placed(Vec<NodeId>),
     Refused(String),
     /// The authority cannot answer now (rebuilding its state after a loss).
     Unavailable,
@@ -231,7 +246,7 @@ impl Message {
             Message::InventoryAck { .. } => "InventoryAck",
             Message::CloneTo(_) => "CloneTo",
             Message::CloneDone { .. } => "CloneDone",
-            Message::DropCopy { .. } => "DropCopy",
+            Message::DropCopy(_) => "DropCopy",
             Message::Leaving => "Leaving",
             Message::Ask { .. } => "Ask",
             Message::Answer { .. } => "Answer",

@@ -159,7 +159,7 @@ impl Node {
         let prism = cfg
             .roles
             .prism
-            .then(|| PrismRole::new(cfg.content.clone(), cfg.bugs.clone()));
+            .then(|| PrismRole::new(cfg.content.clone(), cfg.bugs.clone(), incarnation));
         let replica = if cfg.bugs.replica_skips_removals {
             Replica::skipping_removals()
         } else {
@@ -363,7 +363,7 @@ impl Node {
     }
 
     fn probing(&self) -> bool {
-        self.join.joined && self.replica.has_snapshot()
+        self.join.joined && self.replica.has_state()
     }
 
     /// Runs loopback messages and due timers until neither produces more.
@@ -434,12 +434,12 @@ impl Node {
                     s.on_clone(*job, authority, &mut self.out);
                 }
             }
-            Message::DropCopy { hash } if from_authority => {
+            Message::DropCopy(order) if from_authority => {
                 if let Some(s) = &mut self.store {
-                    s.on_drop(*hash, &mut self.out);
+                    s.on_drop(&order, &mut self.out);
                 }
             }
-            Message::CloneTo(_) | Message::DropCopy { .. } => {}
+            Message::CloneTo(_) | Message::DropCopy(_) => {}
             Message::Answer { req, answer } if from_authority => {
                 if req & RESTORE_REQ != 0 {
                     self.restore.on_answer(req);
@@ -536,7 +536,7 @@ impl Node {
                 .poll(now, &self.cfg.feed, authority_addr, &mut self.out);
             self.check_registration();
         }
-        if self.topology_dirty && self.replica.has_snapshot() {
+        if self.topology_dirty && self.replica.has_state() {
             self.topology_dirty = false;
             self.reassign();
         }

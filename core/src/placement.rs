@@ -1,6 +1,7 @@
 //! Placement: which R stores should hold a piece of content. Weighted
 //! rendezvous hashing (each store's score for a hash is
-//! `weight / -ln(u)`, `u` a uniform hash of both), with replicas spread over
+//! `weight / -ln(u)`, `u` a uniform hash of both, computed in integers so
+//! every node on every platform ranks alike), with replicas spread over
 //! distinct zones whenever there are enough zones. Adding or removing one of
 //! n stores moves about R/n of the placements, and only onto or off that store.
 
@@ -16,11 +17,30 @@ pub struct Candidate<'a> {
     pub weight: u32,
 }
 
-fn score(hash: &ContentHash, store: NodeId, weight: u32) -> f64 {
-    let h = mix64(hash.key64() ^ mix64(store.0));
-    // Uniform in (0, 1), never 0 or 1.
-    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    f64::from(weight.max(1)) / -u.ln()
+/// log2(x) for x >= 1 in fixed point with 32 fractional bits, by repeated
+/// squaring: exact integer arithmetic, the same on every platform.
+fn log2_q32(x: u64) -> u64 {
+    let n = 63 - u64::from(x.leading_zeros());
+    // x normalised into [1, 2) with 63 fractional bits.
+    let mut y = u128::from(x) << (63 - n);
+    let mut frac = 0u64;
+    for bit in (0..32).rev() {
+        y = (y * y) >> 63;
+        if y >= 1 << 64 {
+            y >>= 1;
+            frac |= 1 << bit;
+        }
+    }
+    (n << 32) | frac
+}
+
+/// `weight / -log2(u)` for `u = x / 2^64` uniform in (0, 1), scaled by
+/// 2^64 (ln 2 is a common factor of every score, so the order is that of
+/// `weight / -ln(u)`).
+fn score(hash: &ContentHash, store: NodeId, weight: u32) -> u128 {
+    let x = mix64(hash.key64() ^ mix64(store.0)) | 1;
+    let neg_log2 = (64u64 << 32) - log2_q32(x); // >= 1: x < 2^64
+    (u128::from(weight.max(1)) << 64) / u128::from(neg_log2)
 }
 
 /// Every candidate in preference order for `hash`: the first `r` are the
@@ -28,7 +48,7 @@ fn score(hash: &ContentHash, store: NodeId, weight: u32) -> f64 {
 pub fn rank(hash: &ContentHash, candidates: &[Candidate<'_>], r: usize) -> Vec<NodeId> {
     // Zones become small integers once (few zones: a linear scan is fastest).
     let mut zones: Vec<&Zone> = Vec::new();
-    let mut scored: Vec<(f64, NodeId, usize)> = Vec::with_capacity(candidates.len());
+    let mut scored: Vec<(u128, NodeId, usize)> = Vec::with_capacity(candidates.len());
     for c in candidates {
         let z = match zones.iter().position(|z| *z == c.zone) {
             Some(z) => z,
@@ -40,7 +60,7 @@ pub fn rank(hash: &ContentHash, candidates: &[Candidate<'_>], r: usize) -> Vec<N
         scored.push((score(hash, c.id, c.weight), c.id, z));
     }
     // Ties are practically impossible; the id breaks them deterministically.
-    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut chosen: Vec<NodeId> = Vec::with_capacity(scored.len());
     let mut per_zone = vec![0usize; zones.len()];
     let mut taken = vec![false; scored.len()];
@@ -78,6 +98,15 @@ pub fn place(hash: &ContentHash, candidates: &[Candidate<'_>], r: usize) -> Vec<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn integer_log2_matches_the_float_one() {
+        for x in [1u64, 2, 3, 10, 1000, 1 << 40, u64::MAX / 3, u64::MAX] {
+            let got = super::log2_q32(x) as f64 / (1u64 << 32) as f64;
+            let want = (x as f64).log2();
+            assert!((got - want).abs() < 1e-8, "{x}: {got} vs {want}");
+        }
+    }
+
     use super::*;
     use crate::hash::HashKind;
     use proptest::prelude::*;

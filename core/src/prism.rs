@@ -9,7 +9,7 @@ use crate::content::{normalize_ext, ContentMeta, ContentRecord};
 use crate::hash::ContentHash;
 use crate::health::HealthView;
 use crate::ids::NodeId;
-use crate::io::{ClientError, ClientRequest, ClientResponse, Outbox, Output};
+use crate::io::{ClientError, ClientRequest, ClientResponse, Outbox, Output, TransferSource};
 use crate::message::{Answer, Ask, Lookup, Message};
 use crate::placement::{rank, Candidate};
 use crate::purchase::{Denied, Purchase, Token, MAX_LIFE, MIN_LIFE};
@@ -32,10 +32,17 @@ pub struct PrismCtx<'a> {
 /// What to do with the authority's answer.
 #[derive(Clone, Debug)]
 enum Then {
+    /// The bytes went to the stores: acknowledge what the authority
+    /// recorded, if that is W copies.
     Uploaded {
         hash: ContentHash,
         size: u64,
-        copies: Vec<NodeId>,
+    },
+    /// The replica says it is stored already: acknowledge if the authority
+    /// agrees, else store it.
+    AlreadyStored {
+        hash: ContentHash,
+        meta: ContentMeta,
     },
     Detail,
     Exists,
@@ -74,6 +81,9 @@ struct Upload {
     next: usize,
     in_flight: usize,
     copies: Vec<NodeId>,
+    /// When the first copy was durable: the authority may drop a copy of
+    /// deleted content that no placement claimed for `orphan_wait`.
+    first_copy_at: Option<Time>,
     done: bool,
 }
 
@@ -100,7 +110,9 @@ fn fail(out: &mut Outbox, id: u64, e: ClientError) {
 }
 
 impl PrismRole {
-    pub fn new(cfg: ContentConfig, bugs: InjectedBugs) -> PrismRole {
+    /// Request ids start at `incarnation << 32`, so the authority never
+    /// mistakes a request of this run for one of an earlier run.
+    pub fn new(cfg: ContentConfig, bugs: InjectedBugs, incarnation: u64) -> PrismRole {
         PrismRole {
             cfg,
             bugs,
@@ -108,7 +120,7 @@ impl PrismRole {
             transfers: BTreeMap::new(),
             asks: BTreeMap::new(),
             next_op: 0,
-            next_req: 0,
+            next_req: (incarnation & 0x3fff_ffff) << 32,
             created: BTreeMap::new(),
         }
     }
@@ -233,8 +245,9 @@ impl PrismRole {
             Ok(ext) => ContentMeta { ext, ..meta },
             Err(e) => return fail(out, id, ClientError::BadRequest(e.to_string())),
         };
-        let w = self.quorum();
-        // Content-addressed: already stored well enough means done.
+        // Content-addressed: already stored well enough means done, once
+        // the authority confirms it (the replica may not have seen a
+        // deletion or a drop yet).
         if let Some(rec) = ctx.state.inventory.get(&hash) {
             let live: Vec<NodeId> = rec
                 .stores
@@ -242,19 +255,29 @@ impl PrismRole {
                 .copied()
                 .filter(|s| ctx.health.may_contact(*s))
                 .collect();
-            if live.len() >= w {
-                let size = rec.meta.size;
-                return reply(
-                    out,
-                    id,
-                    ClientResponse::Uploaded {
-                        hash,
-                        size,
-                        copies: live,
-                    },
-                );
+            if live.len() >= self.quorum() {
+                let ask = Ask::ContentPlaced {
+                    hash,
+                    meta: meta.clone(),
+                    stores: live,
+                    transferred: false,
+                };
+                return self.ask(ctx, id, ask, Then::AlreadyStored { hash, meta }, out);
             }
         }
+        self.store_copies(ctx, id, hash, meta, out);
+    }
+
+    /// Sends the upload to its R best-placed live stores.
+    fn store_copies(
+        &mut self,
+        ctx: &PrismCtx<'_>,
+        id: u64,
+        hash: ContentHash,
+        meta: ContentMeta,
+        out: &mut Outbox,
+    ) {
+        let w = self.quorum();
         let candidates: Vec<Candidate<'_>> = ctx
             .state
             .registry
@@ -281,6 +304,7 @@ impl PrismRole {
             next: 0,
             in_flight: 0,
             copies: Vec::new(),
+            first_copy_at: None,
             done: false,
         };
         for _ in 0..self.cfg.replicas.min(u.ranked.len()) {
@@ -311,6 +335,8 @@ impl PrismRole {
             hash: u.hash,
             to: store,
             to_addr: addr,
+            source: TransferSource::Spool,
+            timeout: self.cfg.transfer_deadline(u.meta.size),
         });
         true
     }
@@ -325,21 +351,34 @@ impl PrismRole {
         u.in_flight -= 1;
         if ok {
             u.copies.push(store);
+            u.first_copy_at.get_or_insert(ctx.now);
         } else if !u.done {
             // Fail over to the next store in placement order.
             self.start_transfer(id, &mut u, out);
         }
-        if !u.done && u.copies.len() >= self.quorum() {
+        // Placed too late to be sure the first copy is still claimable
+        // (re-uploads of deleted content): not stored; the client retries.
+        let late = u
+            .first_copy_at
+            .is_some_and(|t| ctx.now.since(t) + self.cfg.rpc_timeout >= self.cfg.orphan_wait());
+        if !u.done && late && (u.copies.len() >= self.quorum() || u.in_flight == 0) {
+            u.done = true;
+            fail(
+                out,
+                id,
+                ClientError::Unavailable("copies took too long; retry"),
+            );
+        } else if !u.done && u.copies.len() >= self.quorum() {
             u.done = true;
             let ask = Ask::ContentPlaced {
                 hash: u.hash,
                 meta: u.meta.clone(),
                 stores: u.copies.clone(),
+                transferred: true,
             };
             let then = Then::Uploaded {
                 hash: u.hash,
                 size: u.meta.size,
-                copies: u.copies.clone(),
             };
             self.ask(ctx, id, ask, then, out);
         } else if !u.done && u.in_flight == 0 {
@@ -523,8 +562,22 @@ impl PrismRole {
         use ClientResponse as R;
         match (p.then, answer) {
             (_, Answer::Refused(why)) => fail(out, id, ClientError::BadRequest(why)),
-            (Then::Uploaded { hash, size, copies }, _) => {
-                reply(out, id, R::Uploaded { hash, size, copies })
+            (Then::Uploaded { hash, size }, Answer::Placed(copies)) => {
+                if copies.len() >= self.quorum() {
+                    reply(out, id, R::Uploaded { hash, size, copies })
+                } else {
+                    // A drop or deletion overtook the copies: not stored.
+                    let why = "copies were dropped while placing; retry";
+                    fail(out, id, ClientError::Unavailable(why))
+                }
+            }
+            (Then::AlreadyStored { hash, meta }, Answer::Placed(copies)) => {
+                if copies.len() >= self.quorum() {
+                    let size = meta.size;
+                    reply(out, id, R::Uploaded { hash, size, copies })
+                } else {
+                    self.store_copies(ctx, id, hash, meta, out)
+                }
             }
             (_, Answer::Unavailable) => {
                 fail(out, id, ClientError::Unavailable("authority is recovering"))
@@ -602,19 +655,13 @@ impl PrismRole {
             .collect();
         for req in overdue {
             if let Some(p) = self.asks.remove(&req) {
-                match p.then {
-                    // The copies are durable; the stores will report them.
-                    Then::Uploaded { hash, size, copies } => reply(
-                        out,
-                        p.client,
-                        ClientResponse::Uploaded { hash, size, copies },
-                    ),
-                    _ => fail(
-                        out,
-                        p.client,
-                        ClientError::Unavailable("authority unavailable"),
-                    ),
-                }
+                // Uploads too: acknowledged only once the authority recorded
+                // the copies, so a deletion cannot overtake them unseen.
+                fail(
+                    out,
+                    p.client,
+                    ClientError::Unavailable("authority unavailable"),
+                );
             }
         }
         for (req, p) in self.asks.iter_mut() {

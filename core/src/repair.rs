@@ -28,8 +28,17 @@ pub struct Repair {
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
     next_scan: Time,
-    /// Surplus copies we asked a store to drop, until when we wait.
+    /// Surplus copies we asked a store to drop, until when we wait: they
+    /// count as gone, so no later scan drops another copy in their place.
     drops: BTreeMap<(ContentHash, NodeId), Time>,
+}
+
+/// What one due scan did: its figures, and the surplus copies to drop as
+/// (content, store); the caller fences and sends those orders.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    pub stats: ScanStats,
+    pub drops: Vec<(ContentHash, NodeId)>,
 }
 
 /// What one scan found and did, for tests and metrics.
@@ -58,7 +67,11 @@ impl Repair {
         next
     }
 
-    /// Runs a scan if one is due.
+    /// Runs a scan if one is due: sends clone jobs, returns the surplus
+    /// copies to drop (the caller fences and sends the orders).
+    // What repair reads of the authority is passed piece by piece; a view
+    // struct is due with the regrouping of core (issue 12).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_tick(
         &mut self,
         now: Time,
@@ -66,27 +79,41 @@ impl Repair {
         bugs: &InjectedBugs,
         state: &ClusterState,
         down_since: &BTreeMap<NodeId, Time>,
+        // Drop orders the authority still resends: those copies are going.
+        unanswered: &BTreeMap<(ContentHash, NodeId), (crate::message::VoteSeq, Time)>,
         out: &mut Outbox,
-    ) -> Option<ScanStats> {
+    ) -> Option<Scan> {
         self.jobs.retain(|_, j| j.deadline > now);
         self.drops.retain(|_, until| *until > now);
         if now < self.next_scan {
             return None;
         }
         self.next_scan = now + cfg.repair_interval;
-        if bugs.no_repair {
-            return Some(ScanStats::default());
+        let mut scan = Scan::default();
+        if !bugs.no_repair {
+            scan.stats = self.scan(
+                now,
+                cfg,
+                state,
+                down_since,
+                unanswered,
+                out,
+                &mut scan.drops,
+            );
         }
-        Some(self.scan(now, cfg, state, down_since, out))
+        Some(scan)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn scan(
         &mut self,
         now: Time,
         cfg: &ContentConfig,
         state: &ClusterState,
         down_since: &BTreeMap<NodeId, Time>,
+        unanswered: &BTreeMap<(ContentHash, NodeId), (crate::message::VoteSeq, Time)>,
         out: &mut Outbox,
+        drops: &mut Vec<(ContentHash, NodeId)>,
     ) -> ScanStats {
         let mut stats = ScanStats::default();
         let is_store = |s: NodeId| state.registry.get(s).is_some_and(|i| i.roles.store);
@@ -168,32 +195,34 @@ impl Repair {
                     })),
                 );
             } else if rec.stores.len() > r && !busy.contains(&rec.hash) {
-                // Keep the R best-placed healthy, up copies; drop the rest,
-                // but only once those R are all in place.
+                // Copies already told to drop count as gone: what is left
+                // must keep R healthy, up copies, the best placed first.
+                let left: Vec<NodeId> = rec
+                    .stores
+                    .iter()
+                    .copied()
+                    .filter(|s| !self.drops.contains_key(&(rec.hash, *s)))
+                    .filter(|s| !unanswered.contains_key(&(rec.hash, *s)))
+                    .collect();
+                if left.len() <= r {
+                    continue;
+                }
                 let ranked = rank(&rec.hash, &candidates, r);
                 let keep: Vec<NodeId> = ranked
                     .iter()
                     .copied()
-                    .filter(|s| rec.stores.contains(s) && healthy(*s) && up(*s))
+                    .filter(|s| left.contains(s) && healthy(*s) && up(*s))
                     .take(r)
                     .collect();
                 if keep.len() < r {
                     continue;
                 }
                 stats.surplus += 1;
-                for s in rec.stores.iter().copied().filter(|s| !keep.contains(s)) {
-                    if self.drops.contains_key(&(rec.hash, s)) {
-                        continue;
-                    }
-                    if let Some(info) = state.registry.get(s) {
+                for s in left.iter().copied().filter(|s| !keep.contains(s)) {
+                    if state.registry.contains(s) {
                         self.drops.insert((rec.hash, s), now + cfg.clone_timeout);
                         stats.drops_sent += 1;
-                        out.send(
-                            info.addr,
-                            Message::DropCopy {
-                                hash: Box::new(rec.hash),
-                            },
-                        );
+                        drops.push((rec.hash, s));
                     }
                 }
             }
@@ -264,9 +293,17 @@ mod tests {
         s: &ClusterState,
         down_since: &BTreeMap<NodeId, Time>,
         out: &mut Outbox,
-    ) -> ScanStats {
-        r.on_tick(now, cfg, &InjectedBugs::default(), s, down_since, out)
-            .expect("a scan was due")
+    ) -> Scan {
+        r.on_tick(
+            now,
+            cfg,
+            &InjectedBugs::default(),
+            s,
+            down_since,
+            &BTreeMap::new(),
+            out,
+        )
+        .expect("a scan was due")
     }
 
     #[test]
@@ -284,10 +321,10 @@ mod tests {
         let mut out = outbox();
         // Within the grace period the copy still counts.
         let st = tick(&mut r, Time::from_secs(1), &cfg, &s, &down, &mut out);
-        assert_eq!(st.under, 0);
+        assert_eq!(st.stats.under, 0);
         let later = Time::ZERO + cfg.repair_grace + cfg.repair_interval * 2;
         let st = tick(&mut r, later, &cfg, &s, &down, &mut out);
-        assert_eq!((st.under, st.clones_started), (1, 1));
+        assert_eq!((st.stats.under, st.stats.clones_started), (1, 1));
         match messages(&mut out).as_slice() {
             [Message::CloneTo(job)] => {
                 assert!(job.target == NodeId(3) || job.target == NodeId(4))
@@ -303,7 +340,7 @@ mod tests {
             &down,
             &mut out,
         );
-        assert_eq!(st.clones_started, 0);
+        assert_eq!(st.stats.clones_started, 0);
     }
 
     #[test]
@@ -318,7 +355,7 @@ mod tests {
         let mut r = Repair::default();
         let mut out = outbox();
         let st = tick(&mut r, Time::ZERO, &cfg, &s, &BTreeMap::new(), &mut out);
-        assert_eq!(st.clones_started, 1);
+        assert_eq!(st.stats.clones_started, 1);
         let target = match messages(&mut out).as_slice() {
             [Message::CloneTo(job)] => {
                 r.on_clone_done(job.job);
@@ -337,13 +374,8 @@ mod tests {
             &BTreeMap::new(),
             &mut out,
         );
-        assert_eq!(st.drops_sent, 1);
-        assert_eq!(
-            messages(&mut out),
-            vec![Message::DropCopy {
-                hash: Box::new(h(1))
-            }]
-        );
+        assert_eq!(st.stats.drops_sent, 1);
+        assert_eq!(st.drops, vec![(h(1), NodeId(1))]);
     }
 
     #[test]
@@ -359,7 +391,7 @@ mod tests {
         let mut r = Repair::default();
         let mut out = outbox();
         let st = tick(&mut r, Time::ZERO, &cfg, &s, &BTreeMap::new(), &mut out);
-        assert_eq!((st.under, st.clones_started), (10, 2));
+        assert_eq!((st.stats.under, st.stats.clones_started), (10, 2));
         assert_eq!(r.jobs_in_flight(), 2);
     }
 
@@ -374,7 +406,43 @@ mod tests {
         };
         let mut r = Repair::default();
         let mut out = outbox();
-        r.on_tick(Time::ZERO, &cfg, &bugs, &s, &BTreeMap::new(), &mut out);
+        r.on_tick(
+            Time::ZERO,
+            &cfg,
+            &bugs,
+            &s,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &mut out,
+        );
         assert!(messages(&mut out).is_empty());
+    }
+
+    #[test]
+    fn a_drop_in_flight_counts_as_gone_when_health_changes() {
+        // Three copies, R = 2: one drop goes out. If health then changes
+        // the ranking, the next scan must not drop a second copy while the
+        // first order is still on its way (that would leave one copy).
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        store(&mut s, h(1), &[1, 2, 3]);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let first = tick(&mut r, Time::ZERO, &cfg, &s, &BTreeMap::new(), &mut out);
+        assert_eq!(first.drops.len(), 1, "{first:?}");
+        let dropped = first.drops[0].1;
+        // One of the two kept copies' store goes down: the ranking of what
+        // to keep changes.
+        let kept: Vec<u64> = [1, 2, 3]
+            .into_iter()
+            .filter(|i| NodeId(*i) != dropped)
+            .collect();
+        s.apply(&Change::Health {
+            node: NodeId(kept[0]),
+            down: true,
+        });
+        let later = Time::ZERO + cfg.repair_interval;
+        let second = tick(&mut r, later, &cfg, &s, &BTreeMap::new(), &mut out);
+        assert!(second.drops.is_empty(), "dropped again: {second:?}");
     }
 }

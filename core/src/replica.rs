@@ -23,6 +23,9 @@ pub struct Replica {
     seq: u64,
     state: ClusterState,
     has_snapshot: bool,
+    /// The feed said our snapshot is too old (or of another history): a new
+    /// one is due. The old state still says whom to probe meanwhile.
+    needs_snapshot: bool,
     at_end: bool,
     ready: bool,
     inflight: Option<Inflight>,
@@ -87,7 +90,13 @@ impl Replica {
         self.log
     }
 
+    /// Has a snapshot that the feed continues.
     pub fn has_snapshot(&self) -> bool {
+        self.has_snapshot && !self.needs_snapshot
+    }
+
+    /// Has some state to go on (perhaps stale, while a new snapshot is due).
+    pub fn has_state(&self) -> bool {
         self.has_snapshot
     }
 
@@ -108,7 +117,7 @@ impl Replica {
         }
         self.next_req += 1;
         let req = self.next_req;
-        let wait = if self.has_snapshot {
+        let wait = if self.has_snapshot() {
             let wait = if self.at_end {
                 cfg.long_poll
             } else {
@@ -160,14 +169,14 @@ impl Replica {
     ) -> Applied {
         let mut applied = Applied::default();
         let ours = self.inflight.is_some_and(|f| f.req == req);
-        if !self.has_snapshot {
+        if !self.has_snapshot() {
             return applied;
         }
         if self.log != Some(log) {
             if ours {
                 // The authority's log is another history: start over.
                 self.inflight = None;
-                self.has_snapshot = false;
+                self.needs_snapshot = true;
                 self.at_end = false;
                 self.ready = false;
             }
@@ -176,9 +185,12 @@ impl Replica {
         match body {
             FeedBody::SnapshotRequired { .. } => {
                 if ours {
+                    // Fell behind the retained log: not ready until a new
+                    // snapshot is taken and caught up.
                     self.inflight = None;
-                    self.has_snapshot = false;
+                    self.needs_snapshot = true;
                     self.at_end = false;
+                    self.ready = false;
                 }
             }
             FeedBody::Entries {
@@ -256,6 +268,7 @@ impl Replica {
         self.known_log = Some(log);
         self.seq = snapshot.seq;
         self.has_snapshot = true;
+        self.needs_snapshot = false;
         self.at_end = false;
         Applied {
             topology: true,
@@ -389,6 +402,35 @@ mod tests {
             &mut out,
         );
         assert!(!r.has_snapshot());
+        assert!(r.has_state(), "the old state still says whom to probe");
+    }
+
+    #[test]
+    fn falling_behind_the_retained_log_is_not_ready() {
+        let cfg = FeedConfig::default();
+        let mut r = Replica::default();
+        let mut out = outbox();
+        let auth = AUTH.parse().unwrap();
+        r.poll(Time::ZERO, &cfg, auth, &mut out);
+        let (req, _) = last_req(&mut out);
+        r.on_snapshot_reply(req, LogId(5), empty_snapshot(0), &mut out);
+        r.poll(Time::ZERO, &cfg, auth, &mut out);
+        let (req, _) = last_req(&mut out);
+        let body = FeedBody::Entries {
+            entries: vec![],
+            head: 0,
+            at_end: true,
+        };
+        r.on_feed_reply(req, LogId(5), body, &mut out);
+        assert!(r.is_ready());
+        r.poll(Time::ZERO + cfg.long_poll * 2, &cfg, auth, &mut out);
+        let (req, _) = last_req(&mut out);
+        let body = FeedBody::SnapshotRequired { snapshot_seq: 50 };
+        r.on_feed_reply(req, LogId(5), body, &mut out);
+        assert!(!r.is_ready(), "a replica behind the retained log is stale");
+        r.poll(Time::ZERO + cfg.long_poll * 2, &cfg, auth, &mut out);
+        let (_, msg) = last_req(&mut out);
+        assert!(matches!(msg, Message::SnapshotPull { .. }), "{msg:?}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct ClusterState {
     pub deleted: BTreeSet<ContentHash>,
     /// Revoked purchases and when they would have expired.
     pub revoked: BTreeMap<Token, WallTime>,
+    /// Nodes that left gracefully: down because they said so, not by votes.
+    pub left: BTreeSet<NodeId>,
 }
 
 impl ClusterState {
@@ -40,6 +42,7 @@ impl ClusterState {
                 self.registry.remove(*id);
                 self.set_observers(*id, Vec::new());
                 self.down.remove(id);
+                self.left.remove(id);
                 self.draining.remove(id);
                 for hash in self.held_by.remove(id).unwrap_or_default() {
                     self.drop_copy(hash, *id);
@@ -111,7 +114,25 @@ impl ClusterState {
                     self.draining.remove(node);
                 }
             }
+            Change::Revoked { token, expires } => {
+                if !self.purchases.contains_key(token) {
+                    self.revoked.insert(*token, *expires);
+                }
+            }
+            Change::Left { node, left } => {
+                if *left {
+                    self.left.insert(*node);
+                    self.down.insert(*node);
+                } else {
+                    self.left.remove(node);
+                }
+            }
         }
+    }
+
+    /// Whether `id` left gracefully and has not joined again.
+    pub fn has_left(&self, id: NodeId) -> bool {
+        self.left.contains(&id)
     }
 
     fn drop_copy(&mut self, hash: ContentHash, store: NodeId) {
@@ -177,6 +198,7 @@ impl ClusterState {
             draining: self.draining.iter().copied().collect(),
             deleted: self.deleted.iter().copied().collect(),
             revoked: self.revoked.iter().map(|(t, e)| (*t, *e)).collect(),
+            left: self.left.iter().copied().collect(),
         }
     }
 
@@ -201,6 +223,7 @@ impl ClusterState {
         state.draining = snap.draining.iter().copied().collect();
         state.deleted = snap.deleted.iter().copied().collect();
         state.revoked = snap.revoked.iter().copied().collect();
+        state.left = snap.left.iter().copied().collect();
         state
     }
 
@@ -245,6 +268,9 @@ impl ClusterState {
         }
         if self.deleted != other.deleted {
             d.push("deleted".to_string());
+        }
+        if self.left != other.left {
+            d.push(format!("left {:?} vs {:?}", self.left, other.left));
         }
         if self.revoked != other.revoked {
             d.push(format!(
@@ -301,6 +327,9 @@ impl ClusterState {
         }
         for (t, e) in &self.revoked {
             h = mix64(h ^ t.0 as u64 ^ e.as_micros() ^ 0x7e7);
+        }
+        for l in &self.left {
+            h = mix64(h ^ l.0 ^ 0x1ef7);
         }
         h
     }

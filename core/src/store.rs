@@ -9,12 +9,13 @@ use crate::config::ContentConfig;
 use crate::content::ContentMeta;
 use crate::hash::ContentHash;
 use crate::ids::LogId;
-use crate::io::{Outbox, Output};
-use crate::message::{CloneJob, InventoryBatch, Message, VoteSeq};
+use crate::io::{Outbox, Output, TransferSource};
+use crate::message::{CloneJob, DropOrder, InventoryBatch, Message, VoteSeq};
 use crate::state::ClusterState;
 use crate::time::{earliest, Time};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::Bound;
 
 /// Store operation ids carry this bit, so the node can route transfer
 /// results to the right role.
@@ -89,6 +90,11 @@ pub struct StoreView<'a> {
 pub struct StoreRole {
     cfg: ContentConfig,
     held: BTreeMap<ContentHash, ContentMeta>,
+    /// The report batch that told the authority of each held copy (a copy
+    /// found in a listing counts as reported at the start of this
+    /// incarnation); a copy received since its last report has none. A
+    /// drop order only applies to copies reported no later than its fence.
+    reported: BTreeMap<ContentHash, VoteSeq>,
     listed: bool,
     listing_requested: bool,
     /// Changes since the outstanding listing was asked for: the listing may
@@ -104,6 +110,9 @@ pub struct StoreRole {
     seq: VoteSeq,
     next_scrub: Time,
     scrub_cursor: Option<ContentHash>,
+    /// The copy a scrub is reading, and whether a new copy of it arrived
+    /// since: a bad result about the old bytes must not delete the new ones.
+    scrubbing: Option<(ContentHash, bool)>,
     next_resync: Time,
     clones: BTreeMap<u64, u64>,
     next_op: u64,
@@ -116,6 +125,7 @@ impl StoreRole {
             next_scrub: now + cfg.scrub_interval,
             cfg,
             held: BTreeMap::new(),
+            reported: BTreeMap::new(),
             listed: false,
             listing_requested: false,
             since_listing: BTreeMap::new(),
@@ -128,6 +138,7 @@ impl StoreRole {
                 counter: 0,
             },
             scrub_cursor: None,
+            scrubbing: None,
             clones: BTreeMap::new(),
             next_op: STORE_OP,
         }
@@ -156,6 +167,18 @@ impl StoreRole {
                 }
             }
         }
+        let start = VoteSeq {
+            incarnation: self.seq.incarnation,
+            counter: 0,
+        };
+        let held = &self.held;
+        self.reported.retain(|h, _| held.contains_key(h));
+        for hash in self.held.keys() {
+            let fresh = matches!(self.pending.get(hash), Some(Some(_)));
+            if !fresh {
+                self.reported.entry(*hash).or_insert(start);
+            }
+        }
         self.listed = true;
         self.listing_requested = false;
         // A fresh listing is compared with the authority again.
@@ -168,6 +191,11 @@ impl StoreRole {
             self.since_listing.insert(hash, Some(meta.clone()));
         }
         self.held.insert(hash, meta.clone());
+        if let Some((h, replaced)) = &mut self.scrubbing {
+            *replaced |= *h == hash;
+        }
+        // A new copy, even of bytes held before: no older order drops it.
+        self.reported.remove(&hash);
         self.pending.insert(hash, Some(meta));
     }
 
@@ -176,21 +204,35 @@ impl StoreRole {
             self.since_listing.insert(hash, None);
         }
         self.held.remove(&hash);
+        self.reported.remove(&hash);
         self.pending.insert(hash, None);
     }
 
     pub fn on_scrub(&mut self, hash: ContentHash, ok: bool, out: &mut Outbox) {
-        if !ok {
+        let stale = self.scrubbing == Some((hash, true));
+        if self.scrubbing.is_some_and(|(h, _)| h == hash) {
+            self.scrubbing = None;
+        }
+        if !ok && !stale {
             out.queue.push_back(Output::DeleteContent { hash });
             self.on_removed(hash);
         }
     }
 
-    pub fn on_drop(&mut self, hash: ContentHash, out: &mut Outbox) {
-        if self.held.contains_key(&hash) {
-            out.queue.push_back(Output::DeleteContent { hash });
-            self.on_removed(hash);
+    /// Drops the copy the order means; a copy received after the report
+    /// the order is fenced by stays. Returns whether it dropped.
+    pub fn on_drop(&mut self, order: &DropOrder, out: &mut Outbox) -> bool {
+        let meant = self
+            .reported
+            .get(&order.hash)
+            .is_some_and(|seq| *seq <= order.upto);
+        if meant && self.held.contains_key(&order.hash) {
+            out.queue
+                .push_back(Output::DeleteContent { hash: order.hash });
+            self.on_removed(order.hash);
+            return true;
         }
+        false
     }
 
     pub fn on_clone(&mut self, job: CloneJob, authority: SocketAddr, out: &mut Outbox) {
@@ -207,11 +249,14 @@ impl StoreRole {
         self.next_op += 1;
         let op = self.next_op;
         self.clones.insert(op, job);
+        let size = self.held.get(&hash).map_or(0, |m| m.size);
         out.queue.push_back(Output::Transfer {
             op,
             hash,
             to: target,
             to_addr: target_addr,
+            source: TransferSource::Stored,
+            timeout: self.cfg.transfer_deadline(size),
         });
     }
 
@@ -267,12 +312,22 @@ impl StoreRole {
         self.send_reports(now, authority, out);
         if self.listed && now >= self.next_scrub {
             self.next_scrub = now + self.cfg.scrub_interval;
+            // The copy after the cursor, even if the cursor's own copy is
+            // gone; wrap around at the end.
             let next = self
                 .scrub_cursor
-                .and_then(|c| self.held.range(c..).nth(1).map(|(h, _)| *h))
-                .or_else(|| self.held.keys().next().copied());
-            if let Some(hash) = next {
+                .and_then(|c| {
+                    self.held
+                        .range((Bound::Excluded(c), Bound::Unbounded))
+                        .next()
+                })
+                .or_else(|| self.held.iter().next());
+            if let Some((hash, meta)) = next {
+                let hash = *hash;
+                // Paced by bytes: hashing a large copy earns a longer rest.
+                self.next_scrub = now + self.cfg.scrub_pause(meta.size);
                 self.scrub_cursor = Some(hash);
+                self.scrubbing = Some((hash, false));
                 out.queue.push_back(Output::Scrub { hash });
             }
         }
@@ -302,6 +357,9 @@ impl StoreRole {
             }
         }
         self.seq.counter += 1;
+        for (hash, _) in &adds {
+            self.reported.insert(*hash, self.seq);
+        }
         let batch = Batch {
             seq: self.seq,
             // The batch that empties the queue completes the sync.

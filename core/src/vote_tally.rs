@@ -53,9 +53,6 @@ pub struct VoteTally {
     holds: BTreeSet<(Time, NodeId)>,
     grace_until: Time,
     grace_pending: bool,
-    /// Nodes that left gracefully: down until they join again, whatever
-    /// the votes say.
-    left: BTreeSet<NodeId>,
     /// Subjects whose verdict may have changed since the last evaluation.
     dirty: BTreeSet<NodeId>,
     all_dirty: bool,
@@ -75,7 +72,6 @@ impl VoteTally {
             holds: BTreeSet::new(),
             grace_until,
             grace_pending: true,
-            left: BTreeSet::new(),
             dirty: BTreeSet::new(),
             all_dirty: true,
         }
@@ -105,17 +101,6 @@ impl VoteTally {
         true
     }
 
-    /// `node` left: it stays down until `rejoined`.
-    pub fn left(&mut self, node: NodeId) {
-        self.left.insert(node);
-    }
-
-    pub fn rejoined(&mut self, node: NodeId) {
-        if self.left.remove(&node) {
-            self.dirty.insert(node);
-        }
-    }
-
     /// Marks what a change applied to the state may affect.
     pub fn note_applied(&mut self, change: &Change, state: &ClusterState) {
         match change {
@@ -126,6 +111,12 @@ impl VoteTally {
             }
             Change::NodeUpserted(info) => {
                 self.dirty.insert(info.id);
+            }
+            // Leaving gracefully holds a node down; joining again lets the
+            // votes decide.
+            Change::Left { node, .. } => {
+                self.dirty.insert(*node);
+                self.dirty.extend(state.subjects_of(*node));
             }
             Change::NodeRemoved(id) => {
                 self.forget(*id);
@@ -138,6 +129,7 @@ impl VoteTally {
             | Change::PurchaseRemoved { .. }
             | Change::PurchaseExpired { .. }
             | Change::TombstonesExpired { .. }
+            | Change::Revoked { .. }
             | Change::Draining { .. } => {}
         }
     }
@@ -204,10 +196,7 @@ impl VoteTally {
         };
         let mut changes = Vec::new();
         for subject in subjects {
-            if subject == exempt
-                || !state.registry.contains(subject)
-                || self.left.contains(&subject)
-            {
+            if subject == exempt || !state.registry.contains(subject) || state.has_left(subject) {
                 continue;
             }
             let down_now = self.count(now, subject, state).is_down(&self.bugs);

@@ -106,9 +106,54 @@ impl ContentDir {
         None
     }
 
-    /// Streams `body` to a temp file, hashing it; keeps it under its hash
-    /// (checked against `expected` if given). `kind` is used when there is
-    /// no expected hash.
+    /// Streams `body` to a temp file, hashing it and syncing it, checked
+    /// against `expected` if given (`kind` is used when there is no expected
+    /// hash), and makes its shard directory durable. `commit` puts it in
+    /// place.
+    pub async fn stage<S, E>(
+        &self,
+        expected: Option<ContentHash>,
+        kind: HashKind,
+        body: S,
+    ) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let (tmp, hash, size) = self.receive(&self.tmp, expected, kind, body, true).await?;
+        let dir = self.shard_dir(&hash);
+        let made = async {
+            if !tokio::fs::try_exists(&dir).await? {
+                tokio::fs::create_dir_all(&dir).await?;
+                // A new directory is durable only once its parent is.
+                let parent = dir.parent().unwrap_or(&self.content);
+                sync_dir(parent).await?;
+                sync_dir(&self.content).await?;
+            }
+            Ok::<(), io::Error>(())
+        }
+        .await;
+        if let Err(e) = made {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e.into());
+        }
+        Ok(Written {
+            hash,
+            size,
+            path: tmp,
+        })
+    }
+
+    /// Renames a staged file into place (blocking and quick: callers run it
+    /// under the lock that orders it with deletes). `durable` then makes
+    /// the rename survive a crash.
+    pub fn commit(&self, staged: &Written, ext: &str) -> io::Result<PathBuf> {
+        let path = self.path(&staged.hash, ext);
+        std::fs::rename(&staged.path, &path)?;
+        Ok(path)
+    }
+
+    /// `stage`, `commit` and `durable` in one (no delete to order with).
     pub async fn store<S, E>(
         &self,
         expected: Option<ContentHash>,
@@ -120,16 +165,15 @@ impl ContentDir {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
-        let (tmp, hash, size) = self.receive(&self.tmp, expected, kind, body, true).await?;
-        let dir = self.shard_dir(&hash);
-        tokio::fs::create_dir_all(&dir).await?;
-        let path = self.path(&hash, ext);
-        tokio::fs::rename(&tmp, &path).await?;
-        // The rename is durable only once the directory is.
-        if let Ok(d) = tokio::fs::File::open(&dir).await {
-            let _ = d.sync_all().await;
-        }
-        Ok(Written { hash, size, path })
+        let staged = self.stage(expected, kind, body).await?;
+        let path = self.commit(&staged, ext)?;
+        self.durable(&staged.hash).await?;
+        Ok(Written { path, ..staged })
+    }
+
+    /// Syncs the shard directory of `hash`: a rename in it survives a crash.
+    pub async fn durable(&self, hash: &ContentHash) -> io::Result<()> {
+        sync_dir(&self.shard_dir(hash)).await
     }
 
     /// A prism's copy of an upload while it is placed (not fsynced: until
@@ -259,6 +303,10 @@ impl ContentDir {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
 }
 
 #[cfg(test)]

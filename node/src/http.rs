@@ -246,20 +246,22 @@ async fn receive_copy(
         (Ok(h), Ok(e)) => (h, e),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
-    if let Some((_, meta)) = s.content.find(&hash) {
-        s.input(Input::ContentStored { hash, meta });
-        return StatusCode::OK.into_response();
+    // Already here: core hears of it again (it may have missed it, or be
+    // about to drop an older report of it).
+    if s.commit_copy(None, hash, &ext).is_ok() {
+        // Another receive may have renamed it in place and not yet made
+        // that durable: acknowledge only a durable copy.
+        return match s.content.durable(&hash).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        };
     }
-    match s
+    let staged = match s
         .content
-        .store(Some(hash), hash.kind(), &ext, body.into_data_stream())
+        .stage(Some(hash), hash.kind(), body.into_data_stream())
         .await
     {
-        Ok(w) => {
-            let meta = ContentMeta { ext, size: w.size };
-            s.input(Input::ContentStored { hash, meta });
-            StatusCode::CREATED.into_response()
-        }
+        Ok(w) => w,
         Err(crate::disk::WriteError::Mismatch { expected, got }) => {
             tracing::warn!(%expected, %got, "copy does not match its hash; kept nothing");
             let e = ApiError::new(
@@ -267,8 +269,23 @@ async fn receive_copy(
                 "hash_mismatch",
                 format!("content hashes to {got}, not {expected}"),
             );
-            e.into_response()
+            return e.into_response();
         }
+        Err(e) => {
+            tracing::warn!(%hash, error = %e, "could not store a copy");
+            return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+    };
+    let committed = match s.commit_copy(Some(&staged), hash, &ext) {
+        Ok(_) => s.content.durable(&hash).await,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged.path);
+            Err(e)
+        }
+    };
+    match committed {
+        // Acknowledged only once the rename is durable.
+        Ok(()) => StatusCode::CREATED.into_response(),
         Err(e) => {
             tracing::warn!(%hash, error = %e, "could not store a copy");
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()

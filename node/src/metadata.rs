@@ -78,6 +78,12 @@ fn corrupt(what: &str, e: DecodeError) -> MetaError {
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const SETS: TableDefinition<(u8, u64), ()> = TableDefinition::new("sets");
+/// Copies of deleted content waiting for a re-upload: (hash, store) -> meta.
+const ORPHANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("orphans");
+/// Drop orders not yet answered: (hash, store) -> fence.
+const DROPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("drops");
+/// The last inventory report applied per store: (incarnation, counter).
+const REPORTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("reports");
 
 const SET_RESTORED: u8 = 1;
 const SET_SYNCED: u8 = 2;
@@ -106,6 +112,9 @@ impl RedbStore {
             txn.open_table(META)?;
             txn.open_table(LOG)?;
             txn.open_table(SETS)?;
+            txn.open_table(REPORTS)?;
+            txn.open_table(ORPHANS)?;
+            txn.open_table(DROPS)?;
         }
         txn.commit()?;
         Ok(RedbStore { db, slack: 10_000 })
@@ -187,6 +196,27 @@ impl MetadataStore for RedbStore {
             };
             set.insert(NodeId(node));
         }
+        for row in txn.open_table(REPORTS)?.iter()? {
+            let (k, v) = row?;
+            let (incarnation, counter) = v.value();
+            let seq = stretchfs_core::message::VoteSeq {
+                incarnation,
+                counter,
+            };
+            store.reports.insert(NodeId(k.value()), seq);
+        }
+        for row in txn.open_table(ORPHANS)?.iter()? {
+            let (k, v) = row?;
+            let key = decode_value(k.value()).map_err(|e| corrupt("orphans", e))?;
+            let meta = decode_value(v.value()).map_err(|e| corrupt("orphans", e))?;
+            store.orphans.insert(key, meta);
+        }
+        for row in txn.open_table(DROPS)?.iter()? {
+            let (k, v) = row?;
+            let key = decode_value(k.value()).map_err(|e| corrupt("drops", e))?;
+            let upto = decode_value(v.value()).map_err(|e| corrupt("drops", e))?;
+            store.drops_pending.insert(key, upto);
+        }
         d.authority = Some(store);
         Ok(d)
     }
@@ -204,6 +234,9 @@ impl MetadataStore for RedbStore {
             let mut meta = txn.open_table(META)?;
             let mut log = txn.open_table(LOG)?;
             let mut sets = txn.open_table(SETS)?;
+            let mut reports = txn.open_table(REPORTS)?;
+            let mut orphans = txn.open_table(ORPHANS)?;
+            let mut drops = txn.open_table(DROPS)?;
             for r in records {
                 match r {
                     Record::Identity { node } => {
@@ -224,6 +257,9 @@ impl MetadataStore for RedbStore {
                         meta.remove("snapshot")?;
                         log.retain(|_, _| false)?;
                         sets.retain(|_, _| false)?;
+                        reports.retain(|_, _| false)?;
+                        orphans.retain(|_, _| false)?;
+                        drops.retain(|_, _| false)?;
                         let header = AuthorityHeader {
                             cluster: *cluster,
                             log: *log_id,
@@ -249,6 +285,31 @@ impl MetadataStore for RedbStore {
                     }
                     Record::Expected(n) => {
                         sets.insert((SET_EXPECTED, n.0), ())?;
+                    }
+                    Record::Orphan { hash, store, meta } => {
+                        let key = encode_value(&(*hash, *store));
+                        match meta {
+                            Some(m) => {
+                                orphans.insert(key.as_slice(), encode_value(m).as_slice())?;
+                            }
+                            None => {
+                                orphans.remove(key.as_slice())?;
+                            }
+                        }
+                    }
+                    Record::DropPending { hash, store, upto } => {
+                        let key = encode_value(&(*hash, *store));
+                        match upto {
+                            Some(u) => {
+                                drops.insert(key.as_slice(), encode_value(u).as_slice())?;
+                            }
+                            None => {
+                                drops.remove(key.as_slice())?;
+                            }
+                        }
+                    }
+                    Record::Reported { store, seq } => {
+                        reports.insert(store.0, (seq.incarnation, seq.counter))?;
                     }
                 }
             }

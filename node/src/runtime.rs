@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
 use stretchfs_core::content::ContentMeta;
 use stretchfs_core::hash::ContentHash;
-use stretchfs_core::store::STORE_OP;
 use stretchfs_core::{
-    ClientRequest, ClientResponse, Input, Node, Notice, Output, Roles, Time, Transport, WallTime,
+    ClientRequest, ClientResponse, Input, Node, Notice, Output, Roles, Time, TransferSource,
+    Transport, WallTime,
 };
 use stretchfs_transport_http::auth::STREAMED_BODY;
 use stretchfs_transport_http::client::Body;
@@ -50,7 +50,7 @@ pub struct Shared {
     pub roles: Roles,
     pub signer: Arc<Signer>,
     pub client: Arc<HttpClient>,
-    pub content: ContentDir,
+    pub content: Arc<ContentDir>,
     /// Prism: uploads spooled while they are placed, by hash.
     pub spool: Mutex<BTreeMap<ContentHash, (PathBuf, ContentMeta)>>,
     pub cmd: mpsc::UnboundedSender<Cmd>,
@@ -70,6 +70,46 @@ impl Shared {
     /// Queued for the driver, which takes inputs in batches.
     pub fn input(&self, input: Input) {
         let _ = self.cmd.send(Cmd::Input(input));
+    }
+
+    /// Puts a staged copy in place (`None`: notes the copy already there)
+    /// and tells core, both under the core lock, so a delete core ordered
+    /// before this copy arrived cannot remove it, nor one ordered after
+    /// miss it.
+    pub fn commit_copy(
+        self: &Arc<Self>,
+        staged: Option<&crate::disk::Written>,
+        hash: ContentHash,
+        ext: &str,
+    ) -> std::io::Result<ContentMeta> {
+        let mut rest = Vec::new();
+        let meta = {
+            let mut core = self.lock();
+            let meta = match staged {
+                Some(w) => {
+                    self.content.commit(w, ext)?;
+                    ContentMeta {
+                        ext: ext.to_string(),
+                        size: w.size,
+                    }
+                }
+                None => match self.content.find(&hash) {
+                    Some((_, meta)) => meta,
+                    None => return Err(std::io::ErrorKind::NotFound.into()),
+                },
+            };
+            core.handle(Input::ContentStored {
+                hash,
+                meta: meta.clone(),
+            });
+            if let Err(e) = core.drain(None, &mut rest) {
+                tracing::error!(error = %e, "metadata write failed; stopping");
+                let _ = self.cmd.send(Cmd::Fatal(e));
+            }
+            meta
+        };
+        self.perform(&mut rest);
+        Ok(meta)
     }
 
     /// Core's own answer: a snapshot taken and caught up with the feed.
@@ -130,6 +170,9 @@ impl stretchfs_core::Rng for OsRng {
 pub struct Core {
     node: Node,
     meta: Box<dyn MetadataStore>,
+    /// Deletes run here, under the core lock, in the order core decided
+    /// them relative to new copies (see `Shared::commit_copy`).
+    content: Arc<ContentDir>,
     start: Instant,
     next_client: u64,
     pending: BTreeMap<u64, oneshot::Sender<ClientResponse>>,
@@ -165,6 +208,9 @@ impl Core {
             match out {
                 Output::Persist(r) => records.push(r),
                 Output::Reply { id, response } if Some(id) == mine => answer = Some(response),
+                // At once, under the lock: a copy received later must not
+                // be deleted by an order given before it arrived.
+                Output::DeleteContent { hash } => self.content.delete(&hash),
                 other => rest.push(other),
             }
         }
@@ -213,7 +259,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let meta = RedbStore::open(&dir.join("meta.redb")).map_err(StartError::Meta)?;
     let disk = meta.load().map_err(StartError::Meta)?;
-    let content = ContentDir::open(&dir).map_err(io_err(&dir))?;
+    let content = Arc::new(ContentDir::open(&dir).map_err(io_err(&dir))?);
     let roles = cfg.roles().map_err(StartError::Config)?;
     let node_cfg = cfg.node_config().map_err(StartError::Config)?;
     let cluster = cfg.cluster().map_err(StartError::Config)?;
@@ -230,6 +276,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
     let core = Core {
         node,
         meta: Box::new(meta),
+        content: content.clone(),
         start: Instant::now(),
         next_client: 0,
         pending: BTreeMap::new(),
@@ -365,10 +412,13 @@ impl Shared {
                     hash,
                     to,
                     to_addr,
+                    source,
+                    timeout,
                 } => {
                     let shared = self.clone();
                     tokio::spawn(async move {
-                        let result = transfer(&shared, op, hash, to_addr).await;
+                        let timeout = StdDuration::from_micros(timeout.as_micros() as u64);
+                        let result = transfer(&shared, hash, to_addr, source, timeout).await;
                         if let Err(e) = &result {
                             tracing::warn!(%hash, store = %to, error = %e, "transfer failed");
                         }
@@ -395,10 +445,8 @@ impl Shared {
                         shared.input(Input::ScrubResult { hash, ok });
                     });
                 }
-                Output::DeleteContent { hash } => {
-                    let shared = self.clone();
-                    tokio::task::spawn_blocking(move || shared.content.delete(&hash));
-                }
+                // Done in `Core::drain`, under the lock.
+                Output::DeleteContent { .. } => {}
             }
         }
     }
@@ -414,6 +462,7 @@ impl Shared {
                 tracing::debug!(%node, down, "verdict applied")
             }
             Notice::Recovered => tracing::info!("authority state recovered"),
+            Notice::Left { node } => tracing::info!(%node, "left the cluster"),
             Notice::Dropped { from, why } => tracing::warn!(%from, ?why, "message dropped"),
             Notice::Suspicion { node, suspect } => tracing::debug!(%node, suspect, "suspicion"),
             Notice::VoteCast { subject, down } => tracing::debug!(%subject, down, "vote"),
@@ -445,23 +494,23 @@ impl fmt::Display for TransferError {
 /// store, which answers only once its copy is verified and durable.
 async fn transfer(
     shared: &Shared,
-    op: u64,
     hash: ContentHash,
     to: std::net::SocketAddr,
+    source: TransferSource,
+    timeout: StdDuration,
 ) -> Result<(), TransferError> {
-    let source = if op & STORE_OP != 0 {
-        shared.content.find(&hash)
-    } else {
-        let spool = shared.spool.lock().unwrap_or_else(|e| e.into_inner());
-        spool.get(&hash).cloned()
+    let source = match source {
+        TransferSource::Stored => shared.content.find(&hash),
+        TransferSource::Spool => {
+            let spool = shared.spool.lock().unwrap_or_else(|e| e.into_inner());
+            spool.get(&hash).cloned()
+        }
     };
     let (path, meta) = source.ok_or(TransferError::NoSource)?;
     let body = file_body(&path, 0, meta.size)
         .await
         .map_err(TransferError::Io)?;
     let target = format!("{CONTENT_PATH}/{hash}?ext={}", meta.ext);
-    // Generous: the store hashes and fsyncs before it answers.
-    let timeout = StdDuration::from_secs(30) + StdDuration::from_micros(meta.size / 20);
     let resp = shared
         .client
         .request(Method::PUT, to, &target, STREAMED_BODY, body, timeout)

@@ -30,6 +30,8 @@ pub struct PeerStatus {
     pub roles: Vec<String>,
     pub zone: String,
     pub down: bool,
+    /// Down because it left gracefully (not by votes).
+    pub left: bool,
     pub draining: bool,
     /// Content copies this node holds (stores).
     pub copies: usize,
@@ -78,6 +80,7 @@ impl NodeStatus {
                 roles: role_names(n.roles),
                 zone: n.zone.to_string(),
                 down: state.is_down(n.id),
+                left: state.has_left(n.id),
                 draining: state.draining.contains(&n.id),
                 copies: state.held_by(n.id).count(),
             })

@@ -126,15 +126,17 @@ async fn upload_deliver_kill_a_store_and_repair() {
         assert_eq!(c.get(&tampered).await.unwrap().status, 403);
     }
 
-    // kill -9 a store holding a copy: down on every node within the bound.
+    // kill -9 a store holding a copy: voted down on every node. How fast
+    // is the simulator's to judge (timely detection) and is printed here;
+    // a loaded test machine may take any time, so only a generous limit
+    // stops a hang.
     let victim = on_disk[0].clone();
     let vi = c.index(&victim);
     let victim_id = c.status(&victim).await.unwrap().node;
     let killed = Instant::now();
     c.kill(vi);
     let cfg = c.members[vi].cfg.node_config().unwrap();
-    let bound = cfg.detection_bound().as_micros();
-    let bound = Duration::from_micros(bound as u64) + Duration::from_millis(500);
+    let bound = Duration::from_secs(30);
     loop {
         let mut all = true;
         for (i, m) in c.members.iter().enumerate() {
@@ -154,7 +156,14 @@ async fn upload_deliver_kill_a_store_and_repair() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("{victim} down on every node after {:?}", killed.elapsed());
+    println!(
+        "{victim} down on every node after {:?} (detection bound {:?})",
+        killed.elapsed(),
+        std::time::Duration::from_micros(cfg.detection_bound().as_micros() as u64)
+    );
+    let s = c.status("authority").await.unwrap();
+    let peer = s.nodes.iter().find(|n| n.id == victim_id).unwrap();
+    assert!(!peer.left, "killed, not left: it must be down by votes");
 
     // Deliveries go to the other copy.
     for i in 0..10 {
@@ -393,20 +402,22 @@ async fn sigterm_leaves_the_cluster_cleanly() {
     let id = c.status("store-3").await.unwrap().node;
     let status = c.terminate(si).expect("was running");
     assert!(status.success(), "exit status {status:?}");
-    // It said it was leaving: marked down at once, not after the probes'
-    // detection bound.
-    let exited = Instant::now();
-    loop {
+    // It said it was leaving: marked down because it left, not by the
+    // probes' votes (the cause is checked, not a clock: a loaded machine
+    // may take any time to get there).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let peer = loop {
         let s = c.status("authority").await.unwrap();
-        if s.nodes.iter().any(|n| n.id == id && n.down) {
-            break;
+        if let Some(p) = s.nodes.iter().find(|n| n.id == id && n.down) {
+            break p.clone();
         }
-        assert!(
-            exited.elapsed() < Duration::from_millis(300),
-            "store-3 not marked down right after leaving"
-        );
+        assert!(Instant::now() < deadline, "store-3 never marked down");
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    assert!(
+        peer.left,
+        "store-3 was voted down instead of leaving: {peer:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,9 @@
-//! Simulated clients: they upload content with real hashes, buy purchases,
-//! ask for deliveries (valid, expired, removed and made-up tokens), remove
-//! purchases, and keep the ground truth the content oracles check against.
+//! Simulated clients: they upload content with real hashes, buy purchases
+//! (with and without referrer lists, often right after an upload), ask for
+//! deliveries (valid, expired, removed and made-up tokens; allowed and
+//! refused referrers), remove purchases (again, sometimes), delete content
+//! and upload the same bytes again, and keep the ground truth the content
+//! oracles check against.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +21,9 @@ pub struct Workload {
     pub interval: Duration,
     pub start: Time,
     pub stop: Time,
-    /// Relative weights of upload, purchase, deliver, remove, unknown-token.
-    pub mix: [u32; 5],
+    /// Relative weights of upload, purchase, deliver, remove, unknown-token,
+    /// delete, and re-upload of deleted bytes.
+    pub mix: [u32; 7],
     /// Purchase lifetimes are drawn from this range (seconds).
     pub life_secs: (u64, u64),
     /// Content sizes are drawn from this range (bytes).
@@ -32,7 +36,7 @@ impl Workload {
             interval: Duration::from_millis(100),
             start: Time::MAX,
             stop: Time::MAX,
-            mix: [0; 5],
+            mix: [0; 7],
             life_secs: (5, 60),
             size: (64, 4096),
         }
@@ -43,7 +47,7 @@ impl Workload {
             interval: Duration::from_millis(50),
             start,
             stop,
-            mix: [3, 3, 10, 1, 1],
+            mix: [3, 3, 10, 1, 1, 1, 1],
             life_secs: (5, 60),
             size: (64, 4096),
         }
@@ -58,6 +62,17 @@ pub struct AckedUpload {
     /// The stores that acknowledged a durable copy.
     pub copies: Vec<NodeId>,
     pub acked_at: Time,
+    /// When the request of the latest acknowledged upload was sent.
+    pub issued_at: Time,
+}
+
+/// A client's delete of content.
+#[derive(Clone, Debug)]
+pub struct Deletion {
+    pub hash: ContentHash,
+    pub issued_at: Time,
+    /// When any answer came (success or not: either way it may have run).
+    pub settled_at: Option<Time>,
 }
 
 #[derive(Clone, Debug)]
@@ -71,7 +86,13 @@ pub struct Bought {
     pub removed_at: Option<Time>,
     /// The prism that created it.
     pub created_by: HostId,
+    /// Referrer hosts it allows (empty: any).
+    pub referrers: Vec<String>,
 }
+
+/// A referrer that purchases with a referrer list allow, and one they refuse.
+pub const ALLOWED_REFERRER: &str = "https://www.allowed.example/page";
+pub const REFUSED_REFERRER: &str = "https://refused.example/";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -81,9 +102,11 @@ pub enum Op {
     Purchase {
         hash: ContentHash,
     },
-    /// Deliver purchase number `n` of `Clients::purchases`.
+    /// Deliver purchase number `n` of `Clients::purchases`, with this
+    /// referrer.
     Deliver {
         n: usize,
+        referrer: Option<&'static str>,
     },
     Remove {
         n: usize,
@@ -91,6 +114,10 @@ pub enum Op {
     /// Deliver a token nobody created.
     Unknown {
         token: Token,
+    },
+    /// Delete number `n` of `Clients::deletions`.
+    Delete {
+        n: usize,
     },
 }
 
@@ -125,6 +152,9 @@ pub struct ClientStats {
     pub not_found: u64,
     pub expired: u64,
     pub removals_acked: u64,
+    pub deletes_acked: u64,
+    pub reuploads_acked: u64,
+    pub refused_referrers: u64,
 }
 
 const EXTS: [&str; 5] = ["mp4", "jpg", "txt", "bin", "png"];
@@ -137,6 +167,9 @@ pub struct Clients {
     /// Uploads in flight by hash (the bytes the client sent).
     sent: BTreeMap<ContentHash, (Arc<Vec<u8>>, ContentMeta)>,
     pub purchases: Vec<Bought>,
+    pub deletions: Vec<Deletion>,
+    /// Purchases to make right after an upload was acknowledged.
+    follow_ups: std::collections::VecDeque<(HostId, ContentHash)>,
     pending: BTreeMap<(HostId, u64), Pending>,
     pub stats: ClientStats,
 }
@@ -150,9 +183,30 @@ impl Clients {
             uploads: Vec::new(),
             sent: BTreeMap::new(),
             purchases: Vec::new(),
+            deletions: Vec::new(),
+            follow_ups: std::collections::VecDeque::new(),
             pending: BTreeMap::new(),
             stats: ClientStats::default(),
         }
+    }
+
+    /// Whether the latest acknowledged upload of `hash` must still be
+    /// there: every delete of it was answered before that upload was sent.
+    pub fn must_exist(&self, hash: &ContentHash) -> bool {
+        let Some(u) = self.upload(hash) else {
+            return false;
+        };
+        self.deletions
+            .iter()
+            .filter(|d| d.hash == *hash)
+            .all(|d| d.settled_at.is_some_and(|s| s < u.issued_at))
+    }
+
+    /// Whether a delete of `hash` was sent at or before `t`.
+    pub fn deleted_by(&self, hash: &ContentHash, t: Time) -> bool {
+        self.deletions
+            .iter()
+            .any(|d| d.hash == *hash && d.issued_at <= t)
     }
 
     /// The bytes of content the clients uploaded (acknowledged or not).
@@ -181,20 +235,43 @@ impl Clients {
         if prisms.is_empty() {
             return None;
         }
-        let host = prisms[self.rng.below(prisms.len() as u64) as usize];
+        let mut host = prisms[self.rng.below(prisms.len() as u64) as usize];
         let mut spool = None;
-        let (op, request) = match self.pick_op() {
-            1 if !self.uploads.is_empty() => {
-                let u = &self.uploads[self.rng.below(self.uploads.len() as u64) as usize];
+        let follow_up = self.follow_ups.pop_front();
+        let choice = if follow_up.is_some() {
+            1
+        } else {
+            self.pick_op()
+        };
+        let (op, request) = match choice {
+            1 if follow_up.is_some() || !self.uploads.is_empty() => {
+                let hash = match follow_up {
+                    Some((prism, hash)) => {
+                        if prisms.contains(&prism) {
+                            host = prism;
+                        }
+                        hash
+                    }
+                    None => self.uploads[self.rng.below(self.uploads.len() as u64) as usize].hash,
+                };
+                let ext = self
+                    .sent
+                    .get(&hash)
+                    .map_or_else(|| "bin".to_string(), |(_, m)| m.ext.clone());
                 let (lo, hi) = self.cfg.life_secs;
                 let life = Duration::from_secs(lo + self.rng.below(hi - lo + 1));
+                let referrers = if self.rng.chance(0.3) {
+                    vec!["allowed.example".to_string()]
+                } else {
+                    vec![]
+                };
                 (
-                    Op::Purchase { hash: u.hash },
+                    Op::Purchase { hash },
                     ClientRequest::Purchase {
-                        hash: u.hash,
-                        ext: u.meta.ext.clone(),
+                        hash,
+                        ext,
                         life,
-                        referrers: vec![],
+                        referrers,
                     },
                 )
             }
@@ -207,15 +284,22 @@ impl Clients {
                     self.rng.below(len) as usize
                 };
                 let token = self.purchases[n].token;
+                let referrer = match self.rng.below(4) {
+                    0 => Some(ALLOWED_REFERRER),
+                    1 => Some(REFUSED_REFERRER),
+                    _ if self.purchases[n].referrers.is_empty() => None,
+                    _ => Some(ALLOWED_REFERRER),
+                };
                 (
-                    Op::Deliver { n },
+                    Op::Deliver { n, referrer },
                     ClientRequest::Deliver {
                         token,
-                        referrer: None,
+                        referrer: referrer.map(str::to_string),
                     },
                 )
             }
             3 if !self.purchases.is_empty() => {
+                // Revoked ones too, sometimes: revoking again is fine.
                 let n = self.rng.below(self.purchases.len() as u64) as usize;
                 let p = &mut self.purchases[n];
                 p.removal_requested.get_or_insert(now);
@@ -234,6 +318,24 @@ impl Clients {
                         referrer: None,
                     },
                 )
+            }
+            5 if !self.uploads.is_empty() => {
+                let hash = self.uploads[self.rng.below(self.uploads.len() as u64) as usize].hash;
+                self.deletions.push(Deletion {
+                    hash,
+                    issued_at: now,
+                    settled_at: None,
+                });
+                let n = self.deletions.len() - 1;
+                (Op::Delete { n }, ClientRequest::Delete { hash })
+            }
+            6 if !self.deletions.is_empty() => {
+                // The same bytes again, after (or while) they were deleted.
+                let d = &self.deletions[self.rng.below(self.deletions.len() as u64) as usize];
+                let hash = d.hash;
+                let (bytes, meta) = self.sent[&hash].clone();
+                spool = Some((hash, meta.clone(), bytes));
+                (Op::Upload { hash }, ClientRequest::Upload { hash, meta })
             }
             _ => {
                 let (lo, hi) = self.cfg.size;
@@ -272,39 +374,65 @@ impl Clients {
         self.pending.remove(&(host, id))
     }
 
-    pub fn record_upload(&mut self, hash: ContentHash, copies: Vec<NodeId>, now: Time) {
-        if self.upload(&hash).is_some() {
+    pub fn record_upload(
+        &mut self,
+        hash: ContentHash,
+        copies: Vec<NodeId>,
+        now: Time,
+        issued_at: Time,
+        prism: HostId,
+    ) {
+        self.stats.uploads_acked += 1;
+        // Often bought right away, through the same prism.
+        if self.rng.chance(0.3) {
+            self.follow_ups.push_back((prism, hash));
+        }
+        if let Some(u) = self.uploads.iter_mut().find(|u| u.hash == hash) {
+            self.stats.reuploads_acked += 1;
+            if issued_at > u.issued_at {
+                u.issued_at = issued_at;
+                u.acked_at = now;
+                u.copies = copies;
+            }
             return;
         }
         if let Some((bytes, meta)) = self.sent.get(&hash) {
-            self.stats.uploads_acked += 1;
             self.uploads.push(AckedUpload {
                 hash,
                 bytes: bytes.clone(),
                 meta: meta.clone(),
                 copies,
                 acked_at: now,
+                issued_at,
             });
+        }
+    }
+
+    pub fn record_delete(&mut self, n: usize, now: Time, ok: bool) {
+        if ok {
+            self.stats.deletes_acked += 1;
+        }
+        if let Some(d) = self.deletions.get_mut(n) {
+            d.settled_at.get_or_insert(now);
         }
     }
 
     pub fn record_purchase(
         &mut self,
-        token: Token,
-        hash: ContentHash,
-        expires: WallTime,
+        p: &stretchfs_core::purchase::Purchase,
         now: Time,
         created_by: HostId,
     ) {
         self.stats.purchases_acked += 1;
         self.purchases.push(Bought {
-            token,
-            hash,
-            expires,
+            token: p.token,
+            hash: p.hash,
+            expires: p.expires,
             acked_at: now,
             removal_requested: None,
             removed_at: None,
             created_by,
+            referrers: p.referrers.clone(),
         });
     }
 

@@ -142,6 +142,9 @@ impl SimConfig {
                 // Scrub fast enough that a simulated run sees every copy
                 // checked (production scrubs at its own, slower, pace).
                 scrub_interval: Duration::from_millis(20),
+                scrub_bytes_per_sec: 1 << 30,
+                // Simulated copies are small and the network fast.
+                transfer_timeout: Duration::from_secs(2),
                 ..ContentConfig::default()
             },
             bugs: InjectedBugs::default(),

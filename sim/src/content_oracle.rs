@@ -38,15 +38,31 @@ impl Oracle {
             (_, R::Error(ClientError::NotReady)) => clients.stats.not_ready += 1,
             (_, R::Error(ClientError::Unavailable(_))) => clients.stats.unavailable += 1,
             (Op::Upload { .. }, R::Uploaded { hash, copies, .. }) => {
-                clients.record_upload(*hash, copies.clone(), now);
+                clients.record_upload(*hash, copies.clone(), now, pending.issued_at, prism);
             }
             (Op::Purchase { .. }, R::Purchase(p)) => {
-                clients.record_purchase(p.token, p.hash, p.expires, now, prism);
+                clients.record_purchase(p, now, prism);
             }
+            (Op::Purchase { hash }, R::Error(ClientError::NotFound(what))) => {
+                clients.stats.not_found += 1;
+                self.check_content_known(w, clients, prism, hash, what, pending.issued_at);
+            }
+            (Op::Delete { n }, R::Deleted) => clients.record_delete(*n, now, true),
+            // An error leaves the outcome unknown: the delete may still run.
+            (Op::Delete { .. }, R::Error(_)) => {}
             (Op::Remove { n }, R::Removed) => clients.record_removal(*n, now),
-            (Op::Deliver { n }, R::Deliver { store, hash, .. }) => {
+            (Op::Remove { n }, R::Error(ClientError::NotFound(_))) => {
+                clients.stats.not_found += 1;
+                self.check_revocable(w, clients, prism, *n);
+            }
+            (Op::Deliver { n, referrer }, R::Error(ClientError::Forbidden)) => {
+                clients.stats.refused_referrers += 1;
+                self.check_referrer_refusal(w, clients, prism, *n, *referrer);
+            }
+            (Op::Deliver { n, referrer }, R::Deliver { store, hash, .. }) => {
                 clients.stats.deliveries_ok += 1;
                 *clients.stats.delivered_by.entry(prism).or_default() += 1;
+                self.check_referrer_allowed(w, clients, prism, *n, *referrer);
                 self.check_valid_delivery(w, clients, prism, *n, pending.issued_at);
                 self.check_store_choice(w, prism, *store, hash);
                 return self.fetch(w, clients, *store, hash);
@@ -57,7 +73,7 @@ impl Oracle {
                 format!("made-up token {token} was delivered by host {prism}"),
             ),
             (
-                Op::Deliver { n },
+                Op::Deliver { n, .. },
                 R::Error(e @ (ClientError::NotFound(_) | ClientError::Expired)),
             ) => {
                 if matches!(e, ClientError::Expired) {
@@ -119,6 +135,9 @@ impl Oracle {
             _ => "?",
         };
         if what == "content" {
+            if !clients.must_exist(&p.hash) {
+                return; // Deleted by a client (or maybe): "not found" is right.
+            }
             // Only wrong if some store has held an intact copy long enough.
             let known = w.hosts.iter().any(|h| {
                 h.node.is_some()
@@ -139,6 +158,128 @@ impl Oracle {
                 p.token, p.expires
             ),
         );
+    }
+
+    /// Some store has held an intact copy of `hash` for longer than the
+    /// inventory needs to hear of it, and no authority wipe since.
+    fn known_durable(&self, w: &World, hash: &ContentHash, issued_at: Time) -> bool {
+        let held = w.hosts.iter().any(|h| {
+            h.node.is_some()
+                && h.content
+                    .read(hash)
+                    .is_some_and(|c| issued_at.since(c.synced_at) > self.report_bound)
+                && h.content.intact(hash)
+        });
+        held && !self.wiped_since(issued_at - self.report_bound)
+    }
+
+    /// A purchase of an acknowledged upload that no client deleted must
+    /// not hear "not found" (a restarted authority that has not heard of
+    /// it yet must say so, not deny it).
+    fn check_content_known(
+        &mut self,
+        w: &World,
+        clients: &Clients,
+        prism: HostId,
+        hash: &ContentHash,
+        what: &str,
+        issued_at: Time,
+    ) {
+        let Some(u) = clients.upload(hash) else {
+            return;
+        };
+        if what != "content" || u.acked_at > issued_at || !clients.must_exist(hash) {
+            return;
+        }
+        if !self.known_durable(w, hash, issued_at) {
+            return;
+        }
+        self.measured.not_found_checks += 1;
+        self.violate(
+            w.now,
+            ViolationKind::FalseNotFound,
+            format!(
+                "host {prism} answered not found to a purchase of {hash}, uploaded (acknowledged at {}) and never deleted",
+                u.acked_at
+            ),
+        );
+    }
+
+    /// Revoking an acknowledged, unexpired purchase (again, or a retry
+    /// whose first answer was lost) is never "not found".
+    fn check_revocable(&mut self, w: &World, clients: &Clients, prism: HostId, n: usize) {
+        let Some(p) = clients.purchases.get(n) else {
+            return;
+        };
+        if self.authority_wall(w) + self.expiry_slack >= p.expires {
+            return; // Expired (and perhaps pruned): either answer is right.
+        }
+        let creator = &w.hosts[p.created_by];
+        let lost = self
+            .wipes
+            .iter()
+            .any(|t| *t >= p.acked_at && creator.last_impaired >= p.acked_at);
+        if lost {
+            return;
+        }
+        self.violate(
+            w.now,
+            ViolationKind::FalseNotFound,
+            format!(
+                "host {prism} answered not found to revoking purchase {} (valid until {:?})",
+                p.token, p.expires
+            ),
+        );
+    }
+
+    /// A purchase with a referrer list refuses other referrers.
+    fn check_referrer_allowed(
+        &mut self,
+        w: &World,
+        clients: &Clients,
+        prism: HostId,
+        n: usize,
+        referrer: Option<&str>,
+    ) {
+        let Some(p) = clients.purchases.get(n) else {
+            return;
+        };
+        let allowed = p.referrers.is_empty() || referrer == Some(crate::clients::ALLOWED_REFERRER);
+        if !allowed {
+            self.violate(
+                w.now,
+                ViolationKind::InvalidDelivery,
+                format!(
+                    "host {prism} delivered purchase {} to referrer {referrer:?}, not in {:?}",
+                    p.token, p.referrers
+                ),
+            );
+        }
+    }
+
+    /// An allowed referrer (or any, without a list) is never refused.
+    fn check_referrer_refusal(
+        &mut self,
+        w: &World,
+        clients: &Clients,
+        prism: HostId,
+        n: usize,
+        referrer: Option<&str>,
+    ) {
+        let Some(p) = clients.purchases.get(n) else {
+            return;
+        };
+        let allowed = p.referrers.is_empty() || referrer == Some(crate::clients::ALLOWED_REFERRER);
+        if allowed {
+            self.violate(
+                w.now,
+                ViolationKind::FalseNotFound,
+                format!(
+                    "host {prism} refused purchase {} to referrer {referrer:?} (allowed: {:?})",
+                    p.token, p.referrers
+                ),
+            );
+        }
     }
 
     fn check_valid_delivery(
@@ -281,6 +422,9 @@ impl Oracle {
             })
             .collect();
         for u in &clients.uploads {
+            if !clients.must_exist(&u.hash) {
+                continue; // Deleted by a client since (or maybe).
+            }
             self.measured.upload_checks += 1;
             let intact: Vec<HostId> = (0..w.hosts.len())
                 .filter(|h| !w.hosts[*h].lost && w.hosts[*h].node.is_some())

@@ -19,8 +19,19 @@ use stretchfs_core::hash::ContentHash;
 use stretchfs_core::rng::SeededRng;
 use stretchfs_core::{
     ClientRequest, ClientResponse, DurableState, Duration, Input, Node, Notice, Output, Time,
+    TransferSource,
 };
 use stretchfs_transport_sim::{Delivery, HostId, NetConfig};
+
+/// A transfer a node asked for, as it left the node.
+struct TransferOrder {
+    host: HostId,
+    op: u64,
+    hash: ContentHash,
+    to_addr: SocketAddr,
+    source: TransferSource,
+    timeout: Duration,
+}
 
 enum Event {
     Start(HostId),
@@ -79,7 +90,6 @@ struct Arrival {
 }
 
 /// A transfer not answered by then failed (the sender's HTTP time-out).
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Write plus fsync of a small file.
 const DISK_SYNC: Duration = Duration::from_millis(2);
 /// Local disk scans and reads.
@@ -148,7 +158,7 @@ pub struct Sim {
     trace: Trace,
     notices: Vec<(HostId, Notice)>,
     replies: Vec<(HostId, u64, ClientResponse)>,
-    transfers: Vec<(HostId, u64, ContentHash, SocketAddr)>,
+    transfers: Vec<TransferOrder>,
     open_transfers: BTreeSet<(HostId, u64)>,
     clients: Clients,
     admin_ids: u64,
@@ -586,15 +596,25 @@ impl Sim {
 
     /// A node asked for content to be copied to a store (a prism placing an
     /// upload, a store running a clone job).
-    fn start_transfer(&mut self, h: HostId, op: u64, hash: ContentHash, to_addr: SocketAddr) {
+    fn start_transfer(&mut self, t: TransferOrder) {
+        let TransferOrder {
+            host: h,
+            op,
+            hash,
+            to_addr,
+            source,
+            timeout,
+        } = t;
         let now = self.world.now;
         let src = &self.world.hosts[h];
         let from_crash = src.crash_id;
-        let data = src.spool.get(&hash).cloned().or_else(|| {
-            src.content
+        let data = match source {
+            TransferSource::Spool => src.spool.get(&hash).cloned(),
+            TransferSource::Stored => src
+                .content
                 .read(&hash)
-                .map(|c| (c.bytes.clone(), c.meta.clone()))
-        });
+                .map(|c| (c.bytes.clone(), c.meta.clone())),
+        };
         self.open_transfers.insert((h, op));
         let failed = Event::TransferResult {
             host: h,
@@ -607,7 +627,7 @@ impl Sim {
             return;
         };
         // The time-out answers unless the target's answer comes first.
-        self.queue.push(now + TRANSFER_TIMEOUT, failed);
+        self.queue.push(now + timeout, failed);
         let Some(to) = self.world.net.host_of(to_addr) else {
             return; // Nobody there: the time-out answers.
         };
@@ -808,8 +828,20 @@ impl Sim {
                 Output::Notice(n) => self.notices.push((h, n)),
                 Output::Reply { id, response } => self.replies.push((h, id, response)),
                 Output::Transfer {
-                    op, hash, to_addr, ..
-                } => self.transfers.push((h, op, hash, to_addr)),
+                    op,
+                    hash,
+                    to_addr,
+                    source,
+                    timeout,
+                    ..
+                } => self.transfers.push(TransferOrder {
+                    host: h,
+                    op,
+                    hash,
+                    to_addr,
+                    source,
+                    timeout,
+                }),
                 Output::ListContent => {
                     let input = Box::new(Input::ContentListing(host.content.listing()));
                     let ev = Event::NodeInput {
@@ -852,8 +884,8 @@ impl Sim {
         }
         self.notices = notices;
         let mut transfers = std::mem::take(&mut self.transfers);
-        for (h, op, hash, to) in transfers.drain(..) {
-            self.start_transfer(h, op, hash, to);
+        for t in transfers.drain(..) {
+            self.start_transfer(t);
         }
         self.transfers = transfers;
         let mut replies = std::mem::take(&mut self.replies);

@@ -10,7 +10,7 @@ use stretchfs_tests::{assert_passed, scenario, secs};
 fn with_storm(mut cfg: SimConfig) -> SimConfig {
     cfg = cfg.with_clients();
     cfg.workload.interval = Duration::from_millis(20);
-    cfg.workload.mix = [2, 6, 12, 1, 1];
+    cfg.workload.mix = [2, 6, 12, 1, 1, 1, 1];
     cfg
 }
 
@@ -106,7 +106,14 @@ fn permanent_store_loss_is_repaired_to_r_copies_within_the_bound() {
         + cfg.content.clone_timeout;
     let mut sim = Sim::new(cfg, false);
     sim.run_until(secs(19.99));
-    let hashes: Vec<_> = sim.clients().uploads.iter().map(|u| u.hash).collect();
+    // Uploads no client deleted (the workload deletes some).
+    let hashes: Vec<_> = sim
+        .clients()
+        .uploads
+        .iter()
+        .map(|u| u.hash)
+        .filter(|h| sim.clients().must_exist(h))
+        .collect();
     let lost_here: Vec<_> = hashes
         .iter()
         .filter(|h| sim.world().hosts[4].content.intact(h))
@@ -140,7 +147,14 @@ fn draining_a_store_never_drops_below_r_copies() {
     let r_copies = cfg.content.replicas;
     let mut sim = Sim::new(cfg, false);
     sim.run_until(secs(20.0));
-    let hashes: Vec<_> = sim.clients().uploads.iter().map(|u| u.hash).collect();
+    // Uploads no client deleted (the workload deletes some).
+    let hashes: Vec<_> = sim
+        .clients()
+        .uploads
+        .iter()
+        .map(|u| u.hash)
+        .filter(|h| sim.clients().must_exist(h))
+        .collect();
     let on_drained = hashes
         .iter()
         .filter(|h| sim.world().hosts[4].content.intact(h))
@@ -211,4 +225,33 @@ fn content_swarm_seeds_pass_every_oracle() {
     assert!(summary.measured.delivery_checks > 1000);
     assert!(summary.measured.upload_checks > 1000);
     let _ = Time::ZERO;
+}
+
+#[test]
+fn deleting_and_uploading_the_same_bytes_again_loses_no_acknowledged_upload() {
+    // Deletes and re-uploads of the same hash, under crashes of stores and
+    // of the authority: every re-upload acknowledged after its delete was
+    // answered must keep its bytes (UploadLost, FalseNotFound, inventory).
+    let mut cfg = with_storm(scenario(25, 7, 2, 40.0));
+    cfg.workload.mix = [4, 4, 6, 1, 0, 4, 6];
+    cfg.schedule(secs(12.0), Fault::Crash { host: 4 });
+    cfg.schedule(
+        secs(14.0),
+        Fault::Restart {
+            host: 4,
+            new_addr: false,
+        },
+    );
+    cfg.schedule(secs(20.0), Fault::Crash { host: 0 });
+    cfg.schedule(
+        secs(21.0),
+        Fault::Restart {
+            host: 0,
+            new_addr: false,
+        },
+    );
+    let r = Sim::new(cfg, false).run();
+    assert_passed(&r);
+    assert!(r.clients.deletes_acked > 20, "{r}");
+    assert!(r.clients.reuploads_acked > 20, "{r}");
 }

@@ -8,7 +8,7 @@ use stretchfs_tests::{has_violation, scenario, secs};
 fn storm(seed: u64, nodes: usize) -> SimConfig {
     let mut cfg = scenario(seed, nodes, 2, 40.0).with_clients();
     cfg.workload.interval = Duration::from_millis(20);
-    cfg.workload.mix = [2, 6, 12, 1, 1];
+    cfg.workload.mix = [2, 6, 12, 1, 1, 1, 1];
     cfg
 }
 
@@ -48,7 +48,7 @@ fn invalid_delivery_oracle_catches_ignoring_expiry_and_removal() {
 #[test]
 fn upload_loss_oracle_catches_acknowledging_one_copy() {
     let mut cfg = storm(33, 6);
-    cfg.workload.mix = [10, 1, 1, 0, 0];
+    cfg.workload.mix = [10, 1, 1, 0, 0, 0, 0];
     // Neither prism (hosts 0 and 3) can reach store 2, so the second copy
     // of anything placed on 1 and 2 takes a failover; then store 1 is lost.
     cfg.schedule(secs(5.0), Fault::OneWay { from: 0, to: 2 });
