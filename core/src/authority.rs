@@ -17,7 +17,7 @@ use crate::hash::ContentHash;
 use crate::ids::{ClusterId, LogId, NodeId, Zone};
 use crate::io::{Notice, Outbox};
 use crate::message::{Answer, Ask, DropOrder, Envelope, InventoryBatch, Lookup, Message, VoteSeq};
-use crate::observers::assign_observers;
+use crate::observers::assign_observers_among;
 use crate::purchase::{Token, MAX_LIFE, MIN_LIFE};
 use crate::repair::Repair;
 use crate::state::ClusterState;
@@ -858,11 +858,13 @@ impl Authority {
         }
         let entry = self.store.log.append(change);
         self.store.state.apply(&entry.change);
-        self.tally.note_applied(&entry.change, &self.store.state);
+        self.tally
+            .note_applied(now, &entry.change, &self.store.state);
+        // Who may observe changes with membership and with verdicts.
+        let observers_change = matches!(entry.change, Change::Health { .. } | Change::Left { .. })
+            || self.store.state.registry.membership_version() != membership_before;
         out.persist(Record::Appended(entry));
-        if self.store.state.registry.membership_version() != membership_before
-            && self.observers_due.is_none()
-        {
+        if observers_change && self.observers_due.is_none() {
             let earliest_allowed = self
                 .last_assignment
                 .map_or(now, |t| t + self.cfg.tally.observer_debounce);
@@ -882,7 +884,9 @@ impl Authority {
             .map(|n| (n.id, n.zone.clone()))
             .collect();
         let refs: Vec<(NodeId, &Zone)> = members.iter().map(|(id, z)| (*id, z)).collect();
-        let assigned = assign_observers(&refs, self.cfg.tally.observers);
+        let state = &self.store.state;
+        let assigned =
+            assign_observers_among(&refs, |id| !state.is_down(id), self.cfg.tally.observers);
         let stale: Vec<NodeId> = self
             .store
             .state

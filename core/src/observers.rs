@@ -14,10 +14,23 @@ pub fn rendezvous_score(subject: NodeId, candidate: NodeId) -> u64 {
 
 /// The observers of every member, sorted by node id per subject.
 pub fn assign_observers(members: &[(NodeId, &Zone)], k: usize) -> BTreeMap<NodeId, Vec<NodeId>> {
+    assign_observers_among(members, |_| true, k)
+}
+
+/// The observers of every member, chosen among the members `may_observe`
+/// accepts (nodes published down observe nobody: a subject whose observers
+/// died would otherwise have no live majority to decide on it).
+pub fn assign_observers_among(
+    members: &[(NodeId, &Zone)],
+    may_observe: impl Fn(NodeId) -> bool,
+    k: usize,
+) -> BTreeMap<NodeId, Vec<NodeId>> {
     // Zones become small integers once, not per comparison.
     let mut zone_index: BTreeMap<&Zone, usize> = BTreeMap::new();
-    let members: Vec<(NodeId, usize)> = members
+    let subjects: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
+    let observers: Vec<(NodeId, usize)> = members
         .iter()
+        .filter(|(id, _)| may_observe(*id))
         .map(|(id, zone)| {
             let next = zone_index.len();
             (*id, *zone_index.entry(zone).or_insert(next))
@@ -25,12 +38,12 @@ pub fn assign_observers(members: &[(NodeId, &Zone)], k: usize) -> BTreeMap<NodeI
         .collect();
     let zones = zone_index.len();
     let mut per_zone: Vec<Vec<(u64, NodeId)>> = vec![Vec::new(); zones];
-    members
-        .iter()
-        .map(|&(subject, _)| {
+    subjects
+        .into_iter()
+        .map(|subject| {
             (
                 subject,
-                observers_of(subject, &members, zones, k, &mut per_zone),
+                observers_of(subject, &observers, zones, k, &mut per_zone),
             )
         })
         .collect()
@@ -43,7 +56,8 @@ fn observers_of(
     k: usize,
     per_zone: &mut [Vec<(u64, NodeId)>],
 ) -> Vec<NodeId> {
-    if members.len() <= k + 1 {
+    let others = members.iter().filter(|m| m.0 != subject).count();
+    if others <= k {
         let mut all: Vec<NodeId> = members
             .iter()
             .map(|m| m.0)
@@ -148,6 +162,19 @@ mod tests {
             let mean = load.values().sum::<usize>() as f64 / n as f64;
             assert!((mean - 5.0).abs() < 1e-9, "n={n} mean={mean}");
             assert!(max <= 16, "n={n} max load {max}");
+        }
+    }
+
+    #[test]
+    fn down_nodes_observe_nobody() {
+        let m = members(8, 2);
+        let refs: Vec<(NodeId, &Zone)> = m.iter().map(|(id, z)| (*id, z)).collect();
+        let dead = [m[0].0, m[1].0, m[2].0];
+        let map = assign_observers_among(&refs, |id| !dead.contains(&id), 5);
+        assert_eq!(map.len(), 8, "every member is still observed");
+        for (subject, obs) in &map {
+            assert!(obs.iter().all(|o| !dead.contains(o)), "{subject}: {obs:?}");
+            assert_eq!(obs.len(), 5 - usize::from(!dead.contains(subject)));
         }
     }
 

@@ -1,6 +1,9 @@
 //! The authority's vote tally. A subject is down when a strict majority of its
 //! live observers (observers not themselves down) hold an unexpired down vote;
 //! it comes back up when that majority is gone, unless flap damping holds it.
+//! Either way only while its live observers are a strict majority of those
+//! assigned: without one nobody can vouch for it, and it keeps its verdict
+//! (the authority reassigns observers away from down nodes meanwhile).
 
 use crate::config::{InjectedBugs, TallyConfig};
 use crate::feed::Change;
@@ -29,6 +32,10 @@ struct FlapHistory {
 pub struct Count {
     pub down_votes: usize,
     pub live_observers: usize,
+    /// Observers assigned, live or not.
+    pub assigned: usize,
+    /// Live observers assigned long enough to have voted if they would.
+    pub seasoned: usize,
 }
 
 impl Count {
@@ -38,6 +45,18 @@ impl Count {
             return self.down_votes >= 1;
         }
         self.live_observers > 0 && self.down_votes * 2 > self.live_observers
+    }
+
+    /// Enough live observers to decide either way.
+    pub fn can_decide(&self) -> bool {
+        self.live_observers * 2 > self.assigned
+    }
+
+    /// Enough of them have been watching long enough that the absence of
+    /// their down votes says the subject is up (new observers have not had
+    /// the time to vote yet).
+    pub fn can_vouch(&self) -> bool {
+        self.seasoned * 2 > self.assigned
     }
 }
 
@@ -53,6 +72,12 @@ pub struct VoteTally {
     holds: BTreeSet<(Time, NodeId)>,
     grace_until: Time,
     grace_pending: bool,
+    /// When each (subject, observer) assignment was made while this tally
+    /// ran (one made before it started counts as seasoned: the startup
+    /// grace gives its observers the time to vote again).
+    assigned_at: BTreeMap<(NodeId, NodeId), Time>,
+    /// When assignments made at the time become seasoned, per subject.
+    seasoning: BTreeSet<(Time, NodeId)>,
     /// Subjects whose verdict may have changed since the last evaluation.
     dirty: BTreeSet<NodeId>,
     all_dirty: bool,
@@ -72,6 +97,8 @@ impl VoteTally {
             holds: BTreeSet::new(),
             grace_until,
             grace_pending: true,
+            assigned_at: BTreeMap::new(),
+            seasoning: BTreeSet::new(),
             dirty: BTreeSet::new(),
             all_dirty: true,
         }
@@ -102,12 +129,30 @@ impl VoteTally {
     }
 
     /// Marks what a change applied to the state may affect.
-    pub fn note_applied(&mut self, change: &Change, state: &ClusterState) {
+    pub fn note_applied(&mut self, now: Time, change: &Change, state: &ClusterState) {
         match change {
             // Whether `node` counts as a live observer changed.
             Change::Health { node, .. } => self.dirty.extend(state.subjects_of(*node)),
-            Change::Observers { subject, .. } => {
+            Change::Observers { subject, observers } => {
                 self.dirty.insert(*subject);
+                let old: Vec<NodeId> = self
+                    .assigned_at
+                    .range((*subject, NodeId(0))..=(*subject, NodeId(u64::MAX)))
+                    .map(|((_, o), _)| *o)
+                    .collect();
+                for o in old.iter().filter(|o| !observers.contains(o)) {
+                    self.assigned_at.remove(&(*subject, *o));
+                }
+                let mut fresh = false;
+                for o in observers {
+                    if !self.assigned_at.contains_key(&(*subject, *o)) {
+                        self.assigned_at.insert((*subject, *o), now);
+                        fresh = true;
+                    }
+                }
+                if fresh {
+                    self.seasoning.insert((now + self.cfg.vote_ttl, *subject));
+                }
             }
             Change::NodeUpserted(info) => {
                 self.dirty.insert(info.id);
@@ -145,15 +190,22 @@ impl VoteTally {
     }
 
     pub fn count(&self, now: Time, subject: NodeId, state: &ClusterState) -> Count {
+        let observers = state.observers_of(subject);
         let mut count = Count {
             down_votes: 0,
             live_observers: 0,
+            assigned: observers.len(),
+            seasoned: 0,
         };
-        for obs in state.observers_of(subject) {
+        for obs in observers {
             if state.is_down(*obs) || !state.registry.contains(*obs) {
                 continue;
             }
             count.live_observers += 1;
+            let since = self.assigned_at.get(&(subject, *obs));
+            if since.is_none_or(|t| now >= *t + self.cfg.vote_ttl) {
+                count.seasoned += 1;
+            }
             if let Some(b) = self.ballots.get(obs) {
                 if b.expires > now && b.down.contains(&subject) {
                     count.down_votes += 1;
@@ -184,6 +236,13 @@ impl VoteTally {
             self.holds.pop_first();
             self.dirty.insert(subject);
         }
+        while let Some(&(t, subject)) = self.seasoning.first() {
+            if t > now {
+                break;
+            }
+            self.seasoning.pop_first();
+            self.dirty.insert(subject);
+        }
         if self.grace_pending && now >= self.grace_until {
             self.grace_pending = false;
             self.dirty.extend(state.down.iter().copied());
@@ -199,7 +258,11 @@ impl VoteTally {
             if subject == exempt || !state.registry.contains(subject) || state.has_left(subject) {
                 continue;
             }
-            let down_now = self.count(now, subject, state).is_down(&self.bugs);
+            let count = self.count(now, subject, state);
+            if !count.can_decide() && !self.bugs.single_vote_downs {
+                continue; // No live majority to vouch: the verdict stands.
+            }
+            let down_now = count.is_down(&self.bugs);
             let is_down = state.is_down(subject);
             if down_now && !is_down {
                 self.note_down(now, subject);
@@ -207,7 +270,7 @@ impl VoteTally {
                     node: subject,
                     down: true,
                 });
-            } else if !down_now && is_down && self.may_come_up(now, subject) {
+            } else if !down_now && is_down && count.can_vouch() && self.may_come_up(now, subject) {
                 changes.push(Change::Health {
                     node: subject,
                     down: false,
@@ -251,6 +314,7 @@ impl VoteTally {
     pub fn next_deadline(&self) -> Option<Time> {
         let mut next = self.expiries.first().map(|(t, _)| *t);
         next = earliest(next, self.holds.first().map(|(t, _)| *t));
+        next = earliest(next, self.seasoning.first().map(|(t, _)| *t));
         if self.grace_pending {
             next = earliest(next, Some(self.grace_until));
         }
@@ -310,7 +374,7 @@ mod tests {
             }
             for c in &changes {
                 s.apply(c);
-                t.note_applied(c, s);
+                t.note_applied(now, c, s);
             }
             all.extend(changes);
         }

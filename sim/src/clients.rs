@@ -71,7 +71,7 @@ pub struct AckedUpload {
 pub struct Deletion {
     pub hash: ContentHash,
     pub issued_at: Time,
-    /// When any answer came (success or not: either way it may have run).
+    /// When it was acknowledged (a failed one may still run: never).
     pub settled_at: Option<Time>,
 }
 
@@ -191,7 +191,8 @@ impl Clients {
     }
 
     /// Whether the latest acknowledged upload of `hash` must still be
-    /// there: every delete of it was answered before that upload was sent.
+    /// there: every delete of it was acknowledged before that upload was
+    /// sent (one that failed may still run, so it never settles).
     pub fn must_exist(&self, hash: &ContentHash) -> bool {
         let Some(u) = self.upload(hash) else {
             return false;
@@ -200,13 +201,6 @@ impl Clients {
             .iter()
             .filter(|d| d.hash == *hash)
             .all(|d| d.settled_at.is_some_and(|s| s < u.issued_at))
-    }
-
-    /// Whether a delete of `hash` was sent at or before `t`.
-    pub fn deleted_by(&self, hash: &ContentHash, t: Time) -> bool {
-        self.deletions
-            .iter()
-            .any(|d| d.hash == *hash && d.issued_at <= t)
     }
 
     /// The bytes of content the clients uploaded (acknowledged or not).
@@ -408,10 +402,8 @@ impl Clients {
         }
     }
 
-    pub fn record_delete(&mut self, n: usize, now: Time, ok: bool) {
-        if ok {
-            self.stats.deletes_acked += 1;
-        }
+    pub fn record_delete(&mut self, n: usize, now: Time) {
+        self.stats.deletes_acked += 1;
         if let Some(d) = self.deletions.get_mut(n) {
             d.settled_at.get_or_insert(now);
         }

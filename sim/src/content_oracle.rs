@@ -47,7 +47,7 @@ impl Oracle {
                 clients.stats.not_found += 1;
                 self.check_content_known(w, clients, prism, hash, what, pending.issued_at);
             }
-            (Op::Delete { n }, R::Deleted) => clients.record_delete(*n, now, true),
+            (Op::Delete { n }, R::Deleted) => clients.record_delete(*n, now),
             // An error leaves the outcome unknown: the delete may still run.
             (Op::Delete { .. }, R::Error(_)) => {}
             (Op::Remove { n }, R::Removed) => clients.record_removal(*n, now),
@@ -57,12 +57,12 @@ impl Oracle {
             }
             (Op::Deliver { n, referrer }, R::Error(ClientError::Forbidden)) => {
                 clients.stats.refused_referrers += 1;
-                self.check_referrer_refusal(w, clients, prism, *n, *referrer);
+                self.check_referrer(w, clients, prism, *n, *referrer, false);
             }
             (Op::Deliver { n, referrer }, R::Deliver { store, hash, .. }) => {
                 clients.stats.deliveries_ok += 1;
                 *clients.stats.delivered_by.entry(prism).or_default() += 1;
-                self.check_referrer_allowed(w, clients, prism, *n, *referrer);
+                self.check_referrer(w, clients, prism, *n, *referrer, true);
                 self.check_valid_delivery(w, clients, prism, *n, pending.issued_at);
                 self.check_store_choice(w, prism, *store, hash);
                 return self.fetch(w, clients, *store, hash);
@@ -232,54 +232,37 @@ impl Oracle {
         );
     }
 
-    /// A purchase with a referrer list refuses other referrers.
-    fn check_referrer_allowed(
+    /// A purchase with a referrer list delivers to the referrers it allows
+    /// and refuses the others; one without a list delivers to anyone.
+    fn check_referrer(
         &mut self,
         w: &World,
         clients: &Clients,
         prism: HostId,
         n: usize,
         referrer: Option<&str>,
+        delivered: bool,
     ) {
         let Some(p) = clients.purchases.get(n) else {
             return;
         };
         let allowed = p.referrers.is_empty() || referrer == Some(crate::clients::ALLOWED_REFERRER);
-        if !allowed {
-            self.violate(
-                w.now,
-                ViolationKind::InvalidDelivery,
-                format!(
-                    "host {prism} delivered purchase {} to referrer {referrer:?}, not in {:?}",
-                    p.token, p.referrers
-                ),
-            );
-        }
-    }
-
-    /// An allowed referrer (or any, without a list) is never refused.
-    fn check_referrer_refusal(
-        &mut self,
-        w: &World,
-        clients: &Clients,
-        prism: HostId,
-        n: usize,
-        referrer: Option<&str>,
-    ) {
-        let Some(p) = clients.purchases.get(n) else {
+        if allowed == delivered {
             return;
-        };
-        let allowed = p.referrers.is_empty() || referrer == Some(crate::clients::ALLOWED_REFERRER);
-        if allowed {
-            self.violate(
-                w.now,
-                ViolationKind::FalseNotFound,
-                format!(
-                    "host {prism} refused purchase {} to referrer {referrer:?} (allowed: {:?})",
-                    p.token, p.referrers
-                ),
-            );
         }
+        let (kind, what) = if delivered {
+            (ViolationKind::InvalidDelivery, "delivered")
+        } else {
+            (ViolationKind::FalseNotFound, "refused")
+        };
+        self.violate(
+            w.now,
+            kind,
+            format!(
+                "host {prism} {what} purchase {} to referrer {referrer:?} (allowed: {:?})",
+                p.token, p.referrers
+            ),
+        );
     }
 
     fn check_valid_delivery(

@@ -200,3 +200,49 @@ fn paused_observer_does_not_blame_its_subjects() {
         "the stalled node voted: {r}"
     );
 }
+
+#[test]
+fn a_crashed_node_whose_observers_all_die_is_never_published_up() {
+    // Twelve nodes, K = 5: a store whose observers do not include the
+    // authority. It crashes, is voted down, then every one of its observers
+    // crashes too. Counting only live observers, nobody is left to vote it
+    // down, and a tally that lets a node with no live majority of observers
+    // come up publishes a dead node up. It must stay down until the heal.
+    let cfg = scenario(31, 12, 3, 40.0);
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(9.0));
+    let w = sim.world();
+    let state = w.authority().expect("authority").state().clone();
+    let authority_id = w.hosts[0].node.as_ref().unwrap().id();
+    let (subject, observers) = (1..w.hosts.len())
+        .filter_map(|h| {
+            let id = w.hosts[h].node.as_ref()?.id();
+            let obs = state.observers_of(id).to_vec();
+            (!obs.contains(&authority_id) && obs.len() == 5).then_some((h, obs))
+        })
+        .next()
+        .expect("a subject the authority does not observe");
+    let observer_hosts: Vec<usize> = observers.iter().filter_map(|o| w.host_of(*o)).collect();
+    assert_eq!(observer_hosts.len(), 5);
+    sim.schedule(secs(10.0), Fault::Crash { host: subject });
+    for (i, h) in observer_hosts.iter().enumerate() {
+        sim.schedule(secs(13.0 + i as f64 * 0.3), Fault::Crash { host: *h });
+    }
+    let r = sim.run();
+    assert!(
+        r.verdicts_for(subject, true)
+            .iter()
+            .any(|t| *t < secs(13.0)),
+        "voted down before its observers died: {r}"
+    );
+    let early_up: Vec<_> = r
+        .verdicts_for(subject, false)
+        .into_iter()
+        .filter(|t| *t < secs(40.0))
+        .collect();
+    assert!(
+        early_up.is_empty(),
+        "published up while dead at {early_up:?}: {r}"
+    );
+    assert_passed(&r);
+}
