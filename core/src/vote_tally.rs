@@ -145,8 +145,10 @@ impl VoteTally {
                 }
                 let mut fresh = false;
                 for o in observers {
-                    if !self.assigned_at.contains_key(&(*subject, *o)) {
-                        self.assigned_at.insert((*subject, *o), now);
+                    if let std::collections::btree_map::Entry::Vacant(e) =
+                        self.assigned_at.entry((*subject, *o))
+                    {
+                        e.insert(now);
                         fresh = true;
                     }
                 }
