@@ -251,9 +251,12 @@ impl Replica {
         }
         let new_history = (self.known_log != Some(log)).then(|| {
             let old = std::mem::take(&mut self.state);
+            // Not the old authority: it is the one that lost the state (and
+            // came back as someone else, or as the one asking).
             let nodes = old
                 .registry
                 .iter()
+                .filter(|n| !n.roles.authority)
                 .map(|n| n.id)
                 .filter(|id| !old.is_down(*id))
                 .collect();

@@ -220,18 +220,28 @@ impl StoreRole {
     }
 
     /// Drops the copy the order means; a copy received after the report
-    /// the order is fenced by stays. Returns whether it dropped.
+    /// the order is fenced by stays. An order that finds nothing to drop is
+    /// answered by a report of what is here (a newer copy, or none), so the
+    /// authority stops resending it and decides again on what it learns.
+    /// Returns whether it dropped.
     pub fn on_drop(&mut self, order: &DropOrder, out: &mut Outbox) -> bool {
+        let Some(meta) = self.held.get(&order.hash).cloned() else {
+            if self.listed {
+                self.pending.entry(order.hash).or_insert(None);
+            }
+            return false;
+        };
         let meant = self
             .reported
             .get(&order.hash)
             .is_some_and(|seq| *seq <= order.upto);
-        if meant && self.held.contains_key(&order.hash) {
+        if meant {
             out.queue
                 .push_back(Output::DeleteContent { hash: order.hash });
             self.on_removed(order.hash);
             return true;
         }
+        self.pending.entry(order.hash).or_insert(Some(meta));
         false
     }
 
@@ -558,5 +568,43 @@ mod tests {
         all.sort();
         assert_eq!(&seen[..3], all.as_slice());
         assert_eq!(&seen[3..], all.as_slice(), "wraps around");
+    }
+
+    #[test]
+    fn a_drop_order_covers_only_copies_reported_under_its_fence() {
+        let auth: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let state = ClusterState::default();
+        let mut s = StoreRole::new(ContentConfig::default(), 2, Time::ZERO);
+        let mut out = Outbox::new(NodeId(5), "10.0.0.5:7000".parse().unwrap());
+        s.on_listing(vec![(h(1), meta())]);
+        // A fence from before this store restarted covers nothing listed
+        // since: the copy stays and is reported again.
+        let old = VoteSeq {
+            incarnation: 1,
+            counter: 64,
+        };
+        let order = DropOrder {
+            hash: h(1),
+            upto: old,
+        };
+        assert!(!s.on_drop(&order, &mut out));
+        assert_eq!(s.pending.get(&h(1)), Some(&Some(meta())));
+        // Reported in batch 1 of this incarnation: an order fenced there
+        // drops it; a copy received after that report is not covered.
+        s.on_tick(Time::ZERO, &view(&state, None, false), auth, &mut out);
+        let sent = sent_reports(&mut out);
+        let batch = sent[0].0;
+        s.on_ack(batch);
+        s.on_stored(h(2), meta());
+        let fenced = |hash| DropOrder { hash, upto: batch };
+        assert!(
+            !s.on_drop(&fenced(h(2)), &mut out),
+            "received after the fence"
+        );
+        assert!(s.on_drop(&fenced(h(1)), &mut out));
+        assert!(!s.held().contains_key(&h(1)));
+        // Nothing here: answered with a removal.
+        assert!(!s.on_drop(&fenced(h(9)), &mut out));
+        assert_eq!(s.pending.get(&h(9)), Some(&None));
     }
 }

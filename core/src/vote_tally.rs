@@ -562,7 +562,10 @@ mod tests {
                                 .is_some_and(|(d, exp)| *exp > self.now_ms && d.contains(&subject))
                         })
                         .count();
-                    if !live.is_empty() && votes * 2 > live.len() {
+                    let assigned = N as usize - 1;
+                    if live.len() * 2 <= assigned {
+                        // No live majority of its observers: it stands.
+                    } else if votes * 2 > live.len() {
                         next.insert(subject);
                     } else {
                         next.remove(&subject);
