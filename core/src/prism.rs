@@ -356,11 +356,12 @@ impl PrismRole {
             // Fail over to the next store in placement order.
             self.start_transfer(id, &mut u, out);
         }
-        // Placed too late to be sure the first copy is still claimable
-        // (re-uploads of deleted content): not stored; the client retries.
-        let late = u
-            .first_copy_at
-            .is_some_and(|t| ctx.now.since(t) + self.cfg.rpc_timeout >= self.cfg.orphan_wait());
+        // A re-upload of deleted content placed too late to be sure its
+        // first copy is still claimable (the authority drops unclaimed
+        // copies of deleted content): not stored; the client retries.
+        let late = ctx.state.deleted.contains(&u.hash)
+            && u.first_copy_at
+                .is_some_and(|t| ctx.now.since(t) + self.cfg.rpc_timeout >= self.cfg.orphan_wait());
         if !u.done && late && (u.copies.len() >= self.quorum() || u.in_flight == 0) {
             u.done = true;
             fail(

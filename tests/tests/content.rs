@@ -14,6 +14,17 @@ fn with_storm(mut cfg: SimConfig) -> SimConfig {
     cfg
 }
 
+/// Acknowledged uploads no client deleted (the workload deletes some).
+fn undeleted_uploads(sim: &Sim) -> Vec<stretchfs_core::hash::ContentHash> {
+    let clients = sim.clients();
+    clients
+        .uploads
+        .iter()
+        .map(|u| u.hash)
+        .filter(|h| clients.must_exist(h))
+        .collect()
+}
+
 /// Intact copies of `hash` on running hosts.
 fn copies(sim: &Sim, hash: &stretchfs_core::hash::ContentHash) -> usize {
     sim.world()
@@ -106,14 +117,7 @@ fn permanent_store_loss_is_repaired_to_r_copies_within_the_bound() {
         + cfg.content.clone_timeout;
     let mut sim = Sim::new(cfg, false);
     sim.run_until(secs(19.99));
-    // Uploads no client deleted (the workload deletes some).
-    let hashes: Vec<_> = sim
-        .clients()
-        .uploads
-        .iter()
-        .map(|u| u.hash)
-        .filter(|h| sim.clients().must_exist(h))
-        .collect();
+    let hashes = undeleted_uploads(&sim);
     let lost_here: Vec<_> = hashes
         .iter()
         .filter(|h| sim.world().hosts[4].content.intact(h))
@@ -147,14 +151,7 @@ fn draining_a_store_never_drops_below_r_copies() {
     let r_copies = cfg.content.replicas;
     let mut sim = Sim::new(cfg, false);
     sim.run_until(secs(20.0));
-    // Uploads no client deleted (the workload deletes some).
-    let hashes: Vec<_> = sim
-        .clients()
-        .uploads
-        .iter()
-        .map(|u| u.hash)
-        .filter(|h| sim.clients().must_exist(h))
-        .collect();
+    let hashes = undeleted_uploads(&sim);
     let on_drained = hashes
         .iter()
         .filter(|h| sim.world().hosts[4].content.intact(h))
