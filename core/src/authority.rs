@@ -152,6 +152,7 @@ pub struct Authority {
     repair: Repair,
     now: Time,
     wall: WallTime,
+    wall_settled: bool,
 }
 
 impl Authority {
@@ -204,6 +205,7 @@ impl Authority {
             repair: Repair::default(),
             now,
             wall: WallTime::default(),
+            wall_settled: true,
         }
     }
 
@@ -242,7 +244,17 @@ impl Authority {
 
     fn clock(&mut self, now: Time, wall: WallTime) {
         self.now = self.now.max(now);
-        self.wall = self.wall.max(wall);
+        // Until the cluster's time is known the wall stands still (at zero
+        // after a start: nothing expires, nothing is pruned).
+        if self.wall_settled {
+            self.wall = self.wall.max(wall);
+        }
+    }
+
+    /// Whether the cluster's time is known well enough to state expiries
+    /// (see `cluster_clock`); until then purchases are not created.
+    pub fn set_wall_settled(&mut self, settled: bool) {
+        self.wall_settled = settled;
     }
 
     /// Handles a message addressed to the authority. Returns false if it is
@@ -673,6 +685,10 @@ impl Authority {
                 Answer::Done
             }
             Ask::PurchaseCreate { purchase, life } => {
+                if !self.wall_settled {
+                    // An expiry stated now could be off by our own clock's error.
+                    return Answer::Unavailable;
+                }
                 if !(MIN_LIFE..=MAX_LIFE).contains(life) {
                     return Answer::Refused(format!(
                         "life must be between {MIN_LIFE:?} and {MAX_LIFE:?}"
@@ -1207,6 +1223,7 @@ mod purchase_model {
             cluster: ClusterId(1),
             from: NodeId(2),
             from_addr: "10.0.0.2:7000".parse().unwrap(),
+            sent_at: crate::time::WallTime::default(),
             msg: Message::Ask {
                 req,
                 ask: Box::new(ask),

@@ -86,6 +86,7 @@ mod tests {
             cluster: ClusterId(42),
             from: NodeId(7),
             from_addr: "10.0.0.7:7000".parse().unwrap(),
+            sent_at: crate::time::WallTime::default(),
             msg,
         }
     }

@@ -264,6 +264,8 @@ pub struct InjectedBugs {
     pub replica_skips_removals: bool,
     /// A node always asks to be woken now, with nothing to do.
     pub wake_without_work: bool,
+    /// A node reads expiry on its own wall clock, not the cluster's.
+    pub own_wall_clock: bool,
 }
 
 /// Everything a node needs to start.

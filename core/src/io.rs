@@ -207,6 +207,8 @@ pub struct Outbox {
     pub(crate) cluster: ClusterId,
     pub(crate) from: NodeId,
     pub(crate) from_addr: SocketAddr,
+    /// The node's own wall clock, stamped on every envelope.
+    pub(crate) wall: crate::time::WallTime,
     pub(crate) queue: VecDeque<Output>,
     pub(crate) loopback: VecDeque<Envelope>,
 }
@@ -217,6 +219,7 @@ impl Outbox {
             cluster: ClusterId::UNSET,
             from,
             from_addr,
+            wall: crate::time::WallTime::default(),
             queue: VecDeque::new(),
             loopback: VecDeque::new(),
         }
@@ -237,6 +240,7 @@ impl Outbox {
             cluster: self.cluster,
             from: self.from,
             from_addr: self.from_addr,
+            sent_at: self.wall,
             msg,
         }
     }

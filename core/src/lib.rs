@@ -6,6 +6,7 @@
 //! reads a clock, touches a socket or a file, or draws from a global RNG.
 
 pub mod authority;
+pub mod cluster_clock;
 pub mod codec;
 pub mod config;
 pub mod content;

@@ -21,6 +21,8 @@ pub struct Envelope {
     /// Where answers go; the registry may not know a restarted sender's new
     /// address yet.
     pub from_addr: SocketAddr,
+    /// The sender's own wall clock when it made this (see `cluster_clock`).
+    pub sent_at: crate::time::WallTime,
     pub msg: Message,
 }
 

@@ -2,6 +2,7 @@
 //! health and (on the authority) the authority, behind one sans-IO interface.
 
 use crate::authority::{Authority, AuthorityConfig, AuthorityStore};
+use crate::cluster_clock::ClusterClock;
 use crate::config::{ConfigError, NodeConfig};
 use crate::durable::{DurableState, Record};
 use crate::health::HealthView;
@@ -27,7 +28,7 @@ macro_rules! prism_ctx {
         PrismCtx {
             now: $node.now,
             wall: $node.wall,
-            ready: $node.replica.is_ready(),
+            ready: $node.replica.is_ready() && $node.clock.settled($node.now),
             state: $node.replica.state(),
             health: HealthView {
                 state: $node.replica.state(),
@@ -76,7 +77,10 @@ pub struct Node {
     restore: Restore,
     out: Outbox,
     now: Time,
+    /// The cluster's time (see `cluster_clock`); `local_wall` is our own.
     wall: WallTime,
+    local_wall: WallTime,
+    clock: ClusterClock,
     contact_failures: BTreeMap<NodeId, Time>,
     topology_dirty: bool,
     counters: Counters,
@@ -185,6 +189,8 @@ impl Node {
             out,
             now,
             wall: WallTime::default(),
+            local_wall: WallTime::default(),
+            clock: ClusterClock::new(id, now),
             contact_failures: BTreeMap::new(),
             topology_dirty: false,
             counters: Counters::default(),
@@ -197,7 +203,20 @@ impl Node {
     /// purchase expiry only).
     pub fn handle(&mut self, now: Time, wall: WallTime, input: Input) {
         self.now = self.now.max(now);
-        self.wall = self.wall.max(wall);
+        self.local_wall = self.local_wall.max(wall);
+        self.out.wall = self.local_wall;
+        if let Input::Message(env) = &input {
+            self.clock
+                .sample(self.now, self.local_wall, env.from, env.sent_at);
+        }
+        self.wall = if self.cfg.bugs.own_wall_clock {
+            self.local_wall
+        } else {
+            self.clock.wall(self.now, self.local_wall)
+        };
+        if let Some(a) = &mut self.authority {
+            a.set_wall_settled(self.clock.settled(self.now));
+        }
         match input {
             Input::Message(env) => self.receive(env),
             Input::Tick => {}
@@ -323,8 +342,10 @@ impl Node {
     }
 
     /// Has a snapshot of the cluster state and has caught up with the feed.
+    /// Synced with the feed, and the cluster's time known (see
+    /// `cluster_clock`).
     pub fn is_ready(&self) -> bool {
-        self.replica.is_ready()
+        self.replica.is_ready() && self.clock.settled(self.now)
     }
 
     pub fn replica(&self) -> &crate::replica::Replica {
@@ -644,6 +665,11 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wall clock for the test cluster (every node's, no skew).
+    fn wall(now: Time) -> WallTime {
+        WallTime::from_micros(1_700_000_000_000_000 + now.as_micros())
+    }
     use crate::config::NodeConfig;
     use crate::ids::{Roles, Zone};
     use crate::rng::SeededRng;
@@ -728,7 +754,7 @@ mod tests {
         fn deliver(&mut self, to: SocketAddr, env: Envelope) {
             if let Some(i) = (0..self.nodes.len()).find(|i| addr(*i) == to) {
                 if !self.down.contains(&i) {
-                    self.nodes[i].handle(self.now, WallTime::default(), Input::Message(env));
+                    self.nodes[i].handle(self.now, wall(self.now), Input::Message(env));
                 }
             }
         }
@@ -742,7 +768,7 @@ mod tests {
                     continue;
                 }
                 if let Some((i, input)) = self.inputs.pop_front() {
-                    self.nodes[i].handle(self.now, WallTime::default(), input);
+                    self.nodes[i].handle(self.now, wall(self.now), input);
                     continue;
                 }
                 let next = (0..self.nodes.len())
@@ -755,7 +781,7 @@ mod tests {
                         for i in 0..self.nodes.len() {
                             let due = self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now);
                             if due && !self.down.contains(&i) {
-                                self.nodes[i].handle(self.now, WallTime::default(), Input::Tick);
+                                self.nodes[i].handle(self.now, wall(self.now), Input::Tick);
                             }
                         }
                     }
@@ -788,10 +814,10 @@ mod tests {
         c.run_for(Duration::from_secs(2));
         let mut env = c.nodes[1].out.envelope(Message::Ping { probe: 1 });
         env.cluster = ClusterId(12345);
-        c.nodes[2].handle(c.now, WallTime::default(), Input::Message(env.clone()));
+        c.nodes[2].handle(c.now, wall(c.now), Input::Message(env.clone()));
         env.cluster = c.nodes[1].cluster().unwrap();
         env.version = PROTOCOL_VERSION + 1;
-        c.nodes[2].handle(c.now, WallTime::default(), Input::Message(env));
+        c.nodes[2].handle(c.now, wall(c.now), Input::Message(env));
         let counters = c.nodes[2].counters();
         assert_eq!(counters.foreign_cluster, 1);
         assert_eq!(counters.unsupported_version, 1);
@@ -869,7 +895,7 @@ mod tests {
         let mut c = Cluster::new(4);
         c.run_for(Duration::from_secs(2));
         let leaver = c.nodes[3].id();
-        c.nodes[3].handle(c.now, WallTime::default(), Input::Leave);
+        c.nodes[3].handle(c.now, wall(c.now), Input::Leave);
         c.run_for(Duration::from_millis(50));
         assert!(c.nodes[0].authority().unwrap().state().is_down(leaver));
         c.down.insert(3);
@@ -888,7 +914,7 @@ mod tests {
         let mut c = Cluster::new(3);
         c.run_for(Duration::from_secs(2));
         let peer = c.nodes[2].id();
-        c.nodes[1].handle(c.now, WallTime::default(), Input::ContactFailed(peer));
+        c.nodes[1].handle(c.now, wall(c.now), Input::ContactFailed(peer));
         assert!(!c.nodes[1].health().may_contact(peer));
         c.run_for(Duration::from_secs(2));
         assert!(c.nodes[1].health().may_contact(peer));

@@ -772,14 +772,16 @@ impl Kind {
 }
 
 fn du(dir: &Path) -> u64 {
+    const PAGE: u64 = 4096;
     fn walk(p: &Path) -> u64 {
         let Ok(rd) = std::fs::read_dir(p) else {
             return 0;
         };
         rd.flatten()
             .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&e.path()),
-                Ok(m) => m.len(),
+                Ok(m) if m.is_dir() => PAGE + walk(&e.path()),
+                // tmpfs holds whole pages: a 1 KiB file takes 4 KiB.
+                Ok(m) => m.len().div_ceil(PAGE) * PAGE,
                 Err(_) => 0,
             })
             .sum()
@@ -932,12 +934,32 @@ async fn fault(
             }
             world.with(|c| c.kill(i));
             let used = du(&dir);
-            let size = used + (3 << 20);
-            let r = std::fs::rename(&dir, &real)
-                .map_err(|e| e.to_string())
-                .and_then(|_| world.machine.mount_tmpfs(&dir, size))
-                .and_then(|_| copy_dir(&real, &dir));
-            detail = match &r {
+            // Room for what is there and a little more: the store fills it.
+            let size = used + used / 16 + (3 << 20);
+            let mounted = std::fs::rename(&dir, &real)
+                .map_err(|e| format!("rename: {e}"))
+                .and_then(|_| {
+                    world.machine.mount_tmpfs(&dir, size).map_err(|e| {
+                        let _ = std::fs::rename(&real, &dir);
+                        e
+                    })
+                });
+            let setup = mounted.clone().and_then(|_| copy_dir(&real, &dir));
+            if let (Ok(()), Err(e)) = (&mounted, &setup) {
+                // The copy did not fit: put the real directory back untouched.
+                let _ = world.machine.unmount(&dir);
+                let _ = std::fs::remove_dir(&dir);
+                let _ = std::fs::rename(&real, &dir);
+                world.with(|c| c.spawn(i));
+                return Fault {
+                    kind: "disk_full_skipped".to_string(),
+                    target,
+                    start,
+                    end: ctx.rec.now(),
+                    detail: format!("copy onto a {} KiB tmpfs failed: {e}", size >> 10),
+                };
+            }
+            detail = match &setup {
                 Ok(()) => format!(
                     "data dir on a {} KiB tmpfs ({} KiB used)",
                     size >> 10,
@@ -948,19 +970,35 @@ async fn fault(
             world.with(|c| c.spawn(i));
             tokio::time::sleep(hold).await;
             world.with(|c| c.kill(i));
-            if r.is_ok() {
-                let _ = std::fs::remove_dir_all(&real);
-                let _ = std::fs::create_dir_all(&real);
-                if let Err(e) = copy_dir(&dir, &real) {
-                    detail.push_str(&format!("; copy back failed: {e}"));
-                }
+            if setup.is_ok() {
+                // Copy out beside the original, then swap: a failed copy
+                // leaves the original as it was before the fault.
+                let fresh = dir.with_extension("fresh");
+                let _ = std::fs::remove_dir_all(&fresh);
+                let copied = std::fs::create_dir_all(&fresh)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| copy_dir(&dir, &fresh));
                 if let Err(e) = world.machine.unmount(&dir) {
                     detail.push_str(&format!("; umount failed: {e}"));
                 }
                 let _ = std::fs::remove_dir(&dir);
+                match copied {
+                    Ok(()) => {
+                        let _ = std::fs::remove_dir_all(&real);
+                        let _ = std::fs::rename(&fresh, &real);
+                    }
+                    Err(e) => {
+                        detail.push_str(&format!(
+                            "; copy back failed, kept the data from before: {e}"
+                        ));
+                        let _ = std::fs::remove_dir_all(&fresh);
+                    }
+                }
             }
-            if real.exists() {
-                let _ = std::fs::rename(&real, &dir);
+            if real.exists() && !dir.exists() {
+                if let Err(e) = std::fs::rename(&real, &dir) {
+                    detail.push_str(&format!("; restoring the data dir failed: {e}"));
+                }
             }
             world.with(|c| c.spawn(i));
         }

@@ -315,6 +315,7 @@ async fn requests_with_a_wrong_secret_or_cluster_are_refused_and_logged() {
         cluster,
         from: NodeId(99),
         from_addr: "127.0.0.1:9".parse().unwrap(),
+        sent_at: stretchfs_core::WallTime::default(),
         msg: Message::Ping { probe: 1 },
     };
     let send = |secret: &str, signed_for: ClusterId, inside: ClusterId| {

@@ -189,6 +189,7 @@ fn feed_catch_up(n: usize, runs: usize) -> Row {
                     cluster: ClusterId(1),
                     from: NodeId(1),
                     from_addr: addr,
+                    sent_at: stretchfs_core::WallTime::default(),
                     msg: Message::FeedReply {
                         req: 0,
                         log: LogId(1),

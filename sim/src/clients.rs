@@ -79,7 +79,11 @@ pub struct Deletion {
 pub struct Bought {
     pub token: Token,
     pub hash: ContentHash,
-    /// In the authority's wall-clock time.
+    /// Expiry by true time from the life asked for: no earlier than the
+    /// request plus its life, no later than the answer plus its life.
+    pub expires_earliest: WallTime,
+    pub expires_latest: WallTime,
+    /// What the authority stated.
     pub expires: WallTime,
     pub acked_at: Time,
     pub removal_requested: Option<Time>,
@@ -101,6 +105,7 @@ pub enum Op {
     },
     Purchase {
         hash: ContentHash,
+        life: Duration,
     },
     /// Deliver purchase number `n` of `Clients::purchases`, with this
     /// referrer.
@@ -260,7 +265,7 @@ impl Clients {
                     vec![]
                 };
                 (
-                    Op::Purchase { hash },
+                    Op::Purchase { hash, life },
                     ClientRequest::Purchase {
                         hash,
                         ext,
@@ -412,6 +417,7 @@ impl Clients {
     pub fn record_purchase(
         &mut self,
         p: &stretchfs_core::purchase::Purchase,
+        (expires_earliest, expires_latest): (WallTime, WallTime),
         now: Time,
         created_by: HostId,
     ) {
@@ -419,6 +425,8 @@ impl Clients {
         self.purchases.push(Bought {
             token: p.token,
             hash: p.hash,
+            expires_earliest,
+            expires_latest,
             expires: p.expires,
             acked_at: now,
             removal_requested: None,

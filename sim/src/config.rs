@@ -239,6 +239,16 @@ impl SimConfig {
             h.start_at = Time::from_micros(r.below(1_000_000));
         }
         cfg.hosts[0].start_at = Time::ZERO;
+        // One clock in four seeds far off (a broken NTP), authority included:
+        // the cluster's median clock must hide it. Its own stream, so the
+        // rest of the draw is unchanged.
+        let mut wild = SeededRng::stream(seed, "wild clock");
+        if n >= 3 && wild.below(4) == 0 {
+            let host = wild.below(n as u64) as usize;
+            let secs = 2 + wild.below(7) as i64;
+            let sign = if wild.below(2) == 0 { 1 } else { -1 };
+            cfg.hosts[host].clock.wall_skew_us = sign * secs * 1_000_000;
+        }
         cfg.net = draw_net(&mut r);
         let fault_start = Time::from_secs(5);
         let fault_span = 40_000_000u64;

@@ -13,6 +13,7 @@
 //!   lists every intact copy; no valid acknowledged purchase is missing.
 
 use crate::clients::{Clients, Op, Pending};
+use crate::clock::SimClock;
 use crate::oracle::{Oracle, ViolationKind};
 use crate::world::World;
 use std::collections::BTreeSet;
@@ -40,10 +41,15 @@ impl Oracle {
             (Op::Upload { .. }, R::Uploaded { hash, copies, .. }) => {
                 clients.record_upload(*hash, copies.clone(), now, pending.issued_at, prism);
             }
-            (Op::Purchase { .. }, R::Purchase(p)) => {
-                clients.record_purchase(p, now, prism);
+            (Op::Purchase { life, .. }, R::Purchase(p)) => {
+                let bounds = (
+                    SimClock::EXACT.wall(pending.issued_at) + *life,
+                    SimClock::EXACT.wall(now) + *life,
+                );
+                self.check_expiry_stated(now, prism, p, bounds);
+                clients.record_purchase(p, bounds, now, prism);
             }
-            (Op::Purchase { hash }, R::Error(ClientError::NotFound(what))) => {
+            (Op::Purchase { hash, .. }, R::Error(ClientError::NotFound(what))) => {
                 clients.stats.not_found += 1;
                 self.check_content_known(w, clients, prism, hash, what, pending.issued_at);
             }
@@ -89,8 +95,32 @@ impl Oracle {
         None
     }
 
-    fn authority_wall(&self, w: &World) -> stretchfs_core::WallTime {
-        w.hosts[0].clock.wall(w.now)
+    /// True time on the wall: expiry is judged against what the client
+    /// asked for, not against any node's clock.
+    fn true_wall(&self, w: &World) -> stretchfs_core::WallTime {
+        SimClock::EXACT.wall(w.now)
+    }
+
+    /// The expiry stated to the client follows the life it asked for, by
+    /// true time, within the clocks' allowed error.
+    fn check_expiry_stated(
+        &mut self,
+        now: Time,
+        prism: HostId,
+        p: &stretchfs_core::purchase::Purchase,
+        (earliest, latest): (stretchfs_core::WallTime, stretchfs_core::WallTime),
+    ) {
+        let slack = self.expiry_slack;
+        if p.expires + slack < earliest || p.expires > latest + slack {
+            self.violate(
+                now,
+                ViolationKind::ExpiryWrong,
+                format!(
+                    "host {prism} stated expiry {:?} for purchase {}, expected {:?}..{:?} by true time",
+                    p.expires, p.token, earliest, latest
+                ),
+            );
+        }
     }
 
     /// A wipe between `from` and now whose recovery could have lost this.
@@ -113,8 +143,8 @@ impl Oracle {
         if p.removal_requested.is_some() {
             return; // Possibly removed: either answer is right.
         }
-        let valid_until = p.expires - self.expiry_slack;
-        if self.authority_wall(w) >= valid_until {
+        let valid_until = p.expires_earliest - self.expiry_slack;
+        if self.true_wall(w) >= valid_until {
             return; // Expired, or close enough that clocks may disagree.
         }
         // A purchase acknowledged just before the authority lost its state
@@ -154,7 +184,7 @@ impl Oracle {
             w.now,
             ViolationKind::FalseNotFound,
             format!(
-                "host {prism} answered {what} for purchase {} (valid until {:?} authority wall time)",
+                "host {prism} answered {what} for purchase {} (valid until {:?} true time)",
                 p.token, p.expires
             ),
         );
@@ -211,7 +241,7 @@ impl Oracle {
         let Some(p) = clients.purchases.get(n) else {
             return;
         };
-        if self.authority_wall(w) + self.expiry_slack >= p.expires {
+        if self.true_wall(w) + self.expiry_slack >= p.expires_earliest {
             return; // Expired (and perhaps pruned): either answer is right.
         }
         let creator = &w.hosts[p.created_by];
@@ -277,7 +307,7 @@ impl Oracle {
             return;
         };
         self.measured.delivery_checks += 1;
-        if self.authority_wall(w) > p.expires + self.expiry_slack {
+        if self.true_wall(w) > p.expires_latest + self.expiry_slack {
             self.violate(
                 w.now,
                 ViolationKind::InvalidDelivery,
@@ -458,9 +488,9 @@ impl Oracle {
                 }
             }
         }
-        let wall = self.authority_wall(w);
+        let wall = self.true_wall(w);
         for p in &clients.purchases {
-            if p.removal_requested.is_some() || wall + self.expiry_slack >= p.expires {
+            if p.removal_requested.is_some() || wall + self.expiry_slack >= p.expires_earliest {
                 continue;
             }
             let creator = &w.hosts[p.created_by];

@@ -43,6 +43,9 @@ pub enum ViolationKind {
     InventoryMismatch,
     /// An acknowledged, valid purchase is missing at the authority.
     PurchaseLost,
+    /// The expiry stated for a purchase is not the life asked for, by true
+    /// time.
+    ExpiryWrong,
     /// Simulated time stopped moving: something reschedules itself at the
     /// same instant forever.
     Livelock,

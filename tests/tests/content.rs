@@ -252,3 +252,24 @@ fn deleting_and_uploading_the_same_bytes_again_loses_no_acknowledged_upload() {
     assert!(r.clients.deletes_acked > 20, "{r}");
     assert!(r.clients.reuploads_acked > 20, "{r}");
 }
+
+/// An authority 6 s fast and a prism 6 s slow (a broken NTP each): expiry
+/// follows the life asked for by true time, since every node reads the
+/// cluster's median clock. With each node on its own clock the oracles see
+/// expiries stated 6 s late and purchases refused 6 s early
+/// (`oracles.rs`, the `own_clocks` tests).
+#[test]
+fn purchases_expire_on_time_while_two_clocks_are_seconds_off() {
+    let cfg = two_wild_clocks(scenario(31, 7, 2, 40.0));
+    let r = stretchfs_sim::run(cfg, false);
+    assert_passed(&r);
+}
+
+fn two_wild_clocks(cfg: SimConfig) -> SimConfig {
+    let mut cfg = with_storm(cfg);
+    cfg.workload.stop = secs(38.0);
+    assert!(cfg.hosts[0].roles.authority && cfg.hosts[3].roles.prism);
+    cfg.hosts[0].clock.wall_skew_us = 6_000_000;
+    cfg.hosts[3].clock.wall_skew_us = -6_000_000;
+    cfg
+}

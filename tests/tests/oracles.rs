@@ -59,3 +59,35 @@ fn livelock_guard_catches_a_node_that_never_lets_time_move() {
     let r = stretchfs_sim::run(cfg, false);
     assert!(has_violation(&r, ViolationKind::Livelock), "{r}");
 }
+
+/// Nodes on their own wall clocks instead of the cluster's: `skews` are
+/// (host, µs off true time).
+fn own_clocks(skews: &[(usize, i64)]) -> stretchfs_sim::Report {
+    let mut cfg = scenario(31, 7, 2, 40.0).with_clients();
+    cfg.workload.interval = Duration::from_millis(20);
+    cfg.workload.mix = [2, 6, 12, 1, 1, 1, 1];
+    cfg.workload.stop = secs(38.0);
+    for (host, skew) in skews {
+        cfg.hosts[*host].clock.wall_skew_us = *skew;
+    }
+    cfg.bugs.own_wall_clock = true;
+    stretchfs_sim::run(cfg, false)
+}
+
+#[test]
+fn expiry_oracle_catches_an_authority_on_its_own_fast_clock() {
+    let r = own_clocks(&[(0, 6_000_000)]);
+    assert!(has_violation(&r, ViolationKind::ExpiryWrong), "{r}");
+}
+
+#[test]
+fn not_found_oracle_catches_a_prism_on_its_own_fast_clock() {
+    let r = own_clocks(&[(3, 6_000_000)]);
+    assert!(has_violation(&r, ViolationKind::FalseNotFound), "{r}");
+}
+
+#[test]
+fn delivery_oracle_catches_a_prism_on_its_own_slow_clock() {
+    let r = own_clocks(&[(3, -6_000_000)]);
+    assert!(has_violation(&r, ViolationKind::InvalidDelivery), "{r}");
+}

@@ -73,6 +73,7 @@ mod tests {
             cluster,
             from: NodeId(1),
             from_addr: "127.0.0.1:1".parse().unwrap(),
+            sent_at: stretchfs_core::WallTime::default(),
             msg: Message::Ping { probe: 3 },
         }
     }

@@ -323,6 +323,7 @@ mod tests {
             cluster: ClusterId(1),
             from: NodeId(1),
             from_addr: addr(1),
+            sent_at: stretchfs_core::WallTime::default(),
             msg: Message::Ping { probe },
         }
     }
