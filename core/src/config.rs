@@ -264,6 +264,11 @@ pub struct InjectedBugs {
     pub replica_skips_removals: bool,
     /// A node always asks to be woken now, with nothing to do.
     pub wake_without_work: bool,
+    /// The tally brings a node up without a live, seasoned majority of its
+    /// observers (bug 4 of issue 7: a dead node whose observers died).
+    pub up_without_live_majority: bool,
+    /// An observer silent since its down vote expired counts as vouching up.
+    pub stale_votes_vouch: bool,
     /// A node reads expiry on its own wall clock, not the cluster's.
     pub own_wall_clock: bool,
 }

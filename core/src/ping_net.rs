@@ -96,8 +96,11 @@ impl PingNet {
                     counter: 0,
                 },
                 down: BTreeSet::new(),
-                acked: true,
-                next_send: None,
+                // A new incarnation says at once that it votes nobody down:
+                // that replaces the down votes of its previous life, which
+                // the tally holds as silence, not as "up".
+                acked: false,
+                next_send: Some(Time::ZERO),
             },
         }
     }
@@ -462,7 +465,25 @@ mod tests {
             })
             .collect();
         p.assign(Time::ZERO, assignments);
-        (p, Outbox::new(NodeId(99), addr(99)), rng)
+        let mut out = Outbox::new(NodeId(99), addr(99));
+        // The first, empty vote set goes out at once; answered here, so the
+        // tests see only what their rounds send.
+        p.on_tick(
+            Time::ZERO,
+            AUTH.parse().unwrap(),
+            &|_| true,
+            &mut rng,
+            &mut out,
+        );
+        let first = VoteSeq {
+            incarnation: 1,
+            counter: 0,
+        };
+        assert!(sent(&mut out).iter().any(
+            |(_, m)| matches!(m, Message::Votes { seq, down } if *seq == first && down.is_empty())
+        ));
+        p.on_votes_ack(Time::ZERO, first);
+        (p, out, rng)
     }
 
     fn sent(out: &mut Outbox) -> Vec<(SocketAddr, Message)> {
@@ -605,6 +626,13 @@ mod tests {
             }],
         );
         let mut out = Outbox::new(NodeId(99), addr(99));
+        tick(&mut p, Time::ZERO, &mut rng, &mut out);
+        let first_votes = VoteSeq {
+            incarnation: 1,
+            counter: 0,
+        };
+        p.on_votes_ack(Time::ZERO, first_votes);
+        let _ = sent(&mut out);
         let first = p.next_deadline().unwrap();
         tick(&mut p, first, &mut rng, &mut out);
         let _ = sent(&mut out);

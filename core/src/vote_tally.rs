@@ -19,6 +19,11 @@ struct Ballot {
     seq: VoteSeq,
     down: BTreeSet<NodeId>,
     expires: Time,
+    /// Down votes that expired unrefreshed: the observer went silent after
+    /// saying "down", which says nothing about the subject being up (the
+    /// observer may only have lost the authority, or the authority may be
+    /// the one cut off).
+    stale: BTreeSet<NodeId>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -34,8 +39,10 @@ pub struct Count {
     pub live_observers: usize,
     /// Observers assigned, live or not.
     pub assigned: usize,
-    /// Live observers assigned long enough to have voted if they would.
-    pub seasoned: usize,
+    /// Live observers assigned long enough to have voted if they would,
+    /// whose last word on the subject was not a down vote: they vouch for
+    /// it being up.
+    pub vouching: usize,
 }
 
 impl Count {
@@ -56,7 +63,7 @@ impl Count {
     /// their down votes says the subject is up (new observers have not had
     /// the time to vote yet).
     pub fn can_vouch(&self) -> bool {
-        self.seasoned * 2 > self.assigned
+        self.vouching * 2 > self.assigned
     }
 }
 
@@ -118,13 +125,23 @@ impl VoteTally {
             self.expiries.remove(&(old.expires, observer));
             self.dirty
                 .extend(old.down.symmetric_difference(&down).copied());
+            // A fresh word replaces the silence after expired votes.
+            self.dirty.extend(old.stale.iter().copied());
         } else {
             self.dirty.extend(down.iter().copied());
         }
         if !down.is_empty() {
             self.expiries.insert((expires, observer));
         }
-        self.ballots.insert(observer, Ballot { seq, down, expires });
+        self.ballots.insert(
+            observer,
+            Ballot {
+                seq,
+                down,
+                expires,
+                stale: BTreeSet::new(),
+            },
+        );
         true
     }
 
@@ -197,7 +214,7 @@ impl VoteTally {
             down_votes: 0,
             live_observers: 0,
             assigned: observers.len(),
-            seasoned: 0,
+            vouching: 0,
         };
         for obs in observers {
             if state.is_down(*obs) || !state.registry.contains(*obs) {
@@ -205,13 +222,17 @@ impl VoteTally {
             }
             count.live_observers += 1;
             let since = self.assigned_at.get(&(subject, *obs));
-            if since.is_none_or(|t| now >= *t + self.cfg.vote_ttl) {
-                count.seasoned += 1;
-            }
-            if let Some(b) = self.ballots.get(obs) {
-                if b.expires > now && b.down.contains(&subject) {
-                    count.down_votes += 1;
-                }
+            let seasoned = since.is_none_or(|t| now >= *t + self.cfg.vote_ttl);
+            let ballot = self.ballots.get(obs);
+            let voted = ballot.is_some_and(|b| b.expires > now && b.down.contains(&subject));
+            let silent_since_voting = !self.bugs.stale_votes_vouch
+                && ballot.is_some_and(|b| {
+                    b.stale.contains(&subject) || (b.expires <= now && b.down.contains(&subject))
+                });
+            if voted {
+                count.down_votes += 1;
+            } else if seasoned && !silent_since_voting {
+                count.vouching += 1;
             }
         }
         count
@@ -228,7 +249,9 @@ impl VoteTally {
             }
             self.expiries.pop_first();
             if let Some(b) = self.ballots.get_mut(&observer) {
-                self.dirty.extend(std::mem::take(&mut b.down));
+                let expired = std::mem::take(&mut b.down);
+                self.dirty.extend(expired.iter().copied());
+                b.stale = expired;
             }
         }
         while let Some(&(t, subject)) = self.holds.first() {
@@ -261,18 +284,23 @@ impl VoteTally {
                 continue;
             }
             let count = self.count(now, subject, state);
-            if !count.can_decide() && !self.bugs.single_vote_downs {
+            let is_down = state.is_down(subject);
+            let bug_up = self.bugs.up_without_live_majority && is_down;
+            if !count.can_decide() && !self.bugs.single_vote_downs && !bug_up {
                 continue; // No live majority to vouch: the verdict stands.
             }
             let down_now = count.is_down(&self.bugs);
-            let is_down = state.is_down(subject);
             if down_now && !is_down {
                 self.note_down(now, subject);
                 changes.push(Change::Health {
                     node: subject,
                     down: true,
                 });
-            } else if !down_now && is_down && count.can_vouch() && self.may_come_up(now, subject) {
+            } else if !down_now
+                && is_down
+                && (count.can_vouch() || bug_up)
+                && self.may_come_up(now, subject)
+            {
                 changes.push(Change::Health {
                     node: subject,
                     down: false,
@@ -439,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn votes_expire_and_the_subject_comes_back() {
+    fn expired_votes_stop_counting_but_only_a_withdrawal_brings_the_subject_back() {
         let mut s = cluster(3);
         let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
         t.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
@@ -447,7 +475,13 @@ mod tests {
         assert_eq!(settle(&mut t, Time::ZERO, &mut s).len(), 1);
         let deadline = t.next_deadline().unwrap();
         assert_eq!(deadline, Time::ZERO + cfg().vote_ttl);
-        assert!(settle(&mut t, deadline - Duration::from_micros(1), &mut s).is_empty());
+        // Silence after a down vote: the observers may only have lost the
+        // authority (or the authority them). The verdict stands.
+        assert!(settle(&mut t, deadline, &mut s).is_empty());
+        let count = t.count(deadline, NodeId(0), &s);
+        assert_eq!((count.down_votes, count.vouching), (0, 0));
+        t.record(deadline, NodeId(1), seq(2), &[]);
+        t.record(deadline, NodeId(2), seq(2), &[]);
         assert_eq!(
             settle(&mut t, deadline, &mut s),
             vec![Change::Health {
@@ -562,12 +596,18 @@ mod tests {
                                 .is_some_and(|(d, exp)| *exp > self.now_ms && d.contains(&subject))
                         })
                         .count();
+                    // Silent since a down vote (expired or not) is no word
+                    // for "up".
+                    let vouching = live
+                        .iter()
+                        .filter(|o| !self.votes.get(o).is_some_and(|(d, _)| d.contains(&subject)))
+                        .count();
                     let assigned = N as usize - 1;
                     if live.len() * 2 <= assigned {
                         // No live majority of its observers: it stands.
                     } else if votes * 2 > live.len() {
                         next.insert(subject);
-                    } else {
+                    } else if vouching * 2 > assigned {
                         next.remove(&subject);
                     }
                 }

@@ -43,6 +43,10 @@ pub enum ViolationKind {
     InventoryMismatch,
     /// An acknowledged, valid purchase is missing at the authority.
     PurchaseLost,
+    /// A node published up while it had been crashed or paused for longer
+    /// than a vote takes to expire and a detection to happen: nobody could
+    /// have seen it alive.
+    FalseUp,
     /// The expiry stated for a purchase is not the life asked for, by true
     /// time.
     ExpiryWrong,
@@ -252,6 +256,7 @@ impl Oracle {
             _ => {}
         }
         match *notice {
+            Notice::VerdictPublished { node, down: false } => self.check_false_up(w, node),
             Notice::VerdictPublished { node, down: true } => {
                 self.check_false_down(w, node, true);
                 if let Some(h) = w.host_of(node) {
@@ -277,6 +282,25 @@ impl Oracle {
                 self.complete_watches(w.now);
             }
             _ => {}
+        }
+    }
+
+    /// Ground truth only: the host's process, not any node's view of it.
+    fn check_false_up(&mut self, w: &World, node: NodeId) {
+        let Some(h) = w.host_of(node) else { return };
+        let host = &w.hosts[h];
+        let same_node = host.node.as_ref().is_some_and(|n| n.id() == node);
+        let dead_for = w.now.since(host.last_impaired);
+        if (!host.is_up() || !same_node) && dead_for > self.stable_window {
+            let how = if host.paused { "paused" } else { "crashed" };
+            self.violate(
+                w.now,
+                ViolationKind::FalseUp,
+                format!(
+                    "{node} (host {h}) published up after being {how} for {:.1} s",
+                    dead_for.as_secs_f64()
+                ),
+            );
         }
     }
 

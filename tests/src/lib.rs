@@ -72,3 +72,34 @@ pub fn cut_observer_scenario(
     }
     panic!("no seed below 100 gives the layout this scenario needs");
 }
+
+/// Twelve nodes, K = 5: a store whose observers do not include the
+/// authority crashes at 10 s, is voted down, then every one of its observers
+/// crashes too (13-14.2 s). Counting only live observers, nobody is left to
+/// vote it down; it must stay down. Returns the simulation at 9 s with the
+/// crashes scheduled, and the subject host.
+pub fn dead_observers_scenario(bugs: stretchfs_core::InjectedBugs) -> (stretchfs_sim::Sim, usize) {
+    use stretchfs_sim::{Fault, Sim};
+    let mut cfg = scenario(31, 12, 3, 40.0);
+    cfg.bugs = bugs;
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(9.0));
+    let w = sim.world();
+    let state = w.authority().expect("authority").state().clone();
+    let authority_id = w.hosts[0].node.as_ref().expect("authority node").id();
+    let (subject, observers) = (1..w.hosts.len())
+        .filter_map(|h| {
+            let id = w.hosts[h].node.as_ref()?.id();
+            let obs = state.observers_of(id).to_vec();
+            (!obs.contains(&authority_id) && obs.len() == 5).then_some((h, obs))
+        })
+        .next()
+        .expect("a subject the authority does not observe");
+    let observer_hosts: Vec<usize> = observers.iter().filter_map(|o| w.host_of(*o)).collect();
+    assert_eq!(observer_hosts.len(), 5);
+    sim.schedule(secs(10.0), Fault::Crash { host: subject });
+    for (i, h) in observer_hosts.iter().enumerate() {
+        sim.schedule(secs(13.0 + i as f64 * 0.3), Fault::Crash { host: *h });
+    }
+    (sim, subject)
+}

@@ -5,7 +5,9 @@ use stretchfs_core::Duration;
 use stretchfs_core::InjectedBugs;
 use stretchfs_sim::swarm::run_swarm_with;
 use stretchfs_sim::{Fault, ViolationKind};
-use stretchfs_tests::{cut_observer_scenario, detection_bound, has_violation, scenario, secs};
+use stretchfs_tests::{
+    cut_observer_scenario, dead_observers_scenario, detection_bound, has_violation, scenario, secs,
+};
 
 #[test]
 fn false_down_oracle_catches_a_single_vote_rule() {
@@ -88,6 +90,28 @@ fn not_found_oracle_catches_a_prism_on_its_own_fast_clock() {
 
 #[test]
 fn delivery_oracle_catches_a_prism_on_its_own_slow_clock() {
-    let r = own_clocks(&[(3, -6_000_000)]);
+    let r = own_clocks(&[(3, -20_000_000)]);
     assert!(has_violation(&r, ViolationKind::InvalidDelivery), "{r}");
+}
+
+#[test]
+fn false_up_oracle_catches_ups_without_a_live_majority() {
+    let bugs = InjectedBugs {
+        up_without_live_majority: true,
+        ..InjectedBugs::default()
+    };
+    let (sim, _) = dead_observers_scenario(bugs);
+    let r = sim.run();
+    assert!(has_violation(&r, ViolationKind::FalseUp), "{r}");
+}
+
+/// Seed 441 of the swarm isolates the authority for 8 s while a wiped
+/// node's old id is down: every observer's down vote expires unrefreshed.
+/// Counting that silence as "up" publishes the dead id up.
+#[test]
+fn false_up_oracle_catches_silence_taken_for_an_up() {
+    let mut cfg = stretchfs_sim::SimConfig::swarm(441);
+    cfg.bugs.stale_votes_vouch = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::FalseUp), "{r}");
 }
