@@ -245,9 +245,12 @@ impl Authority {
     fn clock(&mut self, now: Time, wall: WallTime) {
         self.now = self.now.max(now);
         // Until the cluster's time is known the wall stands still (at zero
-        // after a start: nothing expires, nothing is pruned).
+        // after a start: nothing expires, nothing is pruned). It follows the
+        // cluster's clock even backwards: a ratchet would keep an early
+        // overshoot (a lone authority on its own wrong clock) for as long as
+        // it was wrong, in every expiry it states.
         if self.wall_settled {
-            self.wall = self.wall.max(wall);
+            self.wall = wall;
         }
     }
 
@@ -289,8 +292,15 @@ impl Authority {
                 if !self.store.state.registry.contains(env.from) {
                     return true; // Unknown voter: it will rejoin and retry.
                 }
-                self.tally.record(now, env.from, *seq, down);
-                out.send(env.from_addr, Message::VotesAck { seq: *seq });
+                // A set older than the one held is answered with the one
+                // held: an observer whose counter went back (its disk did)
+                // jumps past it instead of falling silent.
+                let held = if self.tally.record(now, env.from, *seq, down) {
+                    *seq
+                } else {
+                    self.tally.held_seq(env.from).unwrap_or(*seq)
+                };
+                out.send(env.from_addr, Message::VotesAck { seq: held });
                 self.settle(out);
             }
             Message::FeedPull {
@@ -353,7 +363,7 @@ impl Authority {
                 }
                 out.send(env.from_addr, Message::InventoryAck { seq: *seq });
             }
-            Message::CloneDone { job, .. } => self.repair.on_clone_done(*job),
+            Message::CloneDone { job, .. } => self.repair.on_clone_done(now, *job),
             Message::Leaving => {
                 let node = env.from;
                 let state = &self.store.state;
@@ -751,6 +761,10 @@ impl Authority {
                 nodes,
                 done,
             } => {
+                if !self.wall_settled {
+                    // Expired hand-backs cannot be told from live ones yet.
+                    return Answer::Unavailable;
+                }
                 if self.recovery.is_some() {
                     for n in nodes {
                         if *n != self.me && self.store.expected.insert(*n) {

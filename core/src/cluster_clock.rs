@@ -14,6 +14,7 @@
 //! as NTP prefers the sample with the smallest round trip).
 
 use crate::ids::NodeId;
+use crate::state::ClusterState;
 use crate::time::{Duration, Time, WallTime};
 use std::collections::BTreeMap;
 
@@ -23,12 +24,21 @@ use std::collections::BTreeMap;
 const BUCKET: Duration = Duration::from_secs(10);
 /// Peers silent this long no longer count.
 const FORGET: Duration = Duration::from_secs(30);
-/// Offsets from this many peers make the median robust to one wrong clock
-/// (with our own, three values).
+/// Offsets from this many live peers make the median robust to one wrong
+/// clock (with our own, three values). With fewer, the time is the last one
+/// that had them, or our own clock: never a midpoint between two clocks,
+/// which would be half wrong whichever is.
 const PEERS_TO_SETTLE: usize = 2;
-/// A node that hears from fewer peers (a tiny cluster) trusts what it has
-/// after this long.
-const SETTLE_AFTER: Duration = Duration::from_secs(3);
+/// A cluster of one or two (or an authority whose registry was lost, still
+/// alone) settles on what it has only after this long: a wiped authority
+/// hears its nodes rejoin within it.
+const SETTLE_SMALL_AFTER: Duration = Duration::from_secs(3);
+/// A larger cluster with fewer than two live peers heard (most of it down)
+/// settles on our own clock after this long: two clocks cannot tell which
+/// is wrong, so this waits for the others first.
+const SETTLE_ALONE_AFTER: Duration = Duration::from_secs(10);
+/// How often the median is recomputed (an authority hears from every node).
+const REFRESH: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Debug)]
 struct PeerOffset {
@@ -50,8 +60,12 @@ pub struct ClusterClock {
     started: Time,
     peers: BTreeMap<NodeId, PeerOffset>,
     /// Offset of the median from our own clock, in microseconds, as of the
-    /// last sample.
+    /// last refresh with enough peers.
     offset_us: i64,
+    /// Set once the time was known from enough clocks; it stays known (the
+    /// last good median is kept when peers fall silent).
+    settled: bool,
+    next_refresh: Time,
 }
 
 impl ClusterClock {
@@ -61,11 +75,13 @@ impl ClusterClock {
             started: now,
             peers: BTreeMap::new(),
             offset_us: 0,
+            settled: false,
+            next_refresh: now,
         }
     }
 
-    /// A message stamped `sent` by `from` arrived at `now`, when our own wall
-    /// clock read `local`.
+    /// A message stamped `sent` by `from` (a live member: the caller
+    /// checks) arrived at `now`, when our own wall clock read `local`.
     pub fn sample(&mut self, now: Time, local: WallTime, from: NodeId, sent: WallTime) {
         if from == self.me || sent == WallTime::default() {
             return; // Our own loopback, or a sender that stamps nothing.
@@ -78,37 +94,61 @@ impl ClusterClock {
             heard: now,
         });
         if now.since(p.bucket_start) >= BUCKET {
-            // A whole bucket of silence forgets the old one too.
-            p.previous = (now.since(p.bucket_start) < BUCKET * 2).then_some(p.current);
+            // The old bucket stays even after a long silence: the first
+            // samples after one may be messages queued while we were
+            // stopped, late by the whole stop.
+            p.previous = Some(p.current);
             p.current = off;
             p.bucket_start = now;
         } else {
             p.current = p.current.max(off);
         }
         p.heard = now;
-        self.recompute(now);
     }
 
-    fn recompute(&mut self, now: Time) {
+    /// Recomputes the median (at most every 250 ms) over peers heard
+    /// recently that are live members of `state`; a cluster too small for
+    /// three clocks settles on what it has, after a while.
+    pub fn refresh(&mut self, now: Time, state: &ClusterState) {
+        if now < self.next_refresh {
+            return;
+        }
+        let live =
+            |id: NodeId| state.registry.contains(id) && !state.is_down(id) && !state.has_left(id);
+        self.next_refresh = now + REFRESH;
         self.peers.retain(|_, p| now.since(p.heard) < FORGET);
-        let mut offsets: Vec<i64> = self.peers.values().map(PeerOffset::estimate).collect();
+        let mut offsets: Vec<i64> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| live(**id))
+            .map(|(_, p)| p.estimate())
+            .collect();
+        let waited = now.since(self.started);
+        let small = state.registry.len() < PEERS_TO_SETTLE + 1;
+        if offsets.len() >= PEERS_TO_SETTLE
+            || (small && waited >= SETTLE_SMALL_AFTER)
+            || waited >= SETTLE_ALONE_AFTER
+        {
+            self.settled = true;
+        }
+        if offsets.len() < PEERS_TO_SETTLE {
+            return; // Keep the last median that had enough clocks.
+        }
         offsets.push(0);
         offsets.sort_unstable();
         let n = offsets.len();
         self.offset_us = if n % 2 == 1 {
             offsets[n / 2]
         } else {
-            // Midway between the two middle values, so that two clocks that
-            // disagree meet halfway whichever is ours.
+            // Four or more clocks: the two middle ones are both trusted.
             (offsets[n / 2 - 1] + offsets[n / 2]).div_euclid(2)
         };
     }
 
     /// The cluster's time when our own wall clock reads `local`: our own
-    /// until enough peers have been heard (one peer alone could be the
-    /// wrong one).
-    pub fn wall(&self, now: Time, local: WallTime) -> WallTime {
-        if !self.settled(now) {
+    /// until enough peers have been heard.
+    pub fn wall(&self, local: WallTime) -> WallTime {
+        if !self.settled {
             return local;
         }
         let us = (local.as_micros() as i64).saturating_add(self.offset_us);
@@ -116,25 +156,48 @@ impl ClusterClock {
     }
 
     /// Whether enough peers have been heard for one wrong clock, ours
-    /// included, not to move the time.
-    pub fn settled(&self, now: Time) -> bool {
-        let peers = self
-            .peers
-            .values()
-            .filter(|p| now.since(p.heard) < FORGET)
-            .count();
-        peers >= PEERS_TO_SETTLE || now.since(self.started) >= SETTLE_AFTER
+    /// included, not to move the time (or, in a cluster of one or two, all
+    /// there are).
+    pub fn settled(&self) -> bool {
+        self.settled
     }
 
-    /// How far the cluster's time is from our own clock, in microseconds.
+    /// How far the cluster's time is from our own clock, in microseconds
+    /// (zero until settled).
     pub fn offset_us(&self) -> i64 {
-        self.offset_us
+        if self.settled {
+            self.offset_us
+        } else {
+            0
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{NodeInfo, Roles, Zone};
+
+    /// A registry of nodes 1..=n, all live, but `down`.
+    fn members(n: u64, down: &[u64]) -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in 1..=n {
+            s.apply(&crate::feed::Change::NodeUpserted(NodeInfo {
+                id: NodeId(id),
+                addr: ([10, 0, 0, id as u8], 7000).into(),
+                roles: Roles::default(),
+                zone: Zone::default(),
+                weight: 100,
+            }));
+        }
+        for id in down {
+            s.apply(&crate::feed::Change::Health {
+                node: NodeId(*id),
+                down: true,
+            });
+        }
+        s
+    }
 
     const SEC: i64 = 1_000_000;
 
@@ -154,6 +217,7 @@ mod tests {
             let sent = truth - delay + skew;
             c.sample(at(now), w(truth + mine), NodeId(*id), w(sent));
         }
+        c.refresh(at(now), &members(10, &[]));
     }
 
     #[test]
@@ -161,7 +225,7 @@ mod tests {
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         hear(&mut c, 1, 0, &[(2, 0), (3, 7 * SEC), (4, 0)], 0);
         assert_eq!(c.offset_us(), 0);
-        assert!(c.settled(at(1)));
+        assert!(c.settled());
     }
 
     #[test]
@@ -170,8 +234,7 @@ mod tests {
         hear(&mut c, 1, 7 * SEC, &[(2, 0), (3, 0)], 0);
         assert_eq!(c.offset_us(), -7 * SEC);
         let truth = w(1_001 * SEC);
-        assert_eq!(c.wall(at(1), w(1_001 * SEC + 7 * SEC)), truth);
-        assert!(c.settled(at(1)));
+        assert_eq!(c.wall(w(1_001 * SEC + 7 * SEC)), truth);
     }
 
     #[test]
@@ -194,26 +257,61 @@ mod tests {
     }
 
     #[test]
-    fn silent_peers_are_forgotten_and_unsettle_the_clock() {
+    fn messages_queued_through_our_own_stop_do_not_move_the_time() {
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
-        hear(&mut c, 1, 0, &[(2, 4 * SEC), (3, 4 * SEC)], 0);
-        assert!(c.settled(at(1)));
-        hear(&mut c, 40, 0, &[(4, 0)], 0);
-        assert_eq!(c.offset_us(), 0, "two silent peers no longer count");
+        hear(&mut c, 1, 0, &[(2, 0), (3, 0)], 0);
+        // Stopped for 25 s: what was queued arrives 25 s late.
+        hear(&mut c, 26, 0, &[(2, 0), (3, 0)], 25 * SEC);
+        assert_eq!(c.offset_us(), 0);
     }
 
     #[test]
-    fn two_clocks_meet_halfway_and_a_lone_node_settles_in_time() {
+    fn silent_or_dead_peers_no_longer_count() {
+        let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
+        hear(&mut c, 1, 0, &[(2, 4 * SEC), (3, 4 * SEC), (4, 4 * SEC)], 0);
+        assert_eq!(c.offset_us(), 4 * SEC);
+        hear(&mut c, 40, 0, &[(5, 0), (6, 0)], 0);
+        assert_eq!(c.offset_us(), 0, "three silent peers no longer count");
+        c.sample(at(41), w(1_041 * SEC), NodeId(7), w(1_051 * SEC));
+        c.sample(at(41), w(1_041 * SEC), NodeId(8), w(1_051 * SEC));
+        c.refresh(at(41), &members(10, &[7, 8]));
+        assert_eq!(
+            c.offset_us(),
+            0,
+            "peers the caller says are down are left out"
+        );
+    }
+
+    #[test]
+    fn two_clocks_never_meet_halfway_and_a_small_cluster_settles_on_what_it_has() {
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         hear(&mut c, 1, 0, &[(2, 4 * SEC)], 0);
-        assert_eq!(c.offset_us(), 2 * SEC);
-        assert!(!c.settled(at(1)));
-        assert_eq!(
-            c.wall(at(1), w(SEC)),
-            w(SEC),
-            "one peer alone moves nothing"
-        );
-        assert!(c.settled(at(3)));
+        assert!(!c.settled(), "three live members: one peer is not enough");
+        assert_eq!(c.wall(w(SEC)), w(SEC), "one peer alone moves nothing");
+        c.refresh(at(9), &members(10, &[]));
+        assert!(!c.settled(), "most of a larger cluster may come back");
+        c.refresh(at(10), &members(10, &[]));
+        assert!(c.settled(), "but not forever");
+        assert_eq!(c.offset_us(), 0, "our own clock, not halfway");
+        let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
+        c.sample(at(1), w(SEC), NodeId(2), w(5 * SEC));
+        c.refresh(at(1), &members(2, &[]));
+        assert!(!c.settled(), "a cluster of two waits for its nodes to join");
+        c.refresh(at(3), &members(2, &[]));
+        assert!(c.settled(), "then settles on what it has");
+        assert_eq!(c.offset_us(), 0, "settled on our own clock, not halfway");
+        let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
+        c.refresh(at(3), &members(1, &[]));
+        assert!(c.settled(), "alone, after a while");
+    }
+
+    #[test]
+    fn a_median_that_had_enough_clocks_is_kept_when_peers_fall_silent() {
+        let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
+        hear(&mut c, 1, 6 * SEC, &[(2, 0), (3, 0)], 0);
+        assert_eq!(c.offset_us(), -6 * SEC);
+        hear(&mut c, 35, 6 * SEC, &[(2, 0)], 0);
+        assert_eq!(c.offset_us(), -6 * SEC);
     }
 
     #[test]
@@ -221,7 +319,8 @@ mod tests {
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         c.sample(at(1), w(10 * SEC), NodeId(1), w(20 * SEC));
         c.sample(at(1), w(10 * SEC), NodeId(2), WallTime::default());
+        c.refresh(at(1), &members(10, &[]));
         assert_eq!(c.offset_us(), 0);
-        assert!(!c.settled(at(1)));
+        assert!(!c.settled());
     }
 }

@@ -233,7 +233,7 @@ impl Default for ContentConfig {
             repair_grace: Duration::from_secs(10),
             clone_timeout: Duration::from_secs(10),
             max_clone_jobs: 64,
-            max_clone_jobs_per_store: 4,
+            max_clone_jobs_per_store: 8,
             recovery_window: Duration::from_secs(5),
             purchase_prune_grace: Duration::from_secs(60),
         }

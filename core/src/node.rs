@@ -28,7 +28,7 @@ macro_rules! prism_ctx {
         PrismCtx {
             now: $node.now,
             wall: $node.wall,
-            ready: $node.replica.is_ready() && $node.clock.settled($node.now),
+            ready: $node.replica.is_ready() && $node.clock.settled(),
             state: $node.replica.state(),
             health: HealthView {
                 state: $node.replica.state(),
@@ -205,17 +205,14 @@ impl Node {
         self.now = self.now.max(now);
         self.local_wall = self.local_wall.max(wall);
         self.out.wall = self.local_wall;
-        if let Input::Message(env) = &input {
-            self.clock
-                .sample(self.now, self.local_wall, env.from, env.sent_at);
-        }
+        self.clock.refresh(self.now, self.replica.state());
         self.wall = if self.cfg.bugs.own_wall_clock {
             self.local_wall
         } else {
-            self.clock.wall(self.now, self.local_wall)
+            self.clock.wall(self.local_wall)
         };
         if let Some(a) = &mut self.authority {
-            a.set_wall_settled(self.clock.settled(self.now));
+            a.set_wall_settled(self.clock.settled());
         }
         match input {
             Input::Message(env) => self.receive(env),
@@ -321,6 +318,16 @@ impl Node {
         self.wall
     }
 
+    /// How far the cluster's time is from this node's own wall clock, in
+    /// microseconds (see `cluster_clock`).
+    pub fn clock_offset_us(&self) -> i64 {
+        if self.cfg.bugs.own_wall_clock {
+            0
+        } else {
+            self.clock.offset_us()
+        }
+    }
+
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -345,7 +352,7 @@ impl Node {
     /// Synced with the feed, and the cluster's time known (see
     /// `cluster_clock`).
     pub fn is_ready(&self) -> bool {
-        self.replica.is_ready() && self.clock.settled(self.now)
+        self.replica.is_ready() && self.clock.settled()
     }
 
     pub fn replica(&self) -> &crate::replica::Replica {
@@ -429,6 +436,13 @@ impl Node {
             }
         }
         let now = self.now;
+        // Clock samples only from members of this cluster that are not down
+        // (a wiped node's old id is the same clock as its new one).
+        let state = self.replica.state();
+        if state.registry.contains(env.from) && !state.is_down(env.from) {
+            self.clock
+                .sample(now, self.local_wall, env.from, env.sent_at);
+        }
         if let Some(a) = &mut self.authority {
             if a.handle(now, self.wall, &env, &mut self.out) {
                 return;
@@ -463,7 +477,7 @@ impl Node {
             Message::CloneTo(_) | Message::DropCopy(_) => {}
             Message::Answer { req, answer } if from_authority => {
                 if req & RESTORE_REQ != 0 {
-                    self.restore.on_answer(req);
+                    self.restore.on_answer(req, &answer);
                 } else if let Some(p) = &mut self.prism {
                     let ctx = prism_ctx!(self);
                     p.on_answer(&ctx, req, *answer, &mut *self.rng, &mut self.out);

@@ -391,6 +391,18 @@ impl PingNet {
     }
 
     pub fn on_votes_ack(&mut self, now: Time, seq: VoteSeq) {
+        if seq > self.votes.seq {
+            // The authority holds a newer set from us than we remember
+            // sending: continue past it.
+            self.votes.seq = VoteSeq {
+                incarnation: seq.incarnation,
+                counter: seq.counter + 1,
+            };
+            self.votes.acked = false;
+            self.votes.next_send = Some(now);
+            self.refresh_deadline();
+            return;
+        }
         if seq != self.votes.seq || self.votes.acked {
             return;
         }

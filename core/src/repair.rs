@@ -12,6 +12,7 @@ use crate::io::Outbox;
 use crate::message::{CloneJob, Message};
 use crate::placement::{rank, Candidate};
 use crate::state::ClusterState;
+use crate::time::Duration;
 use crate::time::{earliest, Time};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,11 +24,17 @@ struct Job {
     deadline: Time,
 }
 
+/// How soon after a finished job the next scan runs, and how close two
+/// scans may follow each other.
+const RESCAN_AFTER_DONE: Duration = Duration::from_millis(20);
+const MIN_SCAN_GAP: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Default)]
 pub struct Repair {
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
     next_scan: Time,
+    last_scan: Time,
     /// Surplus copies we asked a store to drop, until when we wait: they
     /// count as gone, so no later scan drops another copy in their place.
     drops: BTreeMap<(ContentHash, NodeId), Time>,
@@ -55,8 +62,15 @@ impl Repair {
         self.jobs.len()
     }
 
-    pub fn on_clone_done(&mut self, job: u64) {
-        self.jobs.remove(&job);
+    /// A finished job frees a slot on its source: the next scan comes soon
+    /// (at most ten a second) instead of a whole interval later, so a lost
+    /// store is rebuilt as fast as its sources can copy, not a few jobs a
+    /// second.
+    pub fn on_clone_done(&mut self, now: Time, job: u64) {
+        if self.jobs.remove(&job).is_some() {
+            let soon = (now + RESCAN_AFTER_DONE).max(self.last_scan + MIN_SCAN_GAP);
+            self.next_scan = self.next_scan.min(soon);
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Time> {
@@ -89,6 +103,7 @@ impl Repair {
             return None;
         }
         self.next_scan = now + cfg.repair_interval;
+        self.last_scan = now;
         let mut scan = Scan::default();
         if !bugs.no_repair {
             scan.stats = self.scan(
@@ -358,7 +373,7 @@ mod tests {
         assert_eq!(st.stats.clones_started, 1);
         let target = match messages(&mut out).as_slice() {
             [Message::CloneTo(job)] => {
-                r.on_clone_done(job.job);
+                r.on_clone_done(Time::ZERO, job.job);
                 job.target
             }
             other => panic!("{other:?}"),
@@ -376,6 +391,34 @@ mod tests {
         );
         assert_eq!(st.stats.drops_sent, 1);
         assert_eq!(st.drops, vec![(h(1), NodeId(1))]);
+    }
+
+    #[test]
+    fn a_finished_job_brings_the_next_scan_forward() {
+        let cfg = ContentConfig::default();
+        let mut s = state(3);
+        store(&mut s, h(1), &[1]);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        tick(&mut r, Time::ZERO, &cfg, &s, &BTreeMap::new(), &mut out);
+        let job = match messages(&mut out).as_slice() {
+            [Message::CloneTo(job)] => job.job,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(r.next_scan, Time::ZERO + cfg.repair_interval);
+        let done = Time::from_millis(30);
+        r.on_clone_done(done, job);
+        assert_eq!(
+            r.next_scan,
+            Time::from_millis(100),
+            "no closer than 100 ms to the last"
+        );
+        r.on_clone_done(done, job);
+        assert_eq!(
+            r.next_scan,
+            Time::from_millis(100),
+            "an unknown job changes nothing"
+        );
     }
 
     #[test]

@@ -83,7 +83,13 @@ impl Restore {
         self.in_flight = Some((req, now + retry));
     }
 
-    pub fn on_answer(&mut self, req: u64) {
+    /// An answer to the batch in flight; `Unavailable` (the authority's
+    /// clock not settled yet) is no answer: the batch goes again at its
+    /// retry time.
+    pub fn on_answer(&mut self, req: u64, answer: &crate::message::Answer) {
+        if matches!(answer, crate::message::Answer::Unavailable) {
+            return;
+        }
         if self.in_flight.is_some_and(|(r, _)| r == req) {
             self.in_flight = None;
             self.batches.pop_front();
@@ -145,10 +151,29 @@ mod tests {
             r.on_tick(Time::ZERO, retry, auth, &mut out);
             for (req, n, done) in asks(&mut out) {
                 seen.push((n, done));
-                r.on_answer(req);
+                r.on_answer(req, &crate::message::Answer::Done);
             }
         }
         assert_eq!(seen, vec![(1000, false), (1000, false), (500, true)]);
+        assert!(!r.pending());
+    }
+
+    #[test]
+    fn an_unavailable_answer_sends_the_batch_again() {
+        let auth: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let mut r = Restore::default();
+        let mut out = Outbox::new(NodeId(2), "10.0.0.2:7000".parse().unwrap());
+        r.start(vec![p(1)], vec![], vec![]);
+        let retry = Duration::from_millis(200);
+        r.on_tick(Time::ZERO, retry, auth, &mut out);
+        let [(req, 1, true)] = asks(&mut out)[..] else {
+            panic!("one batch")
+        };
+        r.on_answer(req, &crate::message::Answer::Unavailable);
+        assert!(r.pending());
+        r.on_tick(Time::ZERO + retry, retry, auth, &mut out);
+        assert_eq!(asks(&mut out), vec![(req, 1, true)], "the same batch again");
+        r.on_answer(req, &crate::message::Answer::Done);
         assert!(!r.pending());
     }
 

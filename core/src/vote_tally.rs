@@ -24,6 +24,10 @@ struct Ballot {
     /// observer may only have lost the authority, or the authority may be
     /// the one cut off).
     stale: BTreeSet<NodeId>,
+    /// An observer vouches for nobody until it has had the time to probe
+    /// and vote: a vote TTL after the first set of its incarnation (a
+    /// restarted observer's empty set says nothing yet).
+    vouch_after: Time,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -85,6 +89,8 @@ pub struct VoteTally {
     assigned_at: BTreeMap<(NodeId, NodeId), Time>,
     /// When assignments made at the time become seasoned, per subject.
     seasoning: BTreeSet<(Time, NodeId)>,
+    /// When observers' first sets of an incarnation start to vouch.
+    vouch_deadlines: BTreeSet<(Time, NodeId)>,
     /// Subjects whose verdict may have changed since the last evaluation.
     dirty: BTreeSet<NodeId>,
     all_dirty: bool,
@@ -106,6 +112,7 @@ impl VoteTally {
             grace_pending: true,
             assigned_at: BTreeMap::new(),
             seasoning: BTreeSet::new(),
+            vouch_deadlines: BTreeSet::new(),
             dirty: BTreeSet::new(),
             all_dirty: true,
         }
@@ -121,6 +128,14 @@ impl VoteTally {
         }
         let down: BTreeSet<NodeId> = down.iter().copied().filter(|d| *d != observer).collect();
         let expires = now + self.cfg.vote_ttl;
+        let vouch_after = match self.ballots.get(&observer) {
+            Some(old) if old.seq.incarnation == seq.incarnation => old.vouch_after,
+            _ => {
+                let at = now + self.cfg.vote_ttl;
+                self.vouch_deadlines.insert((at, observer));
+                at
+            }
+        };
         if let Some(old) = self.ballots.remove(&observer) {
             self.expiries.remove(&(old.expires, observer));
             self.dirty
@@ -140,9 +155,15 @@ impl VoteTally {
                 down,
                 expires,
                 stale: BTreeSet::new(),
+                vouch_after,
             },
         );
         true
+    }
+
+    /// The vote set held for `observer`, if any.
+    pub fn held_seq(&self, observer: NodeId) -> Option<VoteSeq> {
+        self.ballots.get(&observer).map(|b| b.seq)
     }
 
     /// Marks what a change applied to the state may affect.
@@ -222,8 +243,9 @@ impl VoteTally {
             }
             count.live_observers += 1;
             let since = self.assigned_at.get(&(subject, *obs));
-            let seasoned = since.is_none_or(|t| now >= *t + self.cfg.vote_ttl);
             let ballot = self.ballots.get(obs);
+            let seasoned = since.is_none_or(|t| now >= *t + self.cfg.vote_ttl)
+                && ballot.is_none_or(|b| now >= b.vouch_after);
             let voted = ballot.is_some_and(|b| b.expires > now && b.down.contains(&subject));
             let silent_since_voting = !self.bugs.stale_votes_vouch
                 && ballot.is_some_and(|b| {
@@ -260,6 +282,13 @@ impl VoteTally {
             }
             self.holds.pop_first();
             self.dirty.insert(subject);
+        }
+        while let Some(&(t, observer)) = self.vouch_deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.vouch_deadlines.pop_first();
+            self.dirty.extend(state.subjects_of(observer));
         }
         while let Some(&(t, subject)) = self.seasoning.first() {
             if t > now {
@@ -345,6 +374,7 @@ impl VoteTally {
         let mut next = self.expiries.first().map(|(t, _)| *t);
         next = earliest(next, self.holds.first().map(|(t, _)| *t));
         next = earliest(next, self.seasoning.first().map(|(t, _)| *t));
+        next = earliest(next, self.vouch_deadlines.first().map(|(t, _)| *t));
         if self.grace_pending {
             next = earliest(next, Some(self.grace_until));
         }
@@ -524,7 +554,10 @@ mod tests {
         let mut s = cluster(3);
         let c = cfg();
         let mut t = VoteTally::new(c.clone(), InjectedBugs::default(), Time::ZERO);
-        let mut now = Time::ZERO;
+        // Observers heard from for a vote TTL already: they may vouch.
+        t.record(Time::ZERO, NodeId(1), seq(0), &[]);
+        t.record(Time::ZERO, NodeId(2), seq(0), &[]);
+        let mut now = Time::ZERO + c.vote_ttl;
         let mut holds = Vec::new();
         for i in 0..6u64 {
             t.record(now, NodeId(1), seq(2 * i + 1), &[NodeId(0)]);
@@ -573,6 +606,7 @@ mod tests {
     struct Model {
         now_ms: u64,
         votes: BTreeMap<u64, (Vec<u64>, u64)>, // observer -> (down set, expiry ms)
+        first_vote_ms: BTreeMap<u64, u64>,
         down: BTreeSet<u64>,
     }
 
@@ -598,9 +632,15 @@ mod tests {
                         .count();
                     // Silent since a down vote (expired or not) is no word
                     // for "up".
+                    // Nor is a word said less than a TTL after the first.
                     let vouching = live
                         .iter()
                         .filter(|o| !self.votes.get(o).is_some_and(|(d, _)| d.contains(&subject)))
+                        .filter(|o| {
+                            self.first_vote_ms
+                                .get(o)
+                                .is_none_or(|t| self.now_ms >= t + TTL_MS)
+                        })
                         .count();
                     let assigned = N as usize - 1;
                     if live.len() * 2 <= assigned {
@@ -643,6 +683,7 @@ mod tests {
                 Op::Vote { observer, down } => {
                     let down = down.iter().copied().filter(|d| d != observer).collect();
                     m.votes.insert(*observer, (down, m.now_ms + TTL_MS));
+                    m.first_vote_ms.entry(*observer).or_insert(m.now_ms);
                 }
                 Op::Advance { ms } => m.now_ms += ms,
             }

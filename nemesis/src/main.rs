@@ -988,10 +988,13 @@ async fn fault(
                         let _ = std::fs::rename(&fresh, &real);
                     }
                     Err(e) => {
-                        detail.push_str(&format!(
-                            "; copy back failed, kept the data from before: {e}"
-                        ));
+                        // Going back to the data from before the fault would
+                        // be an undeclared rollback (reused vote and report
+                        // counters): the store loses its disk instead.
+                        detail.push_str(&format!("; copy back failed, data dir lost: {e}"));
                         let _ = std::fs::remove_dir_all(&fresh);
+                        let _ = std::fs::remove_dir_all(&real);
+                        let _ = std::fs::create_dir_all(&real);
                     }
                 }
             }

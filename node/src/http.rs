@@ -352,7 +352,10 @@ async fn serve_copy(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = s.signer.verify_url(uri.path(), q.e, &q.s, unix_secs()) {
+    if let Err(e) = s
+        .signer
+        .verify_url(uri.path(), q.e, &q.s, s.cluster_unix_secs())
+    {
         let (status, code) = match e {
             UrlError::BadSignature => (StatusCode::FORBIDDEN, "bad_signature"),
             UrlError::Expired => (StatusCode::GONE, "url_expired"),
@@ -693,7 +696,7 @@ async fn remove_purchase(
 /// HMAC is most of a redirect's cost, and a URL that stays the same for
 /// a moment also caches better downstream.
 pub fn signed_url(s: &Shared, addr: std::net::SocketAddr, hash: &ContentHash, ext: &str) -> String {
-    let now = unix_secs();
+    let now = s.cluster_unix_secs();
     let ttl = s.cfg.url_ttl_secs as i64;
     {
         let cache = s.signed_urls.lock().unwrap_or_else(|e| e.into_inner());

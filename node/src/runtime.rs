@@ -56,6 +56,7 @@ pub struct Shared {
     pub cmd: mpsc::UnboundedSender<Cmd>,
     /// Prism: recently signed delivery URLs, by store and content.
     pub signed_urls: Mutex<SignedUrls>,
+    clock_offset_us: Arc<std::sync::atomic::AtomicI64>,
     core: Mutex<Core>,
     transport: HttpTransport,
     /// Tells the driver its next deadline may have moved.
@@ -63,6 +64,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Unix seconds by the cluster's clock (see core's `cluster_clock`):
+    /// what signed URLs are stamped and checked with, so that one node's
+    /// wrong clock does not expire every URL it signs or checks.
+    pub fn cluster_unix_secs(&self) -> i64 {
+        let off = self
+            .clock_offset_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        stretchfs_transport_http::client::unix_secs() + off.div_euclid(1_000_000)
+    }
+
     pub fn status(&self) -> NodeStatus {
         NodeStatus::of(&self.lock().node, &self.cfg)
     }
@@ -174,6 +185,9 @@ pub struct Core {
     /// them relative to new copies (see `Shared::commit_copy`).
     content: Arc<ContentDir>,
     start: Instant,
+    /// The cluster clock's offset from ours, for the HTTP layer (signed
+    /// URLs) without taking this lock.
+    clock_offset_us: Arc<std::sync::atomic::AtomicI64>,
     next_client: u64,
     pending: BTreeMap<u64, oneshot::Sender<ClientResponse>>,
 }
@@ -191,6 +205,10 @@ impl Core {
     fn handle(&mut self, input: Input) {
         let (now, wall) = (self.now(), wall_now());
         self.node.handle(now, wall, input);
+        self.clock_offset_us.store(
+            self.node.clock_offset_us(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Writes the records core asked for (one durable transaction, before
@@ -273,11 +291,13 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         Time::from_micros(CLOCK_OFFSET_US),
     )
     .map_err(StartError::Core)?;
+    let clock_offset_us = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let core = Core {
         node,
         meta: Box::new(meta),
         content: content.clone(),
         start: Instant::now(),
+        clock_offset_us: clock_offset_us.clone(),
         next_client: 0,
         pending: BTreeMap::new(),
     };
@@ -291,6 +311,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         spool: Mutex::new(BTreeMap::new()),
         cmd: tx,
         signed_urls: Mutex::new(BTreeMap::new()),
+        clock_offset_us,
         core: Mutex::new(core),
         transport: HttpTransport::new(client),
         wake: tokio::sync::Notify::new(),

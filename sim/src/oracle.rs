@@ -99,6 +99,9 @@ pub struct Oracle {
     pub violations: Vec<Violation>,
     pub measured: Measurements,
     crashes: BTreeMap<HostId, CrashWatch>,
+    /// When each node id last died (ground truth for false ups: a wiped
+    /// host's old id stays dead when the host runs on under a new one).
+    died: BTreeMap<NodeId, Time>,
     heal_at: Time,
     /// Every verdict the authority published: (time, host, down).
     pub verdicts: Vec<(Time, HostId, bool)>,
@@ -139,6 +142,7 @@ impl Oracle {
             violations: Vec::new(),
             measured: Measurements::default(),
             crashes: BTreeMap::new(),
+            died: BTreeMap::new(),
             heal_at: cfg.heal_at,
             verdicts: Vec::new(),
             votes: Vec::new(),
@@ -163,6 +167,7 @@ impl Oracle {
 
     /// A host crashed; returns when to check that it was detected.
     pub fn on_crash(&mut self, w: &World, host: HostId, node: NodeId) -> Time {
+        self.died.insert(node, w.now);
         if let Some(old) = self.crashes.remove(&host) {
             self.censor(old);
         }
@@ -289,10 +294,19 @@ impl Oracle {
     fn check_false_up(&mut self, w: &World, node: NodeId) {
         let Some(h) = w.host_of(node) else { return };
         let host = &w.hosts[h];
-        let same_node = host.node.as_ref().is_some_and(|n| n.id() == node);
-        let dead_for = w.now.since(host.last_impaired);
-        if (!host.is_up() || !same_node) && dead_for > self.stable_window {
-            let how = if host.paused { "paused" } else { "crashed" };
+        let running = host.node.as_ref().is_some_and(|n| n.id() == node);
+        let dead_since = if running && host.paused {
+            Some((host.last_impaired, "paused"))
+        } else if running {
+            None
+        } else {
+            self.died.get(&node).map(|t| (*t, "dead"))
+        };
+        let Some((since, how)) = dead_since else {
+            return;
+        };
+        let dead_for = w.now.since(since);
+        if dead_for > self.stable_window {
             self.violate(
                 w.now,
                 ViolationKind::FalseUp,

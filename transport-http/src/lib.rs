@@ -85,7 +85,7 @@ mod tests {
         let h = s.sign("POST", MESSAGE_PATH, 100, 1, &auth::body_digest(&body));
         let lookup = |n: &str| h.get(n);
         assert_eq!(open_message(&s, lookup, &body, 100), Ok(env(ClusterId(5))));
-        let garbage = vec![1u8, 0xff, 0xff, 0xff];
+        let garbage = vec![stretchfs_core::PROTOCOL_VERSION as u8, 0xff, 0xff, 0xff];
         let h = s.sign("POST", MESSAGE_PATH, 100, 2, &auth::body_digest(&garbage));
         let lookup = |n: &str| h.get(n);
         let e = open_message(&s, lookup, &garbage, 100).unwrap_err();

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Mutation testing of core with cargo-mutants (not in CI: about a minute per
+# mutant on 2 cores). Each mutant of core/src is judged by core's unit tests
+# and the cross-crate tests (named scenarios, oracle self-tests and a swarm of
+# 200 + 50 seeds, in stretchfs-tests).
+#
+#   bash bench/mutants.sh                      # the files the simulator must guard
+#   bash bench/mutants.sh core/src/repair.rs   # chosen files
+#   LIST=1 bash bench/mutants.sh               # only count the mutants
+#
+# Results land in mutants.out/ (caught.txt, missed.txt, timeout.txt,
+# unviable.txt); the summary line is what the README quotes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo-mutants >/dev/null 2>&1; then
+    echo "installing cargo-mutants from crates.io (a few minutes, once)"
+    cargo install cargo-mutants --locked
+fi
+
+files=("$@")
+if [ ${#files[@]} -eq 0 ]; then
+    files=(core/src/vote_tally.rs core/src/ping_net.rs core/src/placement.rs
+        core/src/repair.rs core/src/purchase.rs core/src/replica.rs
+        core/src/feed.rs core/src/feed_server.rs core/src/restore.rs)
+fi
+args=()
+for f in "${files[@]}"; do
+    args+=(--file "$f")
+done
+
+if [ -n "${LIST:-}" ]; then
+    cargo mutants --package stretchfs-core "${args[@]}" --list | awk -F: '{print $1}' | sort | uniq -c
+    exit 0
+fi
+
+# One job: two cores, and each build already uses both.
+cargo mutants --package stretchfs-core \
+    --test-package stretchfs-core --test-package stretchfs-tests \
+    "${args[@]}" --jobs 1 --timeout 300 --no-shuffle
