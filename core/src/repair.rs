@@ -53,6 +53,9 @@ pub struct Scan {
 pub struct ScanStats {
     pub under: usize,
     pub surplus: usize,
+    /// Content with R healthy copies in fewer zones than it could have
+    /// (copies made while a zone's stores were unavailable).
+    pub misplaced: usize,
     pub clones_started: usize,
     pub drops_sent: usize,
 }
@@ -157,18 +160,36 @@ impl Repair {
             busy.insert(j.hash);
         }
         let r = cfg.replicas;
+        let zone_of = |s: NodeId| state.registry.get(s).map(|i| &i.zone);
+        let live_zones: BTreeSet<&crate::ids::Zone> = candidates.iter().map(|c| c.zone).collect();
         for rec in state.inventory.values() {
             let healthy_copies: Vec<NodeId> =
                 rec.stores.iter().copied().filter(|s| healthy(*s)).collect();
-            if healthy_copies.len() < r {
-                stats.under += 1;
+            let copy_zones: BTreeSet<&crate::ids::Zone> =
+                healthy_copies.iter().filter_map(|s| zone_of(*s)).collect();
+            // R copies in fewer zones than live stores span: one more copy
+            // in a missing zone, then the surplus rule drops the worst
+            // placed (the placement order puts that zone first, so the new
+            // copy is kept).
+            let misplaced = healthy_copies.len() == r && copy_zones.len() < r.min(live_zones.len());
+            if healthy_copies.len() < r || misplaced {
+                if misplaced {
+                    stats.misplaced += 1;
+                } else {
+                    stats.under += 1;
+                }
                 if busy.contains(&rec.hash) || self.jobs.len() >= cfg.max_clone_jobs {
                     continue;
                 }
-                let Some(target) = rank(&rec.hash, &candidates, r)
-                    .into_iter()
-                    .find(|t| !rec.stores.contains(t))
-                else {
+                let ranked = rank(&rec.hash, &candidates, r);
+                let target = if misplaced {
+                    ranked
+                        .into_iter()
+                        .find(|t| zone_of(*t).is_some_and(|z| !copy_zones.contains(z)))
+                } else {
+                    ranked.into_iter().find(|t| !rec.stores.contains(t))
+                };
+                let Some(target) = target else {
                     continue; // Nowhere to put another copy.
                 };
                 let source = rec
@@ -418,6 +439,41 @@ mod tests {
             r.next_scan,
             Time::from_millis(100),
             "an unknown job changes nothing"
+        );
+    }
+
+    #[test]
+    fn copies_in_one_zone_get_one_in_the_other_and_then_the_worst_placed_goes() {
+        let cfg = ContentConfig::default();
+        // Stores 1..=4 in zones z1, z0, z1, z0 (see `state`).
+        let mut s = state(5);
+        let zones = s.clone();
+        let zone = |id: u64| zones.registry.get(NodeId(id)).unwrap().zone.clone();
+        let (a, b) = (1u64, 3u64);
+        assert_eq!(zone(a), zone(b));
+        store(&mut s, h(1), &[a, b]);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let st = tick(&mut r, Time::ZERO, &cfg, &s, &BTreeMap::new(), &mut out);
+        assert_eq!((st.stats.misplaced, st.stats.clones_started), (1, 1));
+        let job = match messages(&mut out).as_slice() {
+            [Message::CloneTo(job)] => (**job).clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(
+            zone(job.target.0),
+            zone(a),
+            "the new copy is in the other zone"
+        );
+        r.on_clone_done(Time::ZERO, job.job);
+        store(&mut s, h(1), &[job.target.0]);
+        let later = Time::ZERO + cfg.repair_interval;
+        let st = tick(&mut r, later, &cfg, &s, &BTreeMap::new(), &mut out);
+        assert_eq!(st.drops.len(), 1);
+        let (_, dropped) = st.drops[0];
+        assert!(
+            dropped == NodeId(a) || dropped == NodeId(b),
+            "a copy in the crowded zone goes"
         );
     }
 

@@ -469,6 +469,27 @@ impl Oracle {
                     ),
                 );
             }
+            // Ground truth: the zones of the hosts that hold intact copies.
+            let zone = |h: &HostId| w.hosts[*h].node.as_ref().map(|n| n.config().zone.clone());
+            let zones: BTreeSet<_> = running_stores.iter().filter_map(zone).collect();
+            let held: BTreeSet<_> = intact
+                .iter()
+                .filter(|h| running_stores.contains(h))
+                .filter_map(zone)
+                .collect();
+            let spread = self.replicas.min(zones.len());
+            if healthy >= expected && held.len() < spread {
+                self.violate(
+                    w.now,
+                    ViolationKind::ZonesNotDistinct,
+                    format!(
+                        "{} has copies in {} zones of {} with running stores",
+                        u.hash,
+                        held.len(),
+                        zones.len()
+                    ),
+                );
+            }
             let listed: BTreeSet<NodeId> = state
                 .inventory
                 .get(&u.hash)

@@ -35,6 +35,9 @@ pub enum ViolationKind {
     UploadLost,
     /// Content has fewer than R intact copies after the liveness phase.
     Underreplicated,
+    /// Content has R copies in fewer zones than R (or than the zones with
+    /// running stores) after the liveness phase.
+    ZonesNotDistinct,
     /// Delivery went to a down store while a live copy existed.
     DeliveredFromDownStore,
     /// A client received bytes that are not the content it asked for.
