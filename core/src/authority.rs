@@ -363,7 +363,7 @@ impl Authority {
                 }
                 out.send(env.from_addr, Message::InventoryAck { seq: *seq });
             }
-            Message::CloneDone { job, .. } => self.repair.on_clone_done(now, *job),
+            Message::CloneDone { job, ok } => self.repair.on_clone_done(now, env.from, *job, *ok),
             Message::Leaving => {
                 let node = env.from;
                 let state = &self.store.state;

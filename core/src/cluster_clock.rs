@@ -107,14 +107,14 @@ impl ClusterClock {
     }
 
     /// Recomputes the median (at most every 250 ms) over peers heard
-    /// recently that are live members of `state`; a cluster too small for
+    /// recently that `state` does not hold down or gone; a cluster too small for
     /// three clocks settles on what it has, after a while.
     pub fn refresh(&mut self, now: Time, state: &ClusterState) {
         if now < self.next_refresh {
             return;
         }
-        let live =
-            |id: NodeId| state.registry.contains(id) && !state.is_down(id) && !state.has_left(id);
+        // Not yet in a registry that is still syncing counts as live.
+        let live = |id: NodeId| !state.is_down(id) && !state.has_left(id);
         self.next_refresh = now + REFRESH;
         self.peers.retain(|_, p| now.since(p.heard) < FORGET);
         let mut offsets: Vec<i64> = self

@@ -436,10 +436,11 @@ impl Node {
             }
         }
         let now = self.now;
-        // Clock samples only from members of this cluster that are not down
-        // (a wiped node's old id is the same clock as its new one).
+        // Clock samples from this cluster's nodes that are not down (a
+        // wiped node's old id is the same clock as its new one); a node
+        // not in our registry yet counts (ours may not be synced yet).
         let state = self.replica.state();
-        if state.registry.contains(env.from) && !state.is_down(env.from) {
+        if !state.is_down(env.from) && !state.has_left(env.from) {
             self.clock
                 .sample(now, self.local_wall, env.from, env.sent_at);
         }
@@ -506,7 +507,8 @@ impl Node {
             Message::IndirectAck { probe, target } => {
                 self.ping.on_indirect_ack(now, target, probe, &mut self.out)
             }
-            Message::VotesAck { seq } => self.ping.on_votes_ack(now, seq),
+            Message::VotesAck { seq } if from_authority => self.ping.on_votes_ack(now, seq),
+            Message::VotesAck { .. } => {}
             Message::FeedReply { req, log, body } if from_authority => {
                 let applied = self.replica.on_feed_reply(req, log, body, &mut self.out);
                 self.after_apply(applied);

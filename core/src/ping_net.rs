@@ -393,10 +393,12 @@ impl PingNet {
     pub fn on_votes_ack(&mut self, now: Time, seq: VoteSeq) {
         if seq > self.votes.seq {
             // The authority holds a newer set from us than we remember
-            // sending: continue past it.
+            // sending (our disk went back): continue past it.
+            // As a new life: the tally then waits before it counts this
+            // observer's silence as vouching.
             self.votes.seq = VoteSeq {
-                incarnation: seq.incarnation,
-                counter: seq.counter + 1,
+                incarnation: seq.incarnation + 1,
+                counter: 0,
             };
             self.votes.acked = false;
             self.votes.next_send = Some(now);

@@ -69,8 +69,16 @@ impl Repair {
     /// (at most ten a second) instead of a whole interval later, so a lost
     /// store is rebuilt as fast as its sources can copy, not a few jobs a
     /// second.
-    pub fn on_clone_done(&mut self, now: Time, job: u64) {
-        if self.jobs.remove(&job).is_some() {
+    ///
+    /// Only the job's source can finish it (ids restart with the authority);
+    /// a failed job frees its slot but waits for the regular scan, so a
+    /// target that keeps refusing is not retried ten times a second.
+    pub fn on_clone_done(&mut self, now: Time, from: NodeId, job: u64, ok: bool) {
+        if self.jobs.get(&job).is_none_or(|j| j.source != from) {
+            return;
+        }
+        self.jobs.remove(&job);
+        if ok {
             let soon = (now + RESCAN_AFTER_DONE).max(self.last_scan + MIN_SCAN_GAP);
             self.next_scan = self.next_scan.min(soon);
         }
@@ -178,7 +186,14 @@ impl Repair {
                 } else {
                     stats.under += 1;
                 }
-                if busy.contains(&rec.hash) || self.jobs.len() >= cfg.max_clone_jobs {
+                // Zone moves take at most half the slots: content short of
+                // copies comes first.
+                let limit = if misplaced {
+                    cfg.max_clone_jobs / 2
+                } else {
+                    cfg.max_clone_jobs
+                };
+                if busy.contains(&rec.hash) || self.jobs.len() >= limit {
                     continue;
                 }
                 let ranked = rank(&rec.hash, &candidates, r);
@@ -243,13 +258,14 @@ impl Repair {
                 if left.len() <= r {
                     continue;
                 }
-                let ranked = rank(&rec.hash, &candidates, r);
-                let keep: Vec<NodeId> = ranked
+                // The placement among the copies that can stay: zones first,
+                // so a copy added for zone spread is never the one dropped.
+                let holders: Vec<Candidate<'_>> = candidates
                     .iter()
-                    .copied()
-                    .filter(|s| left.contains(s) && healthy(*s) && up(*s))
-                    .take(r)
+                    .filter(|c| left.contains(&c.id) && healthy(c.id) && up(c.id))
+                    .cloned()
                     .collect();
+                let keep: Vec<NodeId> = rank(&rec.hash, &holders, r).into_iter().take(r).collect();
                 if keep.len() < r {
                     continue;
                 }
@@ -394,7 +410,8 @@ mod tests {
         assert_eq!(st.stats.clones_started, 1);
         let target = match messages(&mut out).as_slice() {
             [Message::CloneTo(job)] => {
-                r.on_clone_done(Time::ZERO, job.job);
+                let src = r.jobs[&job.job].source;
+                r.on_clone_done(Time::ZERO, src, job.job, true);
                 job.target
             }
             other => panic!("{other:?}"),
@@ -428,13 +445,16 @@ mod tests {
         };
         assert_eq!(r.next_scan, Time::ZERO + cfg.repair_interval);
         let done = Time::from_millis(30);
-        r.on_clone_done(done, job);
+        let src = r.jobs[&job].source;
+        r.on_clone_done(done, NodeId(99), job, true);
+        assert_eq!(r.jobs_in_flight(), 1, "only the job's source finishes it");
+        r.on_clone_done(done, src, job, true);
         assert_eq!(
             r.next_scan,
             Time::from_millis(100),
             "no closer than 100 ms to the last"
         );
-        r.on_clone_done(done, job);
+        r.on_clone_done(done, src, job, true);
         assert_eq!(
             r.next_scan,
             Time::from_millis(100),
@@ -465,7 +485,8 @@ mod tests {
             zone(a),
             "the new copy is in the other zone"
         );
-        r.on_clone_done(Time::ZERO, job.job);
+        let src = r.jobs[&job.job].source;
+        r.on_clone_done(Time::ZERO, src, job.job, true);
         store(&mut s, h(1), &[job.target.0]);
         let later = Time::ZERO + cfg.repair_interval;
         let st = tick(&mut r, later, &cfg, &s, &BTreeMap::new(), &mut out);
