@@ -939,9 +939,8 @@ async fn fault(
             let mounted = std::fs::rename(&dir, &real)
                 .map_err(|e| format!("rename: {e}"))
                 .and_then(|_| {
-                    world.machine.mount_tmpfs(&dir, size).map_err(|e| {
+                    world.machine.mount_tmpfs(&dir, size).inspect_err(|_| {
                         let _ = std::fs::rename(&real, &dir);
-                        e
                     })
                 });
             let setup = mounted.clone().and_then(|_| copy_dir(&real, &dir));
