@@ -34,7 +34,19 @@ if [ -n "${LIST:-}" ]; then
     exit 0
 fi
 
+# Two passes: core's unit tests judge every mutant (seconds each); the
+# mutants they miss are judged again by the cross-crate tests (scenarios,
+# oracle self-tests, the swarm), skipping what the first pass caught.
 # One job: two cores, and each build already uses both.
-cargo mutants --package stretchfs-core \
-    --test-package stretchfs-core --test-package stretchfs-tests \
-    "${args[@]}" --jobs 1 --timeout 300 --no-shuffle
+common=(--package stretchfs-core "${args[@]}" --jobs 1 --no-shuffle --baseline skip)
+if [ -z "${SECOND_ONLY:-}" ]; then
+    cargo mutants "${common[@]}" --test-package stretchfs-core --timeout 120 || true
+    rm -rf mutants.unit && cp -r mutants.out mutants.unit
+fi
+cargo mutants "${common[@]}" --iterate \
+    --test-package stretchfs-core --test-package stretchfs-tests --timeout 600 || true
+count() { cat "$@" 2>/dev/null | sort -u | wc -l; }
+echo "by core's unit tests: $(count mutants.unit/caught.txt) caught"
+echo "then by the cross-crate tests: $(count mutants.out/caught.txt) caught"
+echo "missed: $(count mutants.out/missed.txt), timed out: $(count mutants.out/timeout.txt), unviable: $(count mutants.unit/unviable.txt)"
+echo "missed mutants are in mutants.out/missed.txt"

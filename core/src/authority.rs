@@ -225,6 +225,11 @@ impl Authority {
         self.store.log.head()
     }
 
+    /// The published log (read by the simulator's verdict audit).
+    pub fn log(&self) -> &crate::feed::FeedLog {
+        &self.store.log
+    }
+
     pub fn tally(&self) -> &VoteTally {
         &self.tally
     }
@@ -364,10 +369,14 @@ impl Authority {
                 out.send(env.from_addr, Message::InventoryAck { seq: *seq });
             }
             Message::CloneDone { job, ok } => self.repair.on_clone_done(now, env.from, *job, *ok),
-            Message::Leaving => {
+            Message::Leaving { incarnation } => {
                 let node = env.from;
                 let state = &self.store.state;
-                if node != self.me && state.registry.contains(node) && !state.has_left(node) {
+                let this_life = state
+                    .registry
+                    .get(node)
+                    .is_some_and(|i| i.incarnation <= *incarnation);
+                if node != self.me && this_life && !state.has_left(node) {
                     self.append(Change::Left { node, left: true }, out);
                 }
             }

@@ -188,6 +188,7 @@ mod tests {
                 roles: Roles::default(),
                 zone: Zone::default(),
                 weight: 100,
+                incarnation: 0,
             }));
         }
         for id in down {

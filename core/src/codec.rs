@@ -98,6 +98,7 @@ mod tests {
             roles: Roles::STORE,
             zone: Zone::new("z1"),
             weight: 100,
+            incarnation: 0,
         };
         vec![
             env(Message::Join {

@@ -246,6 +246,9 @@ impl Default for ContentConfig {
 pub struct InjectedBugs {
     /// The tally downs a subject on a single vote instead of a majority.
     pub single_vote_downs: bool,
+    /// The tally downs a subject on half of its live observers' votes (a
+    /// tie taken for a majority).
+    pub tie_downs: bool,
     /// Observers never vote anyone down.
     pub never_vote_down: bool,
     /// Observers never withdraw a down vote once cast.

@@ -4,16 +4,12 @@
 use crate::ids::NodeId;
 use crate::ping_net::PingNet;
 use crate::state::ClusterState;
-use crate::time::Time;
-use std::collections::BTreeMap;
 
 /// A read-only view over a node's health knowledge.
 #[derive(Clone, Copy)]
 pub struct HealthView<'a> {
     pub(crate) state: &'a ClusterState,
     pub(crate) ping: &'a PingNet,
-    pub(crate) contact_failures: &'a BTreeMap<NodeId, Time>,
-    pub(crate) now: Time,
 }
 
 impl HealthView<'_> {
@@ -22,14 +18,10 @@ impl HealthView<'_> {
         self.state.is_down(id)
     }
 
-    /// This node failed to reach `id` recently (its own probes, or a call
-    /// reported with `Input::ContactFailed`) and has not reached it since.
+    /// This node's own probes failed to reach `id` recently and have not
+    /// reached it since.
     pub fn is_suspect(&self, id: NodeId) -> bool {
         self.ping.is_suspect(id)
-            || self
-                .contact_failures
-                .get(&id)
-                .is_some_and(|t| *t > self.now)
     }
 
     /// Registered, not published down, not locally suspected.

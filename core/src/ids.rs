@@ -119,6 +119,9 @@ pub struct NodeInfo {
     pub zone: Zone,
     /// Relative capacity for placement (stores only); 100 is the usual.
     pub weight: u32,
+    /// Which start of the node this entry is from (bumped on every start):
+    /// a message from an earlier life, delayed, cannot undo a later one.
+    pub incarnation: u64,
 }
 
 #[cfg(test)]

@@ -17,9 +17,6 @@ pub enum Input {
     Message(Envelope),
     /// Time passed (the driver calls this at or after `poll_timeout`).
     Tick,
-    /// A call this node made to a peer failed: suspect it locally until the
-    /// ping net reaches it again.
-    ContactFailed(NodeId),
     /// A client request to this prism; answered by `Output::Reply` with the
     /// same id.
     Client { id: u64, request: ClientRequest },
@@ -34,8 +31,6 @@ pub enum Input {
         hash: ContentHash,
         meta: ContentMeta,
     },
-    /// Store: a copy is gone from local disk (deleted, found missing).
-    ContentRemoved { hash: ContentHash },
     /// Store: the result of `Output::Scrub` (false: the bytes no longer
     /// match the hash, or the file is gone).
     ScrubResult { hash: ContentHash, ok: bool },

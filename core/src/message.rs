@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Bumped on any incompatible change to [`Message`] or [`Envelope`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// What travels on the wire: a message with the header every receiver checks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,7 +111,11 @@ pub enum Message {
     DropCopy(Box<DropOrder>),
     /// To the authority: this node is shutting down; mark it down now rather
     /// than waiting for its observers (it comes back when it joins again).
-    Leaving,
+    Leaving {
+        /// The sender's start this leave is from: a leave delayed past the
+        /// node's next start is ignored.
+        incarnation: u64,
+    },
     /// A request to the authority from a prism (or any node).
     Ask {
         req: u64,
@@ -249,7 +253,7 @@ impl Message {
             Message::CloneTo(_) => "CloneTo",
             Message::CloneDone { .. } => "CloneDone",
             Message::DropCopy(_) => "DropCopy",
-            Message::Leaving => "Leaving",
+            Message::Leaving { .. } => "Leaving",
             Message::Ask { .. } => "Ask",
             Message::Answer { .. } => "Answer",
         }

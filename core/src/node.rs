@@ -18,7 +18,6 @@ use crate::restore::{Restore, RESTORE_REQ};
 use crate::rng::Rng;
 use crate::store::{StoreRole, StoreView, STORE_OP};
 use crate::time::{earliest, Time, WallTime};
-use std::collections::BTreeMap;
 
 /// The prism's view of this node for one decision. A macro, not a method,
 /// so the borrow covers only the fields read (the prism itself is borrowed
@@ -33,8 +32,6 @@ macro_rules! prism_ctx {
             health: HealthView {
                 state: $node.replica.state(),
                 ping: &$node.ping,
-                contact_failures: &$node.contact_failures,
-                now: $node.now,
             },
             authority: $node.cfg.authority_addr,
         }
@@ -81,7 +78,6 @@ pub struct Node {
     wall: WallTime,
     local_wall: WallTime,
     clock: ClusterClock,
-    contact_failures: BTreeMap<NodeId, Time>,
     topology_dirty: bool,
     counters: Counters,
 }
@@ -191,7 +187,6 @@ impl Node {
             wall: WallTime::default(),
             local_wall: WallTime::default(),
             clock: ClusterClock::new(id, now),
-            contact_failures: BTreeMap::new(),
             topology_dirty: false,
             counters: Counters::default(),
         };
@@ -217,14 +212,12 @@ impl Node {
         match input {
             Input::Message(env) => self.receive(env),
             Input::Tick => {}
-            Input::ContactFailed(id) => {
-                let until = self.now + self.cfg.ping.probe_interval * 2;
-                self.contact_failures.insert(id, until);
-            }
             Input::Client { id, request } => self.client(id, request),
             Input::Leave => {
                 if self.join.joined && !self.cfg.roles.authority {
-                    self.out.send(self.cfg.authority_addr, Message::Leaving);
+                    let incarnation = self.incarnation;
+                    self.out
+                        .send(self.cfg.authority_addr, Message::Leaving { incarnation });
                 }
             }
             Input::TransferDone { op, ok } => {
@@ -245,11 +238,6 @@ impl Node {
             Input::ContentStored { hash, meta } => {
                 if let Some(s) = &mut self.store {
                     s.on_stored(hash, meta);
-                }
-            }
-            Input::ContentRemoved { hash } => {
-                if let Some(s) = &mut self.store {
-                    s.on_removed(hash);
                 }
             }
             Input::ScrubResult { hash, ok } => {
@@ -375,8 +363,6 @@ impl Node {
         HealthView {
             state: self.replica.state(),
             ping: &self.ping,
-            contact_failures: &self.contact_failures,
-            now: self.now,
         }
     }
 
@@ -387,6 +373,7 @@ impl Node {
             roles: self.cfg.roles,
             zone: self.cfg.zone.clone(),
             weight: self.cfg.weight,
+            incarnation: self.incarnation,
         }
     }
 
@@ -457,7 +444,7 @@ impl Node {
             | Message::SnapshotPull { .. }
             | Message::InventoryReport(_)
             | Message::CloneDone { .. }
-            | Message::Leaving
+            | Message::Leaving { .. }
             | Message::Ask { .. } => self.dropped(env.from, DropReason::NotAuthority),
             Message::InventoryAck { seq } => {
                 if let Some(s) = &mut self.store {
@@ -612,7 +599,6 @@ impl Node {
                 a.on_tick(now, self.wall, &mut self.out);
             }
         }
-        self.contact_failures.retain(|_, until| *until > now);
     }
 
     /// Once the replica has caught up past our join, our registry entry must
@@ -881,8 +867,11 @@ mod tests {
         assert_eq!(c.nodes[2].id(), id);
         assert_eq!(c.nodes[2].incarnation(), 2);
         assert!(c.nodes[2].is_ready());
-        // Rejoining with the same identity and address changes nothing.
-        assert_eq!(c.nodes[0].authority().unwrap().head(), head);
+        // Rejoining with the same identity and address records only the new
+        // start (so that a leave from the old one is told apart).
+        let a = c.nodes[0].authority().unwrap();
+        assert_eq!(a.head(), head + 1);
+        assert_eq!(a.state().registry.get(id).unwrap().incarnation, 2);
     }
 
     #[test]
@@ -923,17 +912,6 @@ mod tests {
         c.nodes[3] = Node::new(config(3), &c.disks[3], Box::new(SeededRng::new(5)), c.now).unwrap();
         c.run_for(Duration::from_secs(2));
         assert!(!c.nodes[1].health().is_down(leaver));
-    }
-
-    #[test]
-    fn contact_failure_is_suspected_briefly() {
-        let mut c = Cluster::new(3);
-        c.run_for(Duration::from_secs(2));
-        let peer = c.nodes[2].id();
-        c.nodes[1].handle(c.now, wall(c.now), Input::ContactFailed(peer));
-        assert!(!c.nodes[1].health().may_contact(peer));
-        c.run_for(Duration::from_secs(2));
-        assert!(c.nodes[1].health().may_contact(peer));
     }
 
     #[test]

@@ -84,6 +84,7 @@ mod tests {
             roles: Roles::STORE,
             zone: Zone::new(zone),
             weight: 100,
+            incarnation: 0,
         }
     }
 

@@ -144,12 +144,15 @@ impl Repair {
         let mut stats = ScanStats::default();
         let is_store = |s: NodeId| state.registry.get(s).is_some_and(|i| i.roles.store);
         let up = |s: NodeId| is_store(s) && !state.is_down(s);
+        // A copy on a store down for less than the grace still counts: a
+        // restart should not set off a clone of everything it holds.
         let healthy = |s: NodeId| {
-            is_store(s)
-                && !state.draining.contains(&s)
-                && down_since
-                    .get(&s)
-                    .is_none_or(|t| now.since(*t) < cfg.repair_grace)
+            state.copy_counts(s)
+                || (is_store(s)
+                    && !state.draining.contains(&s)
+                    && down_since
+                        .get(&s)
+                        .is_some_and(|t| now.since(*t) < cfg.repair_grace))
         };
         let candidates: Vec<Candidate<'_>> = state
             .registry
@@ -301,6 +304,7 @@ mod tests {
                 roles: Roles::STORE,
                 zone: Zone::new(format!("z{}", i % 2)),
                 weight: 100,
+                incarnation: 0,
             }));
         }
         s

@@ -172,6 +172,24 @@ impl ClusterState {
         self.down.contains(&id)
     }
 
+    /// Whether a copy on `store` counts toward R: the store is registered
+    /// as a store, not draining and not published down. The one rule for
+    /// "under-replicated" (status) and for what repair restores (which also
+    /// waits out a grace period before a down store's copy is lost).
+    pub fn copy_counts(&self, store: NodeId) -> bool {
+        self.registry.get(store).is_some_and(|i| i.roles.store)
+            && !self.draining.contains(&store)
+            && !self.is_down(store)
+    }
+
+    /// Content with fewer than `r` copies that count.
+    pub fn under_replicated(&self, r: usize) -> usize {
+        self.inventory
+            .values()
+            .filter(|rec| rec.stores.iter().filter(|s| self.copy_counts(**s)).count() < r)
+            .count()
+    }
+
     pub fn observers_of(&self, subject: NodeId) -> &[NodeId] {
         self.observers.get(&subject).map_or(&[], |v| v.as_slice())
     }
@@ -347,6 +365,7 @@ mod tests {
             roles: Roles::STORE,
             zone: Zone::new("z"),
             weight: 100,
+            incarnation: 0,
         }
     }
 

@@ -199,7 +199,8 @@ impl StoreRole {
         self.pending.insert(hash, Some(meta));
     }
 
-    pub fn on_removed(&mut self, hash: ContentHash) {
+    /// A copy is gone from local disk (a failed scrub, a drop order).
+    fn on_removed(&mut self, hash: ContentHash) {
         if self.listing_requested {
             self.since_listing.insert(hash, None);
         }

@@ -55,6 +55,9 @@ impl Count {
         if bugs.single_vote_downs {
             return self.down_votes >= 1;
         }
+        if bugs.tie_downs {
+            return self.live_observers > 0 && self.down_votes * 2 >= self.live_observers;
+        }
         self.live_observers > 0 && self.down_votes * 2 > self.live_observers
     }
 
@@ -405,6 +408,7 @@ mod tests {
                 roles: Roles::STORE,
                 zone: Zone::new("z"),
                 weight: 100,
+                incarnation: 0,
             }));
         }
         for id in &ids {

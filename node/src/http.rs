@@ -297,6 +297,8 @@ async fn receive_copy(
 
 #[derive(Deserialize)]
 struct SignedQuery {
+    /// The store the URL was signed for (16 hex digits).
+    n: String,
     e: i64,
     s: String,
 }
@@ -354,13 +356,28 @@ async fn serve_copy(
 ) -> Response {
     if let Err(e) = s
         .signer
-        .verify_url(uri.path(), q.e, &q.s, s.cluster_unix_secs())
+        .verify_url(uri.path(), &q.n, q.e, &q.s, s.cluster_unix_secs())
     {
         let (status, code) = match e {
             UrlError::BadSignature => (StatusCode::FORBIDDEN, "bad_signature"),
             UrlError::Expired => (StatusCode::GONE, "url_expired"),
         };
         return ApiError::new(status, code, e.to_string()).into_response();
+    }
+    if q.n != s.node_id.to_string() {
+        // Signed for a store that was here before (its data directory was
+        // lost and it came back as a new one): this one holds nothing it
+        // was sent for. Not a 404: the content may well exist elsewhere.
+        let why = format!(
+            "this is store {}, not {}: ask the prism again",
+            s.node_id, q.n
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wrong_store", why),
+        )
+            .into_response();
     }
     let hash = match file.split_once('.').map(|(h, _)| parse_hash(h)) {
         Some(Ok(h)) => h,
@@ -695,12 +712,18 @@ async fn remove_purchase(
 /// Signatures are reused for up to a second per store and content: the
 /// HMAC is most of a redirect's cost, and a URL that stays the same for
 /// a moment also caches better downstream.
-pub fn signed_url(s: &Shared, addr: std::net::SocketAddr, hash: &ContentHash, ext: &str) -> String {
+pub fn signed_url(
+    s: &Shared,
+    store: stretchfs_core::NodeId,
+    addr: std::net::SocketAddr,
+    hash: &ContentHash,
+    ext: &str,
+) -> String {
     let now = s.cluster_unix_secs();
     let ttl = s.cfg.url_ttl_secs as i64;
     {
         let cache = s.signed_urls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((expires, cached_ext, url)) = cache.get(&(addr, *hash)) {
+        if let Some((expires, cached_ext, url)) = cache.get(&(store, *hash)) {
             if *expires - now >= ttl - 1 && cached_ext == ext {
                 return url.clone();
             }
@@ -708,13 +731,13 @@ pub fn signed_url(s: &Shared, addr: std::net::SocketAddr, hash: &ContentHash, ex
     }
     let path = format!("/c/{hash}.{ext}");
     let expires = now + ttl;
-    let sig = s.signer.sign_url(&path, expires);
-    let url = format!("http://{addr}{path}?e={expires}&s={sig}");
+    let sig = s.signer.sign_url(&path, &store.to_string(), expires);
+    let url = format!("http://{addr}{path}?n={store}&e={expires}&s={sig}");
     let mut cache = s.signed_urls.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= 10_000 {
         cache.clear();
     }
-    cache.insert((addr, *hash), (expires, ext.to_string(), url.clone()));
+    cache.insert((store, *hash), (expires, ext.to_string(), url.clone()));
     url
 }
 
@@ -745,13 +768,17 @@ async fn deliver_token(s: &Arc<Shared>, token: &str, headers: &HeaderMap) -> Res
         require_prism(s)?;
         let token = parse_token(token)?;
         let referrer = header_str(headers, "referer").map(str::to_string);
-        let (addr, hash, ext) = match ask(s, ClientRequest::Deliver { token, referrer }).await? {
-            ClientResponse::Deliver {
-                addr, hash, ext, ..
-            } => (addr, hash, ext),
-            other => return Err(unexpected(other)),
-        };
-        let url = signed_url(s, addr, &hash, &ext);
+        let (store, addr, hash, ext) =
+            match ask(s, ClientRequest::Deliver { token, referrer }).await? {
+                ClientResponse::Deliver {
+                    store,
+                    addr,
+                    hash,
+                    ext,
+                } => (store, addr, hash, ext),
+                other => return Err(unexpected(other)),
+            };
+        let url = signed_url(s, store, addr, &hash, &ext);
         if !s.cfg.proxy {
             return Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response());
         }

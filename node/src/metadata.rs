@@ -360,6 +360,7 @@ mod tests {
                 roles: Roles::STORE,
                 zone: Zone::new("z"),
                 weight: 100,
+                incarnation: 0,
             }),
         }
     }

@@ -42,11 +42,14 @@ pub enum Cmd {
 }
 
 /// Signed delivery URLs by (store, content): (expiry, extension, URL).
-pub type SignedUrls = BTreeMap<(std::net::SocketAddr, ContentHash), (i64, String, String)>;
+pub type SignedUrls = BTreeMap<(stretchfs_core::NodeId, ContentHash), (i64, String, String)>;
 
 /// State the HTTP handlers share with the driver.
 pub struct Shared {
     pub cfg: FileConfig,
+    /// This node's id: a store serves only URLs signed for it (a wiped
+    /// store back on the same address is another store).
+    pub node_id: stretchfs_core::NodeId,
     pub roles: Roles,
     pub signer: Arc<Signer>,
     pub client: Arc<HttpClient>,
@@ -303,6 +306,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        node_id: core.node.id(),
         cfg,
         roles,
         signer,
@@ -381,8 +385,17 @@ impl Driver {
 }
 
 impl Shared {
+    /// Core's lock. A panic while it was held left core half-changed: the
+    /// node stops rather than go on from a state no test has seen (it
+    /// restarts from its durable records).
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+        match self.core.lock() {
+            Ok(core) => core,
+            Err(_) => {
+                tracing::error!("core panicked while handling an input: stopping the process");
+                std::process::exit(70)
+            }
+        }
     }
 
     /// Hands a client request to core on the caller's task; waits only if

@@ -86,18 +86,11 @@ impl NodeStatus {
             })
             .collect();
         let replicas = cfg.replicas;
-        let mut content = ContentStatus {
+        let content = ContentStatus {
             items: state.inventory.len(),
-            bytes: 0,
-            under_replicated: 0,
+            bytes: state.inventory.values().map(|rec| rec.meta.size).sum(),
+            under_replicated: state.under_replicated(replicas),
         };
-        for rec in state.inventory.values() {
-            content.bytes += rec.meta.size;
-            let live = rec.stores.iter().filter(|s| !state.is_down(**s)).count();
-            if live < replicas {
-                content.under_replicated += 1;
-            }
-        }
         NodeStatus {
             node: info.id.to_string(),
             addr: info.addr.to_string(),

@@ -124,6 +124,22 @@ async fn upload_deliver_kill_a_store_and_repair() {
         assert_eq!(r.header("etag"), Some(format!("\"{hash}\"").as_str()));
         let tampered = url.replace("&s=", "&s=00");
         assert_eq!(c.get(&tampered).await.unwrap().status, 403);
+        // Another store at that address (a wiped store back as a new one)
+        // does not take it for a URL of its own: "ask again", not a 404.
+        let holder = store_name_of(&c, &url);
+        let other = c
+            .members
+            .iter()
+            .find(|m| m.name.starts_with("store") && m.name != holder)
+            .unwrap();
+        let elsewhere = url.replacen(
+            &c.members[c.index(&holder)].cfg.listen.to_string(),
+            &other.cfg.listen.to_string(),
+            1,
+        );
+        let r = c.get(&elsewhere).await.unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.text().contains("wrong_store"), "{}", r.text());
     }
 
     // kill -9 a store holding a copy: voted down on every node. How fast

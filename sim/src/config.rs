@@ -84,6 +84,15 @@ pub enum Fault {
     Drain {
         host: HostId,
     },
+    /// An admin stops draining a store.
+    Undrain {
+        host: HostId,
+    },
+    /// The node is told to stop (SIGTERM): it tells the authority it is
+    /// leaving. A `Crash` soon after ends the process.
+    Leave {
+        host: HostId,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -225,6 +234,14 @@ impl SimConfig {
     /// the same): cluster size, zones, loss 0-20%, duplication, reordering,
     /// latency, partition kinds, crash and pause rates, clock skew and drift.
     pub fn swarm(seed: u64) -> SimConfig {
+        let mut cfg = SimConfig::swarm_without_operator(seed);
+        cfg.add_operator(seed);
+        cfg
+    }
+
+    /// The swarm's draw before operator actions (leaves, undrains, a short
+    /// log) joined it: the shape the scenarios named by seed were found in.
+    pub fn swarm_without_operator(seed: u64) -> SimConfig {
         let mut r = SeededRng::stream(seed, "swarm");
         let n = 3 + r.below(10) as usize;
         let zones = 1 + r.below(3) as usize;
@@ -387,11 +404,52 @@ impl SimConfig {
         cfg
     }
 
+    /// What an operator does, from its own stream so the fault draw stays
+    /// as it was.
+    fn add_operator(&mut self, seed: u64) {
+        let cfg = self;
+        let n = cfg.hosts.len();
+        let stores: Vec<HostId> = (0..n).filter(|h| cfg.hosts[*h].roles.store).collect();
+        let fault_start = Time::from_secs(5);
+        let fault_span = cfg.heal_at.since(fault_start).as_micros() as u64;
+        let at = |r: &mut SeededRng| fault_start + Duration::from_micros(r.below(fault_span));
+        let secs = |r: &mut SeededRng, lo: f64, hi: f64| {
+            Duration::from_secs_f64(lo + (hi - lo) * r.unit())
+        };
+        let mut op = SeededRng::stream(seed, "operator");
+        if stores.len() >= 3 && op.chance(0.2) {
+            // A drain taken back before it finished.
+            let host = stores[op.below(stores.len() as u64) as usize];
+            let t = at(&mut op);
+            cfg.schedule(t, Fault::Drain { host });
+            cfg.schedule(t + secs(&mut op, 0.5, 10.0), Fault::Undrain { host });
+        }
+        for _ in 0..op.below(3) {
+            // A graceful stop (leave) and a rejoin from the same disk.
+            let host = 1 + op.below(n as u64 - 1) as usize;
+            let t = at(&mut op);
+            cfg.schedule(t, Fault::Leave { host });
+            cfg.schedule(t + Duration::from_millis(200), Fault::Crash { host });
+            let down = secs(&mut op, 0.5, 10.0);
+            cfg.schedule(
+                t + Duration::from_millis(200) + down,
+                Fault::Restart {
+                    host,
+                    new_addr: false,
+                },
+            );
+        }
+        if op.chance(0.5) {
+            // A short log: readers that fall behind take snapshots.
+            cfg.feed.retain = 20 + op.below(300) as usize;
+        }
+    }
+
     /// One line describing the drawn fault mix.
     pub fn describe(&self) -> String {
         let count = |f: &dyn Fn(&Fault) -> bool| self.faults.iter().filter(|(_, x)| f(x)).count();
         format!(
-            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={} bitrot={} lost_stores={} authority_wipes={} node_wipes={} drains={}",
+            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={} bitrot={} lost_stores={} authority_wipes={} node_wipes={} drains={} undrains={} leaves={} retain={}",
             self.hosts.len(),
             self.hosts.iter().map(|h| &h.zone).collect::<std::collections::BTreeSet<_>>().len(),
             self.net.drop * 100.0,
@@ -409,6 +467,9 @@ impl SimConfig {
             count(&|f| matches!(f, Fault::WipeAuthority)),
             count(&|f| matches!(f, Fault::WipeNode { .. })),
             count(&|f| matches!(f, Fault::Drain { .. })),
+            count(&|f| matches!(f, Fault::Undrain { .. })),
+            count(&|f| matches!(f, Fault::Leave { .. })),
+            self.feed.retain,
         )
     }
 }

@@ -18,8 +18,8 @@ use stretchfs_core::content::ContentMeta;
 use stretchfs_core::hash::ContentHash;
 use stretchfs_core::rng::SeededRng;
 use stretchfs_core::{
-    ClientRequest, ClientResponse, DurableState, Duration, Input, Node, Notice, Output, Time,
-    TransferSource,
+    ClientRequest, ClientResponse, DurableState, Duration, Input, Message, Node, Notice, Output,
+    Time, TransferSource,
 };
 use stretchfs_transport_sim::{Delivery, HostId, NetConfig};
 
@@ -406,6 +406,10 @@ impl Sim {
             return;
         };
         host.crash_id += 1;
+        if h == 0 {
+            self.oracle.audit.forget();
+        }
+        let host = &mut self.world.hosts[h];
         host.wake = None;
         host.deferred.clear();
         host.content.crash();
@@ -520,7 +524,15 @@ impl Sim {
                 self.oracle.wipes.push(now);
             }
             Fault::WipeNode { host } => self.wipe(host),
-            Fault::Drain { host } => self.drain_store(host),
+            Fault::Drain { host } => self.drain_store(host, true),
+            Fault::Undrain { host } => self.drain_store(host, false),
+            Fault::Leave { host } => {
+                if self.world.hosts[host].is_up() {
+                    // Told to stop: from now on it is rightly down.
+                    self.world.hosts[host].last_impaired = now;
+                    self.step(host, Input::Leave);
+                }
+            }
             Fault::HealAll => {
                 self.world.net.heal();
                 let calm = NetConfig {
@@ -550,8 +562,8 @@ impl Sim {
         host.content = Default::default();
     }
 
-    /// An admin asks a prism to drain `host`.
-    fn drain_store(&mut self, host: HostId) {
+    /// An admin asks a prism to drain `host` (or to stop draining it).
+    fn drain_store(&mut self, host: HostId, draining: bool) {
         let node = self.world.hosts[host]
             .node
             .as_ref()
@@ -562,10 +574,7 @@ impl Sim {
         if let (Some(node), Some(prism)) = (node, prism) {
             self.admin_ids += 1;
             let id = ADMIN_ID | self.admin_ids;
-            let request = ClientRequest::Drain {
-                node,
-                draining: true,
-            };
+            let request = ClientRequest::Drain { node, draining };
             self.step(prism, Input::Client { id, request });
         }
     }
@@ -778,14 +787,15 @@ impl Sim {
                 }
             }
             Input::Tick => self.trace.record(&(now, h, 1u8)),
-            Input::ContactFailed(id) => self.trace.record(&(now, h, 2u8, id)),
             Input::Client { id, .. } => self.trace.record(&(now, h, 3u8, id)),
             Input::TransferDone { op, ok } => self.trace.record(&(now, h, 4u8, op, ok)),
             Input::ContentListing(items) => self.trace.record(&(now, h, 5u8, items.len())),
             Input::ContentStored { hash, .. } => self.trace.record(&(now, h, 6u8, hash)),
-            Input::ContentRemoved { hash } => self.trace.record(&(now, h, 7u8, hash)),
             Input::ScrubResult { hash, ok } => self.trace.record(&(now, h, 8u8, hash, ok)),
             Input::Leave => self.trace.record(&(now, h, 9u8)),
+        }
+        if h == 0 {
+            self.audit_votes(&input);
         }
         let host = &mut self.world.hosts[h];
         let Some(node) = host.node.as_mut() else {
@@ -793,6 +803,27 @@ impl Sim {
         };
         node.handle(host.clock.local(now), host.clock.wall(now), input);
         self.drain(h);
+        if h == 0 {
+            self.oracle.audit_step(&self.world);
+        }
+    }
+
+    /// The verdict audit hears every vote set the authority is handed, as
+    /// it is handed it (the authority's own arrive as notices).
+    fn audit_votes(&mut self, input: &Input) {
+        let Input::Message(env) = input else {
+            return;
+        };
+        let Message::Votes { seq, down } = &env.msg else {
+            return;
+        };
+        let Some(authority) = self.world.authority() else {
+            return;
+        };
+        if authority.state().registry.contains(env.from) {
+            let local = self.world.hosts[0].clock.local(self.world.now);
+            self.oracle.audit.on_votes(local, env.from, *seq, down);
+        }
     }
 
     /// Performs a node's outputs: sends go to the network, records to its

@@ -14,6 +14,7 @@ pub mod oracle;
 pub mod report;
 pub mod swarm;
 pub mod trace;
+pub mod verdict_audit;
 pub mod world;
 
 pub use config::{Fault, SimConfig};

@@ -35,6 +35,9 @@ pub enum ViolationKind {
     UploadLost,
     /// Content has fewer than R intact copies after the liveness phase.
     Underreplicated,
+    /// A node was published down without a strict majority of its live
+    /// assigned observers' unexpired down votes, as received.
+    VerdictWithoutMajority,
     /// Content has R copies in fewer zones than R (or than the zones with
     /// running stores) after the liveness phase.
     ZonesNotDistinct,
@@ -129,6 +132,8 @@ pub struct Oracle {
     /// Copies destroyed by faults (a lost store's files, rotted files), per
     /// content: losing W of them can lose an upload without any bug.
     pub destroyed: BTreeMap<stretchfs_core::hash::ContentHash, usize>,
+    /// Recounts every published down from the votes received.
+    pub audit: crate::verdict_audit::VerdictAudit,
 }
 
 const MAX_VIOLATIONS: usize = 20;
@@ -159,6 +164,7 @@ impl Oracle {
             retired: BTreeSet::new(),
             wipes: Vec::new(),
             destroyed: BTreeMap::new(),
+            audit: crate::verdict_audit::VerdictAudit::new(cfg.tally.vote_ttl),
         }
     }
 
@@ -259,6 +265,9 @@ impl Oracle {
             Notice::VoteCast { subject, down } => {
                 if let Some(h) = w.host_of(subject) {
                     self.votes.push((w.now, host, h, down));
+                }
+                if host == 0 {
+                    self.audit.on_own_vote(subject, down);
                 }
             }
             _ => {}

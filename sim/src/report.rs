@@ -19,6 +19,8 @@ pub struct Measurements {
     pub detections_censored: u64,
     pub detection_checks: u64,
     pub false_down_checks: u64,
+    /// Down verdicts recounted from the votes the authority received.
+    pub verdict_audits: u64,
     /// False downs at more than 5% loss: counted, not failed.
     pub false_downs_tolerated: u64,
     /// Not-found answers judged against the ground truth.
@@ -38,6 +40,7 @@ impl Measurements {
         self.detections_censored += other.detections_censored;
         self.detection_checks += other.detection_checks;
         self.false_down_checks += other.false_down_checks;
+        self.verdict_audits += other.verdict_audits;
         self.false_downs_tolerated += other.false_downs_tolerated;
         self.not_found_checks += other.not_found_checks;
         self.delivery_checks += other.delivery_checks;
@@ -121,9 +124,10 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  checks: {} false-down, {} timely-detection; false downs tolerated at >5% loss: {}",
+            "  checks: {} false-down, {} timely-detection, {} verdicts recounted; false downs tolerated at >5% loss: {}",
             self.measured.false_down_checks,
             self.measured.detection_checks,
+            self.measured.verdict_audits,
             self.measured.false_downs_tolerated
         )?;
         let c = &self.clients;

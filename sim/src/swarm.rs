@@ -82,8 +82,11 @@ impl SwarmSummary {
             ms(imp.last().copied())
         );
         println!(
-            "oracle checks: {} timely-detection, {} false-down; false downs at >5% loss (tolerated): {}",
-            self.measured.detection_checks, self.measured.false_down_checks, self.measured.false_downs_tolerated
+            "oracle checks: {} timely-detection, {} false-down, {} verdicts recounted; false downs at >5% loss (tolerated): {}",
+            self.measured.detection_checks,
+            self.measured.false_down_checks,
+            self.measured.verdict_audits,
+            self.measured.false_downs_tolerated
         );
         println!(
             "convergence after final heal: p50={} p99={} max={}",

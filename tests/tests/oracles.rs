@@ -110,8 +110,45 @@ fn false_up_oracle_catches_ups_without_a_live_majority() {
 /// Counting that silence as "up" publishes the dead id up.
 #[test]
 fn false_up_oracle_catches_silence_taken_for_an_up() {
-    let mut cfg = stretchfs_sim::SimConfig::swarm(441);
+    let mut cfg = stretchfs_sim::SimConfig::swarm_without_operator(441);
     cfg.bugs.stale_votes_vouch = true;
     let r = stretchfs_sim::run(cfg, false);
     assert!(has_violation(&r, ViolationKind::FalseUp), "{r}");
+}
+
+/// Swarm seeds (no replay) with `bugs`; how many found `kind`.
+fn seeds_catching(count: u64, bugs: InjectedBugs, kind: ViolationKind) -> usize {
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let summary = run_swarm_with(0, count, jobs, false, |seed| {
+        let mut cfg = stretchfs_sim::SimConfig::swarm(seed);
+        cfg.bugs = bugs.clone();
+        cfg
+    });
+    summary
+        .failures
+        .iter()
+        .filter(|r| r.violations.iter().any(|v| v.kind == kind))
+        .count()
+}
+
+#[test]
+fn verdict_audit_catches_a_tie_taken_for_a_majority() {
+    let bugs = InjectedBugs {
+        tie_downs: true,
+        ..InjectedBugs::default()
+    };
+    let caught = seeds_catching(100, bugs, ViolationKind::VerdictWithoutMajority);
+    eprintln!("{caught} of 100 seeds caught it");
+    assert!(caught > 0, "no seed of 100 caught it");
+}
+
+#[test]
+fn verdict_audit_catches_a_single_vote_rule() {
+    let bugs = InjectedBugs {
+        single_vote_downs: true,
+        ..InjectedBugs::default()
+    };
+    let caught = seeds_catching(100, bugs, ViolationKind::VerdictWithoutMajority);
+    eprintln!("{caught} of 100 seeds caught it");
+    assert!(caught > 0, "no seed of 100 caught it");
 }

@@ -232,21 +232,23 @@ impl Signer {
         self.remember(signature, t, unix_secs)
     }
 
-    /// The signature of a delivery URL: the path (which names the content)
-    /// and its expiry, so a store serves it without any purchase lookup.
-    pub fn sign_url(&self, path: &str, expires_unix: i64) -> String {
-        self.mac("URL", path, &expires_unix.to_string(), "", "")
+    /// The signature of a delivery URL: the path (which names the content),
+    /// the store it is for and its expiry, so a store serves it without any
+    /// purchase lookup, and another store at the same address does not.
+    pub fn sign_url(&self, path: &str, store: &str, expires_unix: i64) -> String {
+        self.mac("URL", path, &expires_unix.to_string(), store, "")
     }
 
     /// Checks a delivery URL's signature and expiry at `unix_secs`.
     pub fn verify_url(
         &self,
         path: &str,
+        store: &str,
         expires_unix: i64,
         signature: &str,
         unix_secs: i64,
     ) -> Result<(), UrlError> {
-        let want = self.sign_url(path, expires_unix);
+        let want = self.sign_url(path, store, expires_unix);
         if !constant_time_eq(want.as_bytes(), signature.as_bytes()) {
             return Err(UrlError::BadSignature);
         }
@@ -293,25 +295,29 @@ mod tests {
     }
 
     #[test]
-    fn delivery_urls_are_bound_to_path_expiry_and_secret() {
+    fn delivery_urls_are_bound_to_path_store_expiry_and_secret() {
         let s = signer(b"secret");
-        let sig = s.sign_url("/c/ab.jpg", 1000);
-        assert_eq!(s.verify_url("/c/ab.jpg", 1000, &sig, 999), Ok(()));
+        let sig = s.sign_url("/c/ab.jpg", "n1", 1000);
         assert_eq!(
-            s.verify_url("/c/ab.jpg", 1000, &sig, 1001),
+            s.verify_url("/c/ab.jpg", "n2", 1000, &sig, 999),
+            Err(UrlError::BadSignature)
+        );
+        assert_eq!(s.verify_url("/c/ab.jpg", "n1", 1000, &sig, 999), Ok(()));
+        assert_eq!(
+            s.verify_url("/c/ab.jpg", "n1", 1000, &sig, 1001),
             Err(UrlError::Expired)
         );
         assert_eq!(
-            s.verify_url("/c/ac.jpg", 1000, &sig, 999),
+            s.verify_url("/c/ac.jpg", "n1", 1000, &sig, 999),
             Err(UrlError::BadSignature)
         );
         assert_eq!(
-            s.verify_url("/c/ab.jpg", 2000, &sig, 999),
+            s.verify_url("/c/ab.jpg", "n1", 2000, &sig, 999),
             Err(UrlError::BadSignature)
         );
-        let other = signer(b"other").sign_url("/c/ab.jpg", 1000);
+        let other = signer(b"other").sign_url("/c/ab.jpg", "n1", 1000);
         assert_eq!(
-            s.verify_url("/c/ab.jpg", 1000, &other, 999),
+            s.verify_url("/c/ab.jpg", "n1", 1000, &other, 999),
             Err(UrlError::BadSignature)
         );
     }

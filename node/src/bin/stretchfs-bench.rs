@@ -165,14 +165,19 @@ async fn run() -> Result<(), String> {
         .and_then(|s| s.split('/').next())
         .ok_or("bad location")?
         .to_string();
+    let store_id = location
+        .split_once("?n=")
+        .and_then(|(_, q)| q.split('&').next())
+        .ok_or("no store in the location")?
+        .to_string();
     let cluster =
         ClusterId(u128::from_str_radix(&c.secrets.cluster_id, 16).map_err(|e| e.to_string())?);
     let signer = Signer::new(cluster, c.secrets.cluster_secret.as_bytes(), 30);
     let path = format!("/c/{hash}.bin");
     let expires = stretchfs_transport_http::client::unix_secs() + 7200;
     let store_url = format!(
-        "http://{store_addr}{path}?e={expires}&s={}",
-        signer.sign_url(&path, expires)
+        "http://{store_addr}{path}?n={store_id}&e={expires}&s={}",
+        signer.sign_url(&path, &store_id, expires)
     );
 
     let _nginx = start_nginx(&dir, &location)?;
