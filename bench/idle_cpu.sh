@@ -31,7 +31,7 @@ measure() {
 empty=$(measure)
 for i in 1 2; do
     head -c $((256 << 20)) /dev/urandom > "big$i"
-    "$bin" upload "big$i" > "upload$i.txt"
+    "$bin" upload "big$i" --ext bin > "upload$i.txt"
 done
 sleep 2
 full=$(measure)

@@ -14,7 +14,7 @@ use crate::durable::Record;
 use crate::feed::{Change, FeedEntry, FeedLog};
 use crate::feed_server::FeedServer;
 use crate::hash::ContentHash;
-use crate::ids::{ClusterId, LogId, NodeId, Zone};
+use crate::ids::{ClusterId, LogId, NodeId, NodeInfo, Zone};
 use crate::io::{Notice, Outbox};
 use crate::message::{Answer, Ask, DropOrder, Envelope, InventoryBatch, Lookup, Message, VoteSeq};
 use crate::observers::assign_observers_among;
@@ -170,11 +170,13 @@ impl Authority {
         });
         // Stores already down count from now: the restart forgot since when.
         let down_since = store.state.down.iter().map(|d| (*d, now)).collect();
-        // Unanswered drop orders go out again at once.
+        // Unanswered drop orders go out again, after an unlist wait: one may
+        // be for a surplus copy unlisted just before the restart.
+        let first = now + cfg.content.unlist_wait();
         let drops_pending = store
             .drops_pending
             .iter()
-            .map(|(k, upto)| (*k, (*upto, now)))
+            .map(|(k, upto)| (*k, (*upto, first)))
             .collect();
         // Orphans wait afresh: a re-upload may still claim them.
         let orphans = store
@@ -274,10 +276,21 @@ impl Authority {
                 if info.id != env.from {
                     return true; // A node may only register itself.
                 }
-                if let Some(change) = self.store.state.registry.join_change(info) {
-                    self.append(change, out);
+                let state = &self.store.state;
+                let registered = state.registry.get(info.id).map(|i| i.incarnation);
+                // A join from an earlier start (delayed), or from the start
+                // that has since left, changes nothing: acknowledged only, so
+                // a node whose disk went back learns it must move past the
+                // registered start (`Node::check_registration`).
+                let stale = registered.is_some_and(|r| {
+                    info.incarnation < r || (info.incarnation == r && state.has_left(info.id))
+                });
+                if !stale {
+                    if let Some(change) = state.registry.join_change(info) {
+                        self.append(change, out);
+                    }
                 }
-                if self.store.state.has_left(info.id) {
+                if !stale && self.store.state.has_left(info.id) {
                     let change = Change::Left {
                         node: info.id,
                         left: false,
@@ -372,11 +385,20 @@ impl Authority {
             Message::Leaving { incarnation } => {
                 let node = env.from;
                 let state = &self.store.state;
-                let this_life = state
-                    .registry
-                    .get(node)
+                let known = state.registry.get(node).cloned();
+                let this_life = known
+                    .as_ref()
                     .is_some_and(|i| i.incarnation <= *incarnation);
                 if node != self.me && this_life && !state.has_left(node) {
+                    // The start that left is on record: its own joins,
+                    // delayed, do not bring it back.
+                    if let Some(info) = known.filter(|i| i.incarnation < *incarnation) {
+                        let info = NodeInfo {
+                            incarnation: *incarnation,
+                            ..info
+                        };
+                        self.append(Change::NodeUpserted(info), out);
+                    }
                     self.append(Change::Left { node, left: true }, out);
                 }
             }
@@ -424,6 +446,10 @@ impl Authority {
                 self.drop_answered(*hash, store, out);
             }
             if self.store.state.deleted.contains(hash) {
+                if self.cfg.bugs.drop_reported_deleted {
+                    self.send_drop(*hash, store, out);
+                    continue;
+                }
                 // Deleted, or a re-upload whose placement is on its way:
                 // decided in `drop_orphans`.
                 self.add_orphan(*hash, store, seq, meta.clone(), out);
@@ -460,22 +486,53 @@ impl Authority {
 
     /// Tells `store` to drop the copy of `hash` it has reported.
     fn send_drop(&mut self, hash: ContentHash, store: NodeId, out: &mut Outbox) {
+        self.order_drop(hash, store, Duration::ZERO, out);
+    }
+
+    /// Records a drop order for the copy of `hash` on `store` (durably, so
+    /// a restart sends it again) and sends it `after` from now.
+    fn order_drop(&mut self, hash: ContentHash, store: NodeId, after: Duration, out: &mut Outbox) {
         let upto = self.report_fence(store);
         self.gone.insert((hash, store), (upto, self.now));
-        self.drops_pending
-            .insert((hash, store), (upto, self.now + DROP_RESEND));
+        let next = if after > Duration::ZERO {
+            self.now + after
+        } else {
+            self.now + DROP_RESEND
+        };
+        self.drops_pending.insert((hash, store), (upto, next));
         self.store.drops_pending.insert((hash, store), upto);
         out.persist(Record::DropPending {
             hash,
             store,
             upto: Some(upto),
         });
+        if after > Duration::ZERO {
+            return; // `resend_drops` sends it when it is due.
+        }
         if let Some(info) = self.store.state.registry.get(store) {
             out.send(
                 info.addr,
                 Message::DropCopy(Box::new(DropOrder { hash, upto })),
             );
         }
+    }
+
+    /// A surplus copy leaves the inventory first; its store is told to drop
+    /// it only once the prisms have had the time to hear of that, so no
+    /// client is sent to a copy that is already gone. A new copy reported
+    /// meanwhile cancels the order (see `apply_report`).
+    fn unlist(&mut self, hash: ContentHash, store: NodeId, out: &mut Outbox) {
+        if self.drops_pending.contains_key(&(hash, store)) {
+            return;
+        }
+        if self.cfg.bugs.drop_before_unlist {
+            return self.send_drop(hash, store, out);
+        }
+        if self.holds(&hash, store) {
+            self.append(Change::ContentDropped { hash, store }, out);
+        }
+        let wait = self.cfg.content.unlist_wait();
+        self.order_drop(hash, store, wait, out);
     }
 
     /// Resends drop orders the stores have not answered, to stores that
@@ -613,7 +670,9 @@ impl Authority {
     fn lookup<T>(&self, found: Option<T>) -> Lookup<T> {
         match found {
             Some(x) => Lookup::Found(x),
-            None if self.recovery.is_some() => Lookup::Unavailable,
+            None if self.recovery.is_some() && !self.cfg.bugs.deny_while_recovering => {
+                Lookup::Unavailable
+            }
             None => Lookup::NotFound,
         }
     }
@@ -737,7 +796,8 @@ impl Authority {
                 if self.store.state.purchases.contains_key(token) {
                     self.append(Change::PurchaseRemoved { token: *token }, out);
                     Answer::Removed(true)
-                } else if self.revoked_until_expiry(token) {
+                } else if self.revoked_until_expiry(token) && !self.cfg.bugs.revoke_retry_not_found
+                {
                     // Revoked already (by this request's lost first answer,
                     // or by another): revoking is idempotent.
                     Answer::Removed(true)
@@ -829,8 +889,10 @@ impl Authority {
             .iter()
             .copied()
             .filter(|s| state.registry.get(*s).is_some_and(|i| i.roles.store))
-            .filter(|s| !self.gone.contains_key(&(hash, *s)))
-            .filter(|s| !self.drops_pending.contains_key(&(hash, *s)))
+            .filter(|s| self.cfg.bugs.drop_reported_deleted || !self.gone.contains_key(&(hash, *s)))
+            .filter(|s| {
+                self.cfg.bugs.drop_reported_deleted || !self.drops_pending.contains_key(&(hash, *s))
+            })
             .filter(|s| transferred || self.holds(&hash, *s))
             .collect();
         if !transferred {
@@ -1034,7 +1096,7 @@ impl Authority {
             out,
         );
         for (hash, store) in scan.map(|s| s.drops).unwrap_or_default() {
-            self.send_drop(hash, store, out);
+            self.unlist(hash, store, out);
         }
         self.check_recovery(out);
         self.feed.flush(now, &self.cfg.feed, &self.store.log, out);

@@ -206,6 +206,12 @@ impl ContentConfig {
         self.rpc_timeout * 3
     }
 
+    /// How long a surplus copy stays on its store after it left the
+    /// inventory: a connected prism hears of it well within one ask.
+    pub fn unlist_wait(&self) -> Duration {
+        self.rpc_timeout
+    }
+
     /// How long a copy of `size` bytes to a store may take.
     pub fn transfer_deadline(&self, size: u64) -> Duration {
         let rate = u128::from(self.transfer_min_rate.max(1));
@@ -274,6 +280,21 @@ pub struct InjectedBugs {
     pub stale_votes_vouch: bool,
     /// A node reads expiry on its own wall clock, not the cluster's.
     pub own_wall_clock: bool,
+    /// The authority drops every copy reported for deleted content at once,
+    /// even one a re-upload's placement is on its way to claim, and accepts
+    /// that placement anyway (bug 1 of issue 7, as the first version had it).
+    pub drop_reported_deleted: bool,
+    /// The authority answers "not found" to a revocation of a token it has
+    /// already revoked (a retry whose first answer was lost).
+    pub revoke_retry_not_found: bool,
+    /// A prism delivers whatever the referrer.
+    pub ignore_referrers: bool,
+    /// A recovering authority answers "not found" for what it has not heard
+    /// of yet (bug 7 of issue 7).
+    pub deny_while_recovering: bool,
+    /// Repair orders a surplus copy dropped at once, before the prisms have
+    /// heard it is no longer listed (a nemesis finding).
+    pub drop_before_unlist: bool,
 }
 
 /// Everything a node needs to start.

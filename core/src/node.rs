@@ -612,7 +612,15 @@ impl Node {
             return;
         };
         let past_join = self.replica.log() != Some(log) || self.replica.seq() >= seq;
-        if past_join && self.replica.state().registry.get(self.id) != Some(&self.info()) {
+        let registered = self.replica.state().registry.get(self.id);
+        if past_join && registered != Some(&self.info()) {
+            if let Some(r) = registered.filter(|r| r.incarnation >= self.incarnation) {
+                // Registered from a later start than ours (our disk went
+                // back): the authority ignores joins from earlier starts, so
+                // this start moves past it.
+                self.incarnation = r.incarnation + 1;
+                self.out.persist(Record::Incarnation(self.incarnation));
+            }
             self.join.joined = false;
             self.join.ack = None;
             self.join.next_attempt = self.now;
@@ -660,7 +668,7 @@ impl Node {
                 })
             })
             .collect();
-        self.ping.assign(self.now, assignments);
+        self.ping.assign(self.now, assignments, &mut self.out);
     }
 }
 
@@ -893,6 +901,42 @@ mod tests {
         for n in &c.nodes {
             assert!(!n.health().is_down(victim));
         }
+    }
+
+    #[test]
+    fn a_join_or_leave_from_an_earlier_start_changes_nothing() {
+        let mut c = Cluster::new(4);
+        c.run_for(Duration::from_secs(2));
+        let id = c.nodes[3].id();
+        let first = c.nodes[3].info();
+        c.nodes[3] = Node::new(config(3), &c.disks[3], Box::new(SeededRng::new(5)), c.now).unwrap();
+        c.run_for(Duration::from_secs(2));
+        // The first start's join and leave, delayed, arrive now.
+        for msg in [
+            Message::Join {
+                info: Box::new(first.clone()),
+            },
+            Message::Leaving {
+                incarnation: first.incarnation,
+            },
+        ] {
+            let env = c.nodes[3].out.envelope(msg);
+            c.nodes[0].handle(c.now, wall(c.now), Input::Message(env));
+        }
+        c.run_for(Duration::from_secs(1));
+        let state = c.nodes[0].authority().unwrap().state();
+        assert_eq!(state.registry.get(id).unwrap().incarnation, 2);
+        assert!(!state.has_left(id) && !state.is_down(id));
+        // The second start leaves; its own join, delayed, does not undo it.
+        c.nodes[3].handle(c.now, wall(c.now), Input::Leave);
+        c.run_for(Duration::from_millis(50));
+        c.down.insert(3);
+        let env = c.nodes[3].out.envelope(Message::Join {
+            info: Box::new(c.nodes[3].info()),
+        });
+        c.nodes[0].handle(c.now, wall(c.now), Input::Message(env));
+        c.run_for(Duration::from_secs(1));
+        assert!(c.nodes[0].authority().unwrap().state().has_left(id));
     }
 
     #[test]

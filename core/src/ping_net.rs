@@ -117,7 +117,7 @@ impl PingNet {
 
     /// Replaces the set of subjects. New subjects are first probed at the next
     /// grid point; dropped subjects lose their votes.
-    pub fn assign(&mut self, now: Time, assignments: Vec<Assignment>) {
+    pub fn assign(&mut self, now: Time, assignments: Vec<Assignment>, out: &mut Outbox) {
         let keep: BTreeSet<NodeId> = assignments.iter().map(|a| a.subject).collect();
         let dropped: Vec<NodeId> = self
             .subjects
@@ -129,6 +129,10 @@ impl PingNet {
             self.subjects.remove(&s);
             if self.votes.down.contains(&s) {
                 self.change_vote(now, s, false);
+                out.notice(Notice::VoteCast {
+                    subject: s,
+                    down: false,
+                });
             }
         }
         let first = self.next_grid(now);
@@ -478,8 +482,8 @@ mod tests {
                 helpers: (10..14).map(|h| (NodeId(h), addr(h))).collect(),
             })
             .collect();
-        p.assign(Time::ZERO, assignments);
         let mut out = Outbox::new(NodeId(99), addr(99));
+        p.assign(Time::ZERO, assignments, &mut out);
         // The first, empty vote set goes out at once; answered here, so the
         // tests see only what their rounds send.
         p.on_tick(
@@ -631,6 +635,7 @@ mod tests {
     fn missing_helpers_are_replaced_by_direct_pings() {
         let mut rng = SeededRng::new(1);
         let mut p = PingNet::new(PingConfig::default(), InjectedBugs::default(), 1, &mut rng);
+        let mut out = Outbox::new(NodeId(99), addr(99));
         p.assign(
             Time::ZERO,
             vec![Assignment {
@@ -638,8 +643,8 @@ mod tests {
                 addr: addr(1),
                 helpers: vec![(NodeId(2), addr(2))],
             }],
+            &mut out,
         );
-        let mut out = Outbox::new(NodeId(99), addr(99));
         tick(&mut p, Time::ZERO, &mut rng, &mut out);
         let first_votes = VoteSeq {
             incarnation: 1,
@@ -697,6 +702,7 @@ mod tests {
             ..InjectedBugs::default()
         };
         let mut p = PingNet::new(PingConfig::default(), bugs, 1, &mut rng);
+        let mut out = Outbox::new(NodeId(99), addr(99));
         p.assign(
             Time::ZERO,
             vec![Assignment {
@@ -704,8 +710,8 @@ mod tests {
                 addr: addr(1),
                 helpers: vec![],
             }],
+            &mut out,
         );
-        let mut out = Outbox::new(NodeId(99), addr(99));
         run_silent(&mut p, &mut rng, &mut out, Time::from_secs(5));
         assert_eq!(p.down_votes().count(), 0);
         assert!(p.is_suspect(NodeId(1)));

@@ -367,17 +367,13 @@ async fn serve_copy(
     if q.n != s.node_id.to_string() {
         // Signed for a store that was here before (its data directory was
         // lost and it came back as a new one): this one holds nothing it
-        // was sent for. Not a 404: the content may well exist elsewhere.
+        // was sent for. Not a 404: the content may well exist elsewhere, and
+        // 421 says this server is the wrong one to ask (RFC 9110, 15.5.20).
         let why = format!(
             "this is store {}, not {}: ask the prism again",
             s.node_id, q.n
         );
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wrong_store", why),
-        )
-            .into_response();
+        return ApiError::new(StatusCode::MISDIRECTED_REQUEST, "wrong_store", why).into_response();
     }
     let hash = match file.split_once('.').map(|(h, _)| parse_hash(h)) {
         Some(Ok(h)) => h,
@@ -723,7 +719,7 @@ pub fn signed_url(
     let ttl = s.cfg.url_ttl_secs as i64;
     {
         let cache = s.signed_urls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((expires, cached_ext, url)) = cache.get(&(store, *hash)) {
+        if let Some((expires, cached_ext, url)) = cache.get(&(store, addr, *hash)) {
             if *expires - now >= ttl - 1 && cached_ext == ext {
                 return url.clone();
             }
@@ -737,7 +733,10 @@ pub fn signed_url(
     if cache.len() >= 10_000 {
         cache.clear();
     }
-    cache.insert((store, *hash), (expires, ext.to_string(), url.clone()));
+    cache.insert(
+        (store, addr, *hash),
+        (expires, ext.to_string(), url.clone()),
+    );
     url
 }
 

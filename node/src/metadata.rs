@@ -48,10 +48,16 @@ pub trait MetadataStore: Send {
     ) -> Result<(), MetaError>;
 }
 
+/// The encoding of what this file keeps: bumped whenever a stored type
+/// changes shape (3: registry entries carry the node's start).
+const FORMAT: u16 = 3;
+
 #[derive(Debug)]
 pub enum MetaError {
     Db(String),
     Corrupt(String),
+    /// Written by a version that encodes its records differently.
+    Format(String),
 }
 
 impl fmt::Display for MetaError {
@@ -59,6 +65,11 @@ impl fmt::Display for MetaError {
         match self {
             MetaError::Db(e) => write!(f, "metadata database: {e}"),
             MetaError::Corrupt(e) => write!(f, "metadata database is corrupt: {e}"),
+            MetaError::Format(found) => write!(
+                f,
+                "metadata database has format {found}, this version reads {FORMAT:?}: \
+                 start with an empty data directory (or run the version that wrote it)"
+            ),
         }
     }
 }
@@ -109,7 +120,19 @@ impl RedbStore {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         {
-            txn.open_table(META)?;
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("format")?.map(|v| v.value().to_vec());
+            match found {
+                Some(f) if f == FORMAT.to_le_bytes() => {}
+                Some(f) => return Err(MetaError::Format(format!("{f:?}"))),
+                None if meta.get("node")?.is_some() => {
+                    return Err(MetaError::Format("none (an earlier version)".into()))
+                }
+                None => {
+                    meta.insert("format", &FORMAT.to_le_bytes()[..])?;
+                }
+            }
+            drop(meta);
             txn.open_table(LOG)?;
             txn.open_table(SETS)?;
             txn.open_table(REPORTS)?;
@@ -373,6 +396,25 @@ mod tests {
         ));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_database_of_another_format_is_refused_with_what_to_do() {
+        let d = dir();
+        let path = d.join("meta.redb");
+        let mut db = RedbStore::open(&path).unwrap();
+        db.write(&[Record::Identity { node: NodeId(9) }], None)
+            .unwrap();
+        drop(db);
+        assert!(RedbStore::open(&path).is_ok(), "its own format opens");
+        // As an earlier version left it: data, no format key.
+        let raw = Database::create(&path).unwrap();
+        let txn = raw.begin_write().unwrap();
+        txn.open_table(META).unwrap().remove("format").unwrap();
+        txn.commit().unwrap();
+        drop(raw);
+        let err = RedbStore::open(&path).err().expect("refused");
+        assert!(err.to_string().contains("empty data directory"), "{err}");
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub enum Cmd {
 }
 
 /// Signed delivery URLs by (store, content): (expiry, extension, URL).
-pub type SignedUrls = BTreeMap<(stretchfs_core::NodeId, ContentHash), (i64, String, String)>;
+pub type SignedUrls =
+    BTreeMap<(stretchfs_core::NodeId, std::net::SocketAddr, ContentHash), (i64, String, String)>;
 
 /// State the HTTP handlers share with the driver.
 pub struct Shared {
@@ -392,7 +393,10 @@ impl Shared {
         match self.core.lock() {
             Ok(core) => core,
             Err(_) => {
-                tracing::error!("core panicked while handling an input: stopping the process");
+                // In `stretchfs dev` the other nodes of the process stop too:
+                // a bug in core is no state to carry on in.
+                tracing::error!(node = %self.node_id, listen = %self.cfg.listen,
+                    "core panicked while handling an input: stopping the process");
                 std::process::exit(70)
             }
         }

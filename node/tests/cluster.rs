@@ -138,7 +138,7 @@ async fn upload_deliver_kill_a_store_and_repair() {
             1,
         );
         let r = c.get(&elsewhere).await.unwrap();
-        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.status, 421, "{}", r.text());
         assert!(r.text().contains("wrong_store"), "{}", r.text());
     }
 

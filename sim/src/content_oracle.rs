@@ -71,7 +71,7 @@ impl Oracle {
                 self.check_referrer(w, clients, prism, *n, *referrer, true);
                 self.check_valid_delivery(w, clients, prism, *n, pending.issued_at);
                 self.check_store_choice(w, prism, *store, hash);
-                return self.fetch(w, clients, *store, hash);
+                return self.fetch(w, clients, prism, *store, hash);
             }
             (Op::Unknown { token }, R::Deliver { .. }) => self.violate(
                 now,
@@ -123,11 +123,6 @@ impl Oracle {
         }
     }
 
-    /// A wipe between `from` and now whose recovery could have lost this.
-    fn wiped_since(&self, from: Time) -> bool {
-        self.wipes.iter().any(|t| *t >= from)
-    }
-
     fn check_not_found(
         &mut self,
         w: &World,
@@ -176,7 +171,7 @@ impl Oracle {
                         .is_some_and(|c| issued_at.since(c.synced_at) > self.report_bound)
                     && h.content.intact(&p.hash)
             });
-            if !known || self.wiped_since(issued_at - self.report_bound) {
+            if !known {
                 return;
             }
         }
@@ -191,7 +186,8 @@ impl Oracle {
     }
 
     /// Some store has held an intact copy of `hash` for longer than the
-    /// inventory needs to hear of it, and no authority wipe since.
+    /// inventory needs to hear of it (a wiped authority must answer
+    /// "unavailable" until the stores have handed back what they hold).
     fn known_durable(&self, w: &World, hash: &ContentHash, issued_at: Time) -> bool {
         let held = w.hosts.iter().any(|h| {
             h.node.is_some()
@@ -200,7 +196,7 @@ impl Oracle {
                     .is_some_and(|c| issued_at.since(c.synced_at) > self.report_bound)
                 && h.content.intact(hash)
         });
-        held && !self.wiped_since(issued_at - self.report_bound)
+        held
     }
 
     /// A purchase of an acknowledged upload that no client deleted must
@@ -392,6 +388,7 @@ impl Oracle {
         &mut self,
         w: &World,
         clients: &mut Clients,
+        prism: HostId,
         store: NodeId,
         hash: &ContentHash,
     ) -> Option<(HostId, ContentHash)> {
@@ -400,6 +397,25 @@ impl Oracle {
         let copy = s.content.read(hash).filter(|_| s.is_up());
         let Some(copy) = copy else {
             clients.stats.fetches_failed += 1;
+            // The store runs, as the store the prism named, and has no copy
+            // of content that must exist: the client hears "not found" for
+            // a live purchase (a copy dropped before the prisms unlisted it).
+            // Judged for prisms that have heard the authority all along: a
+            // cut-off prism cannot know what was dropped meanwhile.
+            let same_store = s.node.as_ref().is_some_and(|n| n.id() == store);
+            let destroyed = self.destroyed.get(hash).copied().unwrap_or(0) > 0;
+            let connected = w.clean(prism, 0)
+                && w.now.since(w.hosts[prism].stable_since()) > self.removal_bound
+                && w.now.since(w.hosts[0].stable_since()) > self.removal_bound;
+            if same_store && s.is_up() && connected && clients.must_exist(hash) && !destroyed {
+                self.violate(
+                    w.now,
+                    ViolationKind::FetchMissed,
+                    format!(
+                        "host {sh} ({store}) has no copy of {hash}, where a prism sent a client"
+                    ),
+                );
+            }
             return None;
         };
         if !s.content.intact(hash) {

@@ -520,6 +520,7 @@ impl Sim {
             }
             Fault::WipeAuthority => {
                 self.wipe(0);
+                self.oracle.audit.reset();
                 self.world.appended_at.clear();
                 self.oracle.wipes.push(now);
             }
@@ -853,6 +854,9 @@ impl Sim {
                 Output::Persist(record) => {
                     if let stretchfs_core::Record::Appended(e) = &record {
                         appended_at.insert(e.seq, now);
+                        if h == 0 {
+                            self.oracle.audit.on_appended(e);
+                        }
                     }
                     host.disk.apply(&record)
                 }

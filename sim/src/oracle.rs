@@ -43,6 +43,9 @@ pub enum ViolationKind {
     ZonesNotDistinct,
     /// Delivery went to a down store while a live copy existed.
     DeliveredFromDownStore,
+    /// A prism sent a client to a running store that has no copy of content
+    /// no client deleted.
+    FetchMissed,
     /// A client received bytes that are not the content it asked for.
     WrongBytes,
     /// The authority's inventory does not list an intact copy.

@@ -8,10 +8,10 @@
 use crate::oracle::{Oracle, ViolationKind};
 use crate::world::World;
 use std::collections::{BTreeMap, BTreeSet};
-use stretchfs_core::feed::{Change, FeedBody};
+use stretchfs_core::feed::{Change, FeedEntry};
 use stretchfs_core::message::VoteSeq;
 use stretchfs_core::state::ClusterState;
-use stretchfs_core::{Duration, LogId, NodeId, Time};
+use stretchfs_core::{Duration, NodeId, Time};
 
 /// One observer's latest vote set at the authority, in authority time.
 #[derive(Clone, Debug)]
@@ -25,12 +25,12 @@ struct Ballot {
 pub struct VerdictAudit {
     ballots: BTreeMap<NodeId, Ballot>,
     pub vote_ttl: Duration,
-    /// The published state as of `seq` of the authority's log `log`,
-    /// followed entry by entry, so each verdict is judged against the
-    /// assignments and verdicts it was decided on.
+    /// The published state, followed entry by entry as the authority
+    /// writes them, so each verdict is judged against the assignments and
+    /// verdicts it was decided on.
     mirror: ClusterState,
-    log: Option<LogId>,
-    seq: u64,
+    /// Entries the authority wrote in the step being handled.
+    pending: Vec<FeedEntry>,
     /// The authority's own votes travel inside its process (never through
     /// the network): taken from its vote notices.
     own: BTreeSet<NodeId>,
@@ -73,6 +73,18 @@ impl VerdictAudit {
     pub fn forget(&mut self) {
         self.ballots.clear();
         self.own.clear();
+        self.pending.clear();
+    }
+
+    /// The authority lost its database: a new log begins.
+    pub fn reset(&mut self) {
+        self.forget();
+        self.mirror = ClusterState::default();
+    }
+
+    /// The authority wrote a log entry.
+    pub fn on_appended(&mut self, entry: &FeedEntry) {
+        self.pending.push(entry.clone());
     }
 
     /// Whether a strict majority of live observers voted `subject` down,
@@ -114,27 +126,11 @@ impl Oracle {
     /// live majority voted under the state at the start of the step, or
     /// before any verdict of its run of verdicts up to itself.
     pub fn audit_step(&mut self, w: &World) {
-        let Some(authority) = w.authority() else {
+        let entries = std::mem::take(&mut self.audit.pending);
+        if entries.is_empty() {
             return;
-        };
-        let log = authority.log();
+        }
         let a = &mut self.audit;
-        if a.log != Some(log.id()) {
-            a.log = Some(log.id());
-            a.seq = 0;
-            a.mirror = ClusterState::default();
-        }
-        if log.head() == a.seq {
-            return;
-        }
-        let entries = match log.read(a.seq, u32::MAX) {
-            FeedBody::Entries { entries, .. } => entries,
-            FeedBody::SnapshotRequired { .. } => {
-                a.mirror = authority.state().clone();
-                a.seq = log.head();
-                return;
-            }
-        };
         let downs = entries
             .iter()
             .any(|e| matches!(e.change, Change::Health { down: true, .. }));
@@ -153,8 +149,11 @@ impl Oracle {
                 }
                 _ => run.clear(),
             }
+            if let Change::NodeRemoved(id) = e.change {
+                // The tally forgets a removed observer's votes too.
+                self.audit.ballots.remove(&id);
+            }
             self.audit.mirror.apply(&e.change);
-            self.audit.seq = e.seq;
         }
     }
 

@@ -96,3 +96,79 @@ fn replica_equality_oracle_catches_a_replica_that_skips_removals() {
         "{r}"
     );
 }
+
+#[test]
+fn content_oracles_catch_dropping_copies_reported_for_deleted_content() {
+    // Deletes and re-uploads of the same bytes: the stores report their new
+    // copies before the placement reaches the authority, which still has the
+    // hash as deleted. Dropping them at once loses acknowledged re-uploads.
+    let mut caught = 0;
+    for seed in 35..45 {
+        let mut cfg = storm(seed, 7);
+        cfg.workload.mix = [4, 4, 6, 1, 0, 4, 6];
+        let good = cfg.clone();
+        cfg.bugs.drop_reported_deleted = true;
+        let r = stretchfs_sim::run(cfg, false);
+        // The lost bytes show as soon as a purchase is delivered from a
+        // store that dropped them, or at the end as a lost upload.
+        caught += usize::from(
+            has_violation(&r, ViolationKind::UploadLost)
+                || has_violation(&r, ViolationKind::FetchMissed),
+        );
+        let r = stretchfs_sim::run(good, false);
+        assert!(r.passed(), "{r}");
+        assert!(r.clients.reuploads_acked > 20, "{r}");
+    }
+    eprintln!("{caught} of 10 seeds caught it");
+    assert!(caught > 0, "no seed of 10 caught it");
+}
+
+#[test]
+fn not_found_oracle_catches_a_revocation_retry_answered_not_found() {
+    // A lossy network loses answers to revocations; the retry finds the
+    // token revoked already and must say so, not "not found".
+    let mut cfg = storm(36, 6);
+    cfg.workload.mix = [2, 6, 4, 8, 0, 0, 0];
+    cfg.net.drop = 0.05;
+    let good = cfg.clone();
+    cfg.bugs.revoke_retry_not_found = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::FalseNotFound), "{r}");
+    let r = stretchfs_sim::run(good, false);
+    assert!(!has_violation(&r, ViolationKind::FalseNotFound), "{r}");
+}
+
+#[test]
+fn referrer_oracle_catches_a_prism_that_ignores_referrers() {
+    let mut cfg = storm(37, 6);
+    cfg.bugs.ignore_referrers = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::InvalidDelivery), "{r}");
+}
+
+#[test]
+fn not_found_oracle_catches_a_recovering_authority_that_denies_what_it_has_not_heard_of() {
+    // The authority loses its database while purchases follow uploads: until
+    // the stores and prisms have handed back what they hold it must answer
+    // "unavailable", not "not found".
+    let mut cfg = storm(38, 7);
+    cfg.schedule(secs(15.0), Fault::WipeAuthority);
+    cfg.schedule(
+        secs(16.0),
+        Fault::Restart {
+            host: 0,
+            new_addr: false,
+        },
+    );
+    // Two stores cannot hand back for a while: the recovery waits for them,
+    // and what only they hold is unknown to the authority meanwhile.
+    cfg.schedule(secs(15.5), Fault::OneWay { from: 1, to: 0 });
+    cfg.schedule(secs(15.5), Fault::OneWay { from: 2, to: 0 });
+    cfg.schedule(secs(22.0), Fault::HealNetwork);
+    let good = cfg.clone();
+    cfg.bugs.deny_while_recovering = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::FalseNotFound), "{r}");
+    let r = stretchfs_sim::run(good, false);
+    assert!(!has_violation(&r, ViolationKind::FalseNotFound), "{r}");
+}

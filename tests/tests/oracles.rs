@@ -152,3 +152,14 @@ fn verdict_audit_catches_a_single_vote_rule() {
     eprintln!("{caught} of 100 seeds caught it");
     assert!(caught > 0, "no seed of 100 caught it");
 }
+
+#[test]
+fn fetch_oracle_catches_a_surplus_copy_dropped_before_it_is_unlisted() {
+    let bugs = InjectedBugs {
+        drop_before_unlist: true,
+        ..InjectedBugs::default()
+    };
+    let caught = seeds_catching(300, bugs, ViolationKind::FetchMissed);
+    eprintln!("{caught} of 300 seeds caught it");
+    assert!(caught > 0, "no seed of 300 caught it");
+}
