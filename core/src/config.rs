@@ -292,6 +292,9 @@ pub struct InjectedBugs {
     /// A recovering authority answers "not found" for what it has not heard
     /// of yet (bug 7 of issue 7).
     pub deny_while_recovering: bool,
+    /// Repair never drops a surplus copy (after a drain, a zone move or a
+    /// re-upload's adopted copies).
+    pub keep_surplus: bool,
     /// Repair orders a surplus copy dropped at once, before the prisms have
     /// heard it is no longer listed (a nemesis finding).
     pub drop_before_unlist: bool,

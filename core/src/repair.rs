@@ -126,6 +126,9 @@ impl Repair {
                 out,
                 &mut scan.drops,
             );
+            if bugs.keep_surplus {
+                scan.drops.clear();
+            }
         }
         Some(scan)
     }

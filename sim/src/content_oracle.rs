@@ -475,6 +475,19 @@ impl Oracle {
             }
             let healthy = intact.iter().filter(|h| running_stores.contains(h)).count();
             let expected = self.replicas.min(running_stores.len());
+            if intact.len() > self.replicas {
+                // Drains and repair have settled: the surplus is gone.
+                self.violate(
+                    w.now,
+                    ViolationKind::Overreplicated,
+                    format!(
+                        "{} has {} intact copies on running nodes, R is {}",
+                        u.hash,
+                        intact.len(),
+                        self.replicas
+                    ),
+                );
+            }
             if healthy < expected {
                 self.violate(
                     w.now,

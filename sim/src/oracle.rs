@@ -38,6 +38,9 @@ pub enum ViolationKind {
     /// A node was published down without a strict majority of its live
     /// assigned observers' unexpired down votes, as received.
     VerdictWithoutMajority,
+    /// Content has more than R intact copies after the liveness phase (a
+    /// drain or a repair that never dropped the surplus).
+    Overreplicated,
     /// Content has R copies in fewer zones than R (or than the zones with
     /// running stores) after the liveness phase.
     ZonesNotDistinct,

@@ -172,3 +172,16 @@ fn not_found_oracle_catches_a_recovering_authority_that_denies_what_it_has_not_h
     let r = stretchfs_sim::run(good, false);
     assert!(!has_violation(&r, ViolationKind::FalseNotFound), "{r}");
 }
+
+#[test]
+fn overreplication_oracle_catches_a_repair_that_keeps_the_surplus() {
+    // A drain copies everything off store 4 and must then drop its copies.
+    let mut cfg = storm(39, 7);
+    cfg.schedule(secs(20.0), Fault::Drain { host: 4 });
+    let good = cfg.clone();
+    cfg.bugs.keep_surplus = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::Overreplicated), "{r}");
+    let r = stretchfs_sim::run(good, false);
+    assert!(!has_violation(&r, ViolationKind::Overreplicated), "{r}");
+}
