@@ -29,9 +29,10 @@ const FORGET: Duration = Duration::from_secs(30);
 /// that had them, or our own clock: never a midpoint between two clocks,
 /// which would be half wrong whichever is.
 const PEERS_TO_SETTLE: usize = 2;
-/// A cluster of one or two (or an authority whose registry was lost, still
-/// alone) settles on what it has only after this long: a wiped authority
-/// hears its nodes rejoin within it.
+/// A cluster of one or two settles on what it has only after this long. An
+/// authority whose registry was lost does not know the cluster's size: it
+/// waits as a larger cluster would (swarm seed 9658: wiped, with most of a
+/// four-node cluster down, it settled on its own clock 7 s off).
 const SETTLE_SMALL_AFTER: Duration = Duration::from_secs(3);
 /// A larger cluster with fewer than two live peers heard (most of it down)
 /// settles on our own clock after this long: two clocks cannot tell which
@@ -109,7 +110,7 @@ impl ClusterClock {
     /// Recomputes the median (at most every 250 ms) over peers heard
     /// recently that `state` does not hold down or gone; a cluster too small for
     /// three clocks settles on what it has, after a while.
-    pub fn refresh(&mut self, now: Time, state: &ClusterState) {
+    pub fn refresh(&mut self, now: Time, state: &ClusterState, size_known: bool) {
         if now < self.next_refresh {
             return;
         }
@@ -124,7 +125,7 @@ impl ClusterClock {
             .map(|(_, p)| p.estimate())
             .collect();
         let waited = now.since(self.started);
-        let small = state.registry.len() < PEERS_TO_SETTLE + 1;
+        let small = size_known && state.registry.len() < PEERS_TO_SETTLE + 1;
         if offsets.len() >= PEERS_TO_SETTLE
             || (small && waited >= SETTLE_SMALL_AFTER)
             || waited >= SETTLE_ALONE_AFTER
@@ -218,7 +219,7 @@ mod tests {
             let sent = truth - delay + skew;
             c.sample(at(now), w(truth + mine), NodeId(*id), w(sent));
         }
-        c.refresh(at(now), &members(10, &[]));
+        c.refresh(at(now), &members(10, &[]), true);
     }
 
     #[test]
@@ -275,7 +276,7 @@ mod tests {
         assert_eq!(c.offset_us(), 0, "three silent peers no longer count");
         c.sample(at(41), w(1_041 * SEC), NodeId(7), w(1_051 * SEC));
         c.sample(at(41), w(1_041 * SEC), NodeId(8), w(1_051 * SEC));
-        c.refresh(at(41), &members(10, &[7, 8]));
+        c.refresh(at(41), &members(10, &[7, 8]), true);
         assert_eq!(
             c.offset_us(),
             0,
@@ -289,21 +290,27 @@ mod tests {
         hear(&mut c, 1, 0, &[(2, 4 * SEC)], 0);
         assert!(!c.settled(), "three live members: one peer is not enough");
         assert_eq!(c.wall(w(SEC)), w(SEC), "one peer alone moves nothing");
-        c.refresh(at(9), &members(10, &[]));
+        c.refresh(at(9), &members(10, &[]), true);
         assert!(!c.settled(), "most of a larger cluster may come back");
-        c.refresh(at(10), &members(10, &[]));
+        c.refresh(at(10), &members(10, &[]), true);
         assert!(c.settled(), "but not forever");
         assert_eq!(c.offset_us(), 0, "our own clock, not halfway");
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         c.sample(at(1), w(SEC), NodeId(2), w(5 * SEC));
-        c.refresh(at(1), &members(2, &[]));
+        c.refresh(at(1), &members(2, &[]), true);
         assert!(!c.settled(), "a cluster of two waits for its nodes to join");
-        c.refresh(at(3), &members(2, &[]));
+        c.refresh(at(3), &members(2, &[]), true);
         assert!(c.settled(), "then settles on what it has");
         assert_eq!(c.offset_us(), 0, "settled on our own clock, not halfway");
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
-        c.refresh(at(3), &members(1, &[]));
+        c.refresh(at(3), &members(1, &[]), true);
         assert!(c.settled(), "alone, after a while");
+        // A wiped authority's registry of one says nothing of the cluster.
+        let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
+        c.refresh(at(3), &members(1, &[]), false);
+        assert!(!c.settled(), "the size is not known: wait as a larger one");
+        c.refresh(at(10), &members(1, &[]), false);
+        assert!(c.settled());
     }
 
     #[test]
@@ -320,7 +327,7 @@ mod tests {
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         c.sample(at(1), w(10 * SEC), NodeId(1), w(20 * SEC));
         c.sample(at(1), w(10 * SEC), NodeId(2), WallTime::default());
-        c.refresh(at(1), &members(10, &[]));
+        c.refresh(at(1), &members(10, &[]), true);
         assert_eq!(c.offset_us(), 0);
         assert!(!c.settled());
     }

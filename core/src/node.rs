@@ -200,7 +200,10 @@ impl Node {
         self.now = self.now.max(now);
         self.local_wall = self.local_wall.max(wall);
         self.out.wall = self.local_wall;
-        self.clock.refresh(self.now, self.replica.state());
+        // A recovering authority's registry is not the cluster's size.
+        let size_known = !self.authority.as_ref().is_some_and(|a| a.is_recovering());
+        self.clock
+            .refresh(self.now, self.replica.state(), size_known);
         self.wall = if self.cfg.bugs.own_wall_clock {
             self.local_wall
         } else {
