@@ -40,6 +40,9 @@ const SETTLE_SMALL_AFTER: Duration = Duration::from_secs(3);
 const SETTLE_ALONE_AFTER: Duration = Duration::from_secs(10);
 /// How often the median is recomputed (an authority hears from every node).
 const REFRESH: Duration = Duration::from_millis(250);
+/// A peer heard this recently is running, whatever the verdict on it says
+/// (a restarted authority takes a while to bring its nodes back up).
+const FRESH: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 struct PeerOffset {
@@ -121,7 +124,7 @@ impl ClusterClock {
         let mut offsets: Vec<i64> = self
             .peers
             .iter()
-            .filter(|(id, _)| live(**id))
+            .filter(|(id, p)| live(**id) || now.since(p.heard) < FRESH)
             .map(|(_, p)| p.estimate())
             .collect();
         let waited = now.since(self.started);

@@ -34,6 +34,10 @@ pub struct VerdictAudit {
     /// The authority's own votes travel inside its process (never through
     /// the network): taken from its vote notices.
     own: BTreeSet<NodeId>,
+    /// `own` as it was when the step began: the step's own vote notices are
+    /// taken before its entries are audited, and the tally may have counted
+    /// a vote the same step withdrew (reassignment after a verdict).
+    own_at_step_start: BTreeSet<NodeId>,
 }
 
 impl VerdictAudit {
@@ -73,6 +77,7 @@ impl VerdictAudit {
     pub fn forget(&mut self) {
         self.ballots.clear();
         self.own.clear();
+        self.own_at_step_start.clear();
         self.pending.clear();
     }
 
@@ -109,7 +114,7 @@ impl VerdictAudit {
 impl VerdictAudit {
     fn voted(&self, local: Time, me: Option<NodeId>, observer: NodeId, subject: NodeId) -> bool {
         if Some(observer) == me {
-            return self.own.contains(&subject);
+            return self.own.contains(&subject) || self.own_at_step_start.contains(&subject);
         }
         self.ballots
             .get(&observer)
@@ -128,6 +133,7 @@ impl Oracle {
     pub fn audit_step(&mut self, w: &World) {
         let entries = std::mem::take(&mut self.audit.pending);
         if entries.is_empty() {
+            self.audit.own_at_step_start = self.audit.own.clone();
             return;
         }
         let a = &mut self.audit;
@@ -155,6 +161,7 @@ impl Oracle {
             }
             self.audit.mirror.apply(&e.change);
         }
+        self.audit.own_at_step_start = self.audit.own.clone();
     }
 
     fn audit_down(
