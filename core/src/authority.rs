@@ -138,6 +138,8 @@ pub struct Authority {
     /// prism's claim must not bring them back; a later report of a new
     /// copy clears the mark.
     gone: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time)>,
+    /// Surplus copies unlisted whose drop order has not gone out yet.
+    unlisted: BTreeMap<(ContentHash, NodeId), ContentMeta>,
     /// Drop orders not yet answered by the store's report of the removal
     /// (or of a newer copy, which the order does not cover): resent while
     /// the store is up, since an order lost on the way would leave a copy
@@ -200,6 +202,7 @@ impl Authority {
             expiries,
             down_since,
             gone: BTreeMap::new(),
+            unlisted: BTreeMap::new(),
             drops_pending,
             orphans,
             answered: BTreeMap::new(),
@@ -529,10 +532,46 @@ impl Authority {
             return self.send_drop(hash, store, out);
         }
         if self.holds(&hash, store) {
+            if let Some(rec) = self.store.state.inventory.get(&hash) {
+                self.unlisted.insert((hash, store), rec.meta.clone());
+            }
             self.append(Change::ContentDropped { hash, store }, out);
         }
         let wait = self.cfg.content.unlist_wait();
         self.order_drop(hash, store, wait, out);
+    }
+
+    /// An unlisted copy whose drop is due is kept after all if the copies
+    /// it was surplus to no longer make R (a holder failed meanwhile).
+    fn rescue_unlisted(&mut self, out: &mut Outbox) {
+        let now = self.now;
+        let due: Vec<(ContentHash, NodeId)> = self
+            .unlisted
+            .keys()
+            .filter(|k| {
+                self.drops_pending
+                    .get(*k)
+                    .is_none_or(|(_, next)| *next <= now)
+            })
+            .copied()
+            .collect();
+        for (hash, store) in due {
+            let Some(meta) = self.unlisted.remove(&(hash, store)) else {
+                continue;
+            };
+            if !self.drops_pending.contains_key(&(hash, store)) {
+                continue; // Answered or cancelled meanwhile.
+            }
+            let state = &self.store.state;
+            let counting = state.inventory.get(&hash).map_or(0, |r| {
+                r.stores.iter().filter(|s| state.copy_counts(**s)).count()
+            });
+            if counting < self.cfg.content.replicas && state.copy_counts(store) {
+                self.drop_answered(hash, store, out);
+                self.gone.remove(&(hash, store));
+                self.append(Change::ContentStored { hash, store, meta }, out);
+            }
+        }
     }
 
     /// Resends drop orders the stores have not answered, to stores that
@@ -1085,6 +1124,7 @@ impl Authority {
             .max(self.cfg.content.orphan_wait() + self.cfg.content.rpc_timeout);
         self.gone.retain(|_, (_, t)| now.since(*t) < keep);
         self.drop_orphans(out);
+        self.rescue_unlisted(out);
         self.resend_drops(out);
         let scan = self.repair.on_tick(
             now,

@@ -64,6 +64,8 @@ pub struct Node {
     rng: Box<dyn Rng>,
     id: NodeId,
     incarnation: u64,
+    /// Told to stop (`Input::Leave`): this start has left.
+    leaving: bool,
     cluster: Option<ClusterId>,
     join: JoinState,
     replica: Replica,
@@ -170,6 +172,7 @@ impl Node {
             rng,
             id,
             incarnation,
+            leaving: false,
             cluster,
             join: JoinState {
                 joined: false,
@@ -217,6 +220,7 @@ impl Node {
             Input::Tick => {}
             Input::Client { id, request } => self.client(id, request),
             Input::Leave => {
+                self.leaving = true;
                 if self.join.joined && !self.cfg.roles.authority {
                     let incarnation = self.incarnation;
                     self.out
@@ -426,11 +430,12 @@ impl Node {
             }
         }
         let now = self.now;
-        // Clock samples from this cluster's nodes that are not down (a
-        // wiped node's old id is the same clock as its new one); a node
-        // not in our registry yet counts (ours may not be synced yet).
+        // Clock samples from this cluster's nodes that have not left: a
+        // message is word that its sender runs, whatever the verdict on it
+        // (the clock weighs verdicts for peers it has not heard lately); a
+        // node not in our registry yet counts (ours may not be synced yet).
         let state = self.replica.state();
-        if !state.is_down(env.from) && !state.has_left(env.from) {
+        if !state.has_left(env.from) {
             self.clock
                 .sample(now, self.local_wall, env.from, env.sent_at);
         }
@@ -615,9 +620,17 @@ impl Node {
             return;
         };
         let past_join = self.replica.log() != Some(log) || self.replica.seq() >= seq;
-        let registered = self.replica.state().registry.get(self.id);
-        if past_join && registered != Some(&self.info()) {
-            if let Some(r) = registered.filter(|r| r.incarnation >= self.incarnation) {
+        let state = self.replica.state();
+        let registered = state.registry.get(self.id);
+        // Marked left, yet this start never said it was leaving (its disk
+        // went back to the start that left): it must come back as a new one.
+        let left_elsewhere = state.has_left(self.id) && !self.leaving;
+        if past_join && (registered != Some(&self.info()) || left_elsewhere) {
+            let later = |r: &&NodeInfo| {
+                r.incarnation > self.incarnation
+                    || (r.incarnation == self.incarnation && left_elsewhere)
+            };
+            if let Some(r) = registered.filter(later) {
                 // Registered from a later start than ours (our disk went
                 // back): the authority ignores joins from earlier starts, so
                 // this start moves past it.

@@ -413,11 +413,13 @@ impl PingNet {
             return;
         }
         self.votes.acked = true;
-        self.votes.next_send = if self.votes.down.is_empty() {
-            None
+        // An empty set is refreshed too, less often: a restarted authority
+        // holds no ballot of ours, and without one we vouch for nobody.
+        self.votes.next_send = Some(if self.votes.down.is_empty() {
+            now + self.cfg.vote_refresh * 3
         } else {
-            Some(now + self.cfg.vote_refresh)
-        };
+            now + self.cfg.vote_refresh
+        });
         self.refresh_deadline();
     }
 
