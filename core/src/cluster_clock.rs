@@ -117,8 +117,13 @@ impl ClusterClock {
         if now < self.next_refresh {
             return;
         }
-        // Not yet in a registry that is still syncing counts as live.
-        let live = |id: NodeId| !state.is_down(id) && !state.has_left(id);
+        // A peer the registry does not hold counts only while it is heard
+        // (a registry still syncing); one silent since it left the registry
+        // is a ghost, such as a wiped node's old id (swarm seed 5924: a
+        // wiped authority's clock 6 s off counted twice, under its old id
+        // and its new one, and moved the median 3.5 s).
+        let live =
+            |id: NodeId| state.registry.contains(id) && !state.is_down(id) && !state.has_left(id);
         self.next_refresh = now + REFRESH;
         self.peers.retain(|_, p| now.since(p.heard) < FORGET);
         let mut offsets: Vec<i64> = self
@@ -285,6 +290,17 @@ mod tests {
             0,
             "peers the caller says are down are left out"
         );
+    }
+
+    #[test]
+    fn a_silent_peer_the_registry_does_not_hold_no_longer_counts() {
+        let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
+        // Node 20 (not registered, e.g. a wiped node's old id) and node 3
+        // share a clock 6 s off; node 2 is right.
+        hear(&mut c, 1, 0, &[(2, 0), (3, 6 * SEC), (20, 6 * SEC)], 0);
+        assert_eq!(c.offset_us(), 3 * SEC, "heard just now: it counts");
+        hear(&mut c, 4, 0, &[(2, 0), (3, 6 * SEC)], 0);
+        assert_eq!(c.offset_us(), 0, "silent and unregistered: a ghost");
     }
 
     #[test]

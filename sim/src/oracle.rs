@@ -3,7 +3,9 @@
 //! - no false down: a node that is running, not paused, and reachable over
 //!   clean links by a majority of its counted observers (running, stable,
 //!   connected to the authority) is never marked down, once it and they have
-//!   been stable for longer than a vote can outlive its cause;
+//!   been stable for longer than a vote can outlive its cause; nor kept
+//!   down once the observers that reach it are a majority of all its running
+//!   observers (a verdict stands until a majority can vouch);
 //! - timely detection: a crashed node is marked down within the configured
 //!   bound whenever the authority and a majority of its observers are up,
 //!   stable and connected;
@@ -378,19 +380,32 @@ impl Oracle {
                 return;
             }
         }
-        let counted: Vec<HostId> = authority
+        let observers: Vec<HostId> = authority
             .state()
             .observers_of(node)
             .iter()
             .filter_map(|o| w.host_of(*o))
+            .collect();
+        let counted: Vec<HostId> = observers
+            .iter()
+            .copied()
             .filter(|o| stable(*o) && w.clean(*o, 0))
             .collect();
         if counted.is_empty() {
             return;
         }
+        // A verdict stands until a majority vouches: to bring a node back,
+        // the observers that reach it must outnumber every other running
+        // observer, those cut off from the authority included (their last
+        // word may have been "down", and silence does not withdraw it).
+        let judged_by = if transition {
+            counted.len()
+        } else {
+            observers.iter().filter(|o| w.hosts[**o].is_up()).count()
+        };
         self.measured.false_down_checks += 1;
         let reaching = counted.iter().filter(|o| w.clean(**o, xh)).count();
-        if reaching * 2 > counted.len() {
+        if reaching * 2 > judged_by {
             if w.net.config().drop > LOSSY {
                 self.measured.false_downs_tolerated += 1;
             } else {
@@ -399,8 +414,7 @@ impl Oracle {
                     now,
                     ViolationKind::FalseDown,
                     format!(
-                        "node {node} (host {xh}) {what} down while {reaching} of {} counted observers reach it over clean links",
-                        counted.len()
+                        "node {node} (host {xh}) {what} down while {reaching} of {judged_by} counted observers reach it over clean links",
                     ),
                 );
             }

@@ -38,6 +38,14 @@ fn liveness_oracle_catches_votes_that_are_never_withdrawn() {
     cfg.schedule(resume, Fault::Resume { host: 3 });
     let r = stretchfs_sim::run(cfg, false);
     assert!(has_violation(&r, ViolationKind::NoConvergence), "{r}");
+    // The node is back and its observers reach it: keeping it down is
+    // caught while the run goes on, not only at the end.
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::FalseDown && v.detail.contains("kept down")),
+        "{r}"
+    );
 }
 
 #[test]
