@@ -203,8 +203,15 @@ impl Node {
         self.now = self.now.max(now);
         self.local_wall = self.local_wall.max(wall);
         self.out.wall = self.local_wall;
-        // A recovering authority's registry is not the cluster's size.
-        let size_known = !self.authority.as_ref().is_some_and(|a| a.is_recovering());
+        // A recovering authority's registry is not the cluster's size, nor
+        // is a replica's before its first sync (swarm seed 7994: a prism
+        // restarted while the authority was down took its empty registry
+        // for a small cluster, settled on its own clock 8 s behind, and
+        // delivered an expired purchase).
+        let size_known = match &self.authority {
+            Some(a) => !a.is_recovering(),
+            None => self.replica.is_ready(),
+        };
         self.clock
             .refresh(self.now, self.replica.state(), size_known);
         self.wall = if self.cfg.bugs.own_wall_clock {

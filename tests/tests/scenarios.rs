@@ -300,3 +300,16 @@ fn a_node_back_while_most_of_its_observers_are_cut_off_may_stay_down() {
     let r = stretchfs_sim::run(stretchfs_sim::SimConfig::swarm(8595), false);
     assert_passed(&r);
 }
+
+#[test]
+fn a_prism_restarted_while_the_authority_is_down_waits_for_the_cluster_clock() {
+    // Swarm seed 7994 (four nodes, the prism's clock 8 s behind): the prism
+    // restarts on a new address while the authority is down. Its replica
+    // was still empty, which looked like a cluster of one or two, so after
+    // 3 s it settled on its own clock; once the authority was back it
+    // delivered a purchase that had expired 4 s before (InvalidDelivery).
+    // A replica's registry is now taken for the cluster's size only once
+    // it has synced.
+    let r = stretchfs_sim::run(stretchfs_sim::SimConfig::swarm(7994), false);
+    assert_passed(&r);
+}
