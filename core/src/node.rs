@@ -2,7 +2,7 @@
 //! health and (on the authority) the authority, behind one sans-IO interface.
 
 use crate::authority::{Authority, AuthorityConfig, AuthorityStore};
-use crate::cluster_clock::ClusterClock;
+use crate::cluster_clock::{ClusterClock, RegistryView};
 use crate::config::{ConfigError, NodeConfig};
 use crate::durable::{DurableState, Record};
 use crate::health::HealthView;
@@ -208,12 +208,13 @@ impl Node {
         // restarted while the authority was down took its empty registry
         // for a small cluster, settled on its own clock 8 s behind, and
         // delivered an expired purchase).
-        let size_known = match &self.authority {
-            Some(a) => !a.is_recovering(),
-            None => self.replica.is_ready(),
+        let view = match &self.authority {
+            Some(a) if a.is_recovering() => RegistryView::Recovering,
+            Some(_) => RegistryView::Synced,
+            None if self.replica.is_ready() => RegistryView::Synced,
+            None => RegistryView::Unsynced,
         };
-        self.clock
-            .refresh(self.now, self.replica.state(), size_known);
+        self.clock.refresh(self.now, self.replica.state(), view);
         self.wall = if self.cfg.bugs.own_wall_clock {
             self.local_wall
         } else {

@@ -58,7 +58,9 @@ impl Count {
         if bugs.tie_downs {
             return self.live_observers > 0 && self.down_votes * 2 >= self.live_observers;
         }
-        self.live_observers > 0 && self.down_votes * 2 > self.live_observers
+        // Down votes come from live observers only, so a majority of them
+        // implies there is at least one.
+        self.down_votes * 2 > self.live_observers
     }
 
     /// Enough live observers to decide either way.
@@ -85,7 +87,9 @@ pub struct VoteTally {
     /// When flap-damping holds end, earliest first.
     holds: BTreeSet<(Time, NodeId)>,
     grace_until: Time,
-    grace_pending: bool,
+    /// The end of the startup grace, until it has been handled: every node
+    /// held down by it is evaluated then.
+    grace_wake: Option<Time>,
     /// When each (subject, observer) assignment was made while this tally
     /// ran (one made before it started counts as seasoned: the startup
     /// grace gives its observers the time to vote again).
@@ -112,7 +116,7 @@ impl VoteTally {
             flaps: BTreeMap::new(),
             holds: BTreeSet::new(),
             grace_until,
-            grace_pending: true,
+            grace_wake: Some(grace_until),
             assigned_at: BTreeMap::new(),
             seasoning: BTreeSet::new(),
             vouch_deadlines: BTreeSet::new(),
@@ -300,8 +304,8 @@ impl VoteTally {
             self.seasoning.pop_first();
             self.dirty.insert(subject);
         }
-        if self.grace_pending && now >= self.grace_until {
-            self.grace_pending = false;
+        if self.grace_wake.is_some_and(|t| now >= t) {
+            self.grace_wake = None;
             self.dirty.extend(state.down.iter().copied());
         }
         let subjects: Vec<NodeId> = if std::mem::take(&mut self.all_dirty) {
@@ -378,9 +382,7 @@ impl VoteTally {
         next = earliest(next, self.holds.first().map(|(t, _)| *t));
         next = earliest(next, self.seasoning.first().map(|(t, _)| *t));
         next = earliest(next, self.vouch_deadlines.first().map(|(t, _)| *t));
-        if self.grace_pending {
-            next = earliest(next, Some(self.grace_until));
-        }
+        next = earliest(next, self.grace_wake);
         if self.all_dirty || !self.dirty.is_empty() {
             next = Some(Time::ZERO);
         }
@@ -449,6 +451,52 @@ mod tests {
         TallyConfig {
             startup_grace: Duration::ZERO,
             ..TallyConfig::default()
+        }
+    }
+
+    /// Every count of up to eight observers against the rules in words:
+    /// down takes more down votes than live observers without one (a tie
+    /// only with the injected bug, any vote with the other), deciding takes
+    /// more live observers than dead ones, vouching more vouchers than
+    /// others.
+    #[test]
+    fn count_rules_match_their_definition_in_words() {
+        let normal = InjectedBugs::default();
+        let tie = InjectedBugs {
+            tie_downs: true,
+            ..InjectedBugs::default()
+        };
+        let single = InjectedBugs {
+            single_vote_downs: true,
+            ..InjectedBugs::default()
+        };
+        for assigned in 0..=8usize {
+            for live_observers in 0..=assigned {
+                for down_votes in 0..=live_observers {
+                    for vouching in 0..=live_observers - down_votes {
+                        let c = Count {
+                            down_votes,
+                            live_observers,
+                            assigned,
+                            vouching,
+                        };
+                        let others = live_observers - down_votes;
+                        assert_eq!(c.is_down(&normal), down_votes > others, "{c:?}");
+                        assert_eq!(
+                            c.is_down(&tie),
+                            down_votes > 0 && down_votes >= others,
+                            "{c:?}"
+                        );
+                        assert_eq!(c.is_down(&single), down_votes > 0, "{c:?}");
+                        assert_eq!(
+                            c.can_decide(),
+                            live_observers > assigned - live_observers,
+                            "{c:?}"
+                        );
+                        assert_eq!(c.can_vouch(), vouching > assigned - vouching, "{c:?}");
+                    }
+                }
+            }
         }
     }
 
@@ -525,6 +573,169 @@ mod tests {
         );
     }
 
+    fn down(node: u64) -> Change {
+        Change::Health {
+            node: NodeId(node),
+            down: true,
+        }
+    }
+
+    #[test]
+    fn a_refreshed_vote_set_outlives_its_first_ttl() {
+        let s = cluster(3);
+        let ttl = cfg().vote_ttl;
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[NodeId(0)]);
+        // The same set again (an observer's periodic refresh) is news.
+        let refresh = Time::ZERO + ttl - Duration::from_millis(1);
+        assert!(t.record(refresh, NodeId(1), seq(1), &[NodeId(0)]));
+        let later = Time::ZERO + ttl + Duration::from_millis(1);
+        assert_eq!(t.count(later, NodeId(0), &s).down_votes, 1);
+        assert_eq!(t.held_seq(NodeId(1)), Some(seq(1)));
+        assert_eq!(t.held_seq(NodeId(2)), None);
+    }
+
+    #[test]
+    fn a_down_vote_stops_counting_at_its_expiry_and_the_tally_wakes_for_it() {
+        let mut s = cluster(3);
+        let ttl = cfg().vote_ttl;
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[]);
+        let voted = Time::ZERO + ttl * 2;
+        settle(&mut t, voted, &mut s); // past every other deadline
+        t.record(voted, NodeId(1), seq(2), &[NodeId(0)]);
+        settle(&mut t, voted, &mut s);
+        assert_eq!(t.next_deadline(), Some(voted + ttl));
+        let expired = t.count(voted + ttl, NodeId(0), &s);
+        assert_eq!(
+            (expired.down_votes, expired.vouching),
+            (0, 0),
+            "silent, not up"
+        );
+        let just_before = voted + ttl - Duration::from_millis(1);
+        assert_eq!(t.count(just_before, NodeId(0), &s).down_votes, 1);
+        settle(&mut t, voted + ttl, &mut s);
+        assert_eq!(t.next_deadline(), None, "the expiry was handled");
+    }
+
+    #[test]
+    fn a_restarted_observer_vouches_only_a_ttl_after_its_new_start() {
+        let mut s = cluster(3);
+        let ttl = cfg().vote_ttl;
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[]);
+        t.record(Time::ZERO, NodeId(2), seq(1), &[]);
+        s.apply(&down(0));
+        let restart = Time::ZERO + ttl * 3;
+        assert_eq!(t.count(restart, NodeId(0), &s).vouching, 2);
+        let second_start = VoteSeq {
+            incarnation: 2,
+            counter: 0,
+        };
+        t.record(restart, NodeId(1), second_start, &[]);
+        assert_eq!(t.count(restart, NodeId(0), &s).vouching, 1);
+        assert_eq!(t.count(restart + ttl, NodeId(0), &s).vouching, 2);
+    }
+
+    #[test]
+    fn new_observers_vouch_a_ttl_after_their_assignment_and_kept_ones_stay_seasoned() {
+        let mut s = cluster(5);
+        let ttl = cfg().vote_ttl;
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        for o in 1..5 {
+            t.record(Time::ZERO, NodeId(o), seq(1), &[]);
+        }
+        s.apply(&down(0));
+        t.note_applied(Time::ZERO, &down(0), &s);
+        let assigned = Time::ZERO + ttl * 2;
+        let all = Change::Observers {
+            subject: NodeId(0),
+            observers: (1..5).map(NodeId).collect(),
+        };
+        s.apply(&all);
+        t.note_applied(assigned, &all, &s);
+        assert!(settle(&mut t, assigned, &mut s).is_empty(), "just assigned");
+        assert_eq!(t.next_deadline(), Some(assigned + ttl));
+        // Nothing else happens: the tally must wake for the seasoning.
+        assert_eq!(
+            settle(&mut t, assigned + ttl, &mut s),
+            vec![Change::Health {
+                node: NodeId(0),
+                down: false
+            }]
+        );
+        let fewer = Change::Observers {
+            subject: NodeId(0),
+            observers: (1..4).map(NodeId).collect(),
+        };
+        let later = assigned + ttl + Duration::from_millis(1);
+        s.apply(&fewer);
+        t.note_applied(later, &fewer, &s);
+        assert_eq!(
+            t.count(later, NodeId(0), &s).vouching,
+            3,
+            "kept observers stay seasoned"
+        );
+    }
+
+    #[test]
+    fn a_removed_node_is_forgotten() {
+        let mut s = cluster(3);
+        let ttl = cfg().vote_ttl;
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        t.record(Time::ZERO, NodeId(2), seq(1), &[]);
+        let now = Time::ZERO + ttl * 2;
+        settle(&mut t, now, &mut s); // past every other deadline
+        t.record(now, NodeId(2), seq(2), &[NodeId(0)]);
+        let removed = Change::NodeRemoved(NodeId(2));
+        s.apply(&removed);
+        t.note_applied(now, &removed, &s);
+        assert_eq!(t.held_seq(NodeId(2)), None);
+        assert_eq!(
+            t.next_deadline(),
+            Some(Time::ZERO),
+            "everything re-evaluated"
+        );
+        settle(&mut t, now, &mut s);
+        assert_eq!(t.next_deadline(), None, "its vote's expiry went with it");
+    }
+
+    #[test]
+    fn a_node_that_left_stays_down_whatever_its_observers_say() {
+        let mut s = cluster(3);
+        let ttl = cfg().vote_ttl;
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[]);
+        t.record(Time::ZERO, NodeId(2), seq(1), &[]);
+        let left = Change::Left {
+            node: NodeId(0),
+            left: true,
+        };
+        s.apply(&left);
+        t.note_applied(Time::ZERO, &left, &s);
+        assert!(settle(&mut t, Time::ZERO + ttl, &mut s).is_empty());
+        assert!(s.is_down(NodeId(0)));
+    }
+
+    #[test]
+    fn the_end_of_the_startup_grace_wakes_the_tally_for_the_nodes_it_held() {
+        let mut s = cluster(3);
+        s.apply(&down(0));
+        let grace = Duration::from_secs(20);
+        let c = TallyConfig {
+            startup_grace: grace,
+            ..TallyConfig::default()
+        };
+        let mut t = VoteTally::new(c, InjectedBugs::default(), Time::ZERO);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[]);
+        t.record(Time::ZERO, NodeId(2), seq(1), &[]);
+        let mid = Time::ZERO + grace - Duration::from_secs(1);
+        assert!(settle(&mut t, mid, &mut s).is_empty(), "held by the grace");
+        assert_eq!(t.next_deadline(), Some(Time::ZERO + grace));
+        assert_eq!(settle(&mut t, Time::ZERO + grace, &mut s).len(), 1);
+        assert_eq!(t.next_deadline(), None);
+    }
+
     #[test]
     fn older_vote_sets_are_ignored() {
         let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
@@ -573,7 +784,12 @@ mod tests {
             t.record(now, NodeId(2), seq(2 * i + 2), &[]);
             let hold = t.held_until(NodeId(0)).unwrap_or(Time::ZERO);
             holds.push(hold.since(now));
-            now = now.max(hold);
+            if hold > now {
+                assert!(settle(&mut t, now, &mut s).is_empty(), "flap {i} is held");
+                assert_eq!(t.next_deadline(), Some(hold));
+                // Nothing else happens: the hold's end must wake the tally.
+                now = hold;
+            }
             assert_eq!(settle(&mut t, now, &mut s).len(), 1, "flap {i} comes up");
             now += Duration::from_millis(10);
         }
@@ -702,6 +918,7 @@ mod tests {
         tally: VoteTally,
         state: ClusterState,
         counter: u64,
+        now: Time,
     }
 
     impl StateMachineTest for TallyModel {
@@ -719,6 +936,7 @@ mod tests {
                 tally: VoteTally::new(cfg, InjectedBugs::default(), Time::ZERO),
                 state: cluster(N),
                 counter: 0,
+                now: Time::ZERO,
             }
         }
 
@@ -732,12 +950,22 @@ mod tests {
                     .record(now, NodeId(observer), seq(sut.counter), &down));
             }
             settle(&mut sut.tally, now, &mut sut.state);
+            sut.now = now;
             sut
         }
 
         fn check_invariants(sut: &Sut, model: &Model) {
             let got: BTreeSet<u64> = sut.state.down.iter().map(|d| d.0).collect();
             assert_eq!(got, model.down, "verdicts differ from the model");
+            // Evaluating only what changed must reach what evaluating
+            // every subject would: nothing left to change.
+            let mut full = sut.tally.clone();
+            full.all_dirty = true;
+            assert_eq!(
+                full.evaluate(sut.now, &sut.state, AUTH),
+                vec![],
+                "a subject whose verdict was due was not re-evaluated"
+            );
         }
     }
 

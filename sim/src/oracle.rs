@@ -380,11 +380,16 @@ impl Oracle {
                 return;
             }
         }
+        // Observers by their current id only (a wiped host's old id is
+        // nobody).
         let observers: Vec<HostId> = authority
             .state()
             .observers_of(node)
             .iter()
-            .filter_map(|o| w.host_of(*o))
+            .filter_map(|o| {
+                w.host_of(*o)
+                    .filter(|h| w.hosts[*h].node.as_ref().map(|n| n.id()) == Some(*o))
+            })
             .collect();
         let counted: Vec<HostId> = observers
             .iter()
@@ -396,12 +401,12 @@ impl Oracle {
         }
         // A verdict stands until a majority vouches: to bring a node back,
         // the observers that reach it must outnumber every other running
-        // observer, those cut off from the authority included (their last
-        // word may have been "down", and silence does not withdraw it).
+        // observer, paused or cut off from the authority (their last word
+        // may have been "down", and silence does not withdraw it).
         let judged_by = if transition {
             counted.len()
         } else {
-            observers.iter().filter(|o| w.hosts[**o].is_up()).count()
+            observers.len()
         };
         self.measured.false_down_checks += 1;
         let reaching = counted.iter().filter(|o| w.clean(**o, xh)).count();
