@@ -61,14 +61,16 @@ impl PeerOffset {
 /// What the registry a refresh is given says of the cluster's size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegistryView {
-    /// Synced with the authority: its size is the cluster's.
-    Synced,
-    /// A recovering authority's, rebuilt from hand-backs: not the size.
-    Recovering,
-    /// A replica's before its first sync since this start: nothing yet.
-    /// The time never settles on a timeout from here (a prism restarted
-    /// while the authority is down would otherwise serve on its own clock
-    /// the moment it syncs).
+    /// The authority's own, recovered registry: its size is the cluster's.
+    Complete,
+    /// One that may be partial: a recovering authority's, rebuilt from
+    /// hand-backs, or a replica's (its authority may be recovering, and
+    /// serves what it has rebuilt so far). Not the size.
+    Partial,
+    /// A replica's while it is not synced (since its start, or since it
+    /// fell behind): nothing yet. The time never settles on a timeout from
+    /// here (a prism restarted while the authority is down would otherwise
+    /// serve on its own clock the moment it syncs, swarm seed 7994).
     Unsynced,
 }
 
@@ -130,6 +132,9 @@ impl ClusterClock {
     /// recently that `state` does not hold down or gone; a cluster too small for
     /// three clocks settles on what it has, after a while.
     pub fn refresh(&mut self, now: Time, state: &ClusterState, view: RegistryView) {
+        if view == RegistryView::Unsynced {
+            self.waiting_since = now;
+        }
         if now < self.next_refresh {
             return;
         }
@@ -148,11 +153,8 @@ impl ClusterClock {
             .filter(|(id, p)| live(**id) || now.since(p.heard) < FRESH)
             .map(|(_, p)| p.estimate())
             .collect();
-        if view == RegistryView::Unsynced {
-            self.waiting_since = now;
-        }
         let waited = now.since(self.waiting_since);
-        let small = view == RegistryView::Synced && state.registry.len() < PEERS_TO_SETTLE + 1;
+        let small = view == RegistryView::Complete && state.registry.len() < PEERS_TO_SETTLE + 1;
         if offsets.len() >= PEERS_TO_SETTLE
             || (small && waited >= SETTLE_SMALL_AFTER)
             || waited >= SETTLE_ALONE_AFTER
@@ -246,7 +248,7 @@ mod tests {
             let sent = truth - delay + skew;
             c.sample(at(now), w(truth + mine), NodeId(*id), w(sent));
         }
-        c.refresh(at(now), &members(10, &[]), RegistryView::Synced);
+        c.refresh(at(now), &members(10, &[]), RegistryView::Complete);
     }
 
     #[test]
@@ -303,7 +305,7 @@ mod tests {
         assert_eq!(c.offset_us(), 0, "three silent peers no longer count");
         c.sample(at(41), w(1_041 * SEC), NodeId(7), w(1_051 * SEC));
         c.sample(at(41), w(1_041 * SEC), NodeId(8), w(1_051 * SEC));
-        c.refresh(at(41), &members(10, &[7, 8]), RegistryView::Synced);
+        c.refresh(at(41), &members(10, &[7, 8]), RegistryView::Complete);
         assert_eq!(
             c.offset_us(),
             0,
@@ -328,35 +330,37 @@ mod tests {
         hear(&mut c, 1, 0, &[(2, 4 * SEC)], 0);
         assert!(!c.settled(), "three live members: one peer is not enough");
         assert_eq!(c.wall(w(SEC)), w(SEC), "one peer alone moves nothing");
-        c.refresh(at(9), &members(10, &[]), RegistryView::Synced);
+        c.refresh(at(9), &members(10, &[]), RegistryView::Complete);
         assert!(!c.settled(), "most of a larger cluster may come back");
-        c.refresh(at(10), &members(10, &[]), RegistryView::Synced);
+        c.refresh(at(10), &members(10, &[]), RegistryView::Complete);
         assert!(c.settled(), "but not forever");
         assert_eq!(c.offset_us(), 0, "our own clock, not halfway");
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         c.sample(at(1), w(SEC), NodeId(2), w(5 * SEC));
-        c.refresh(at(1), &members(2, &[]), RegistryView::Synced);
+        c.refresh(at(1), &members(2, &[]), RegistryView::Complete);
         assert!(!c.settled(), "a cluster of two waits for its nodes to join");
-        c.refresh(at(3), &members(2, &[]), RegistryView::Synced);
+        c.refresh(at(3), &members(2, &[]), RegistryView::Complete);
         assert!(c.settled(), "then settles on what it has");
         assert_eq!(c.offset_us(), 0, "settled on our own clock, not halfway");
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
-        c.refresh(at(3), &members(1, &[]), RegistryView::Synced);
+        c.refresh(at(3), &members(1, &[]), RegistryView::Complete);
         assert!(c.settled(), "alone, after a while");
         // A wiped authority's registry of one says nothing of the cluster.
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
-        c.refresh(at(3), &members(1, &[]), RegistryView::Recovering);
+        c.refresh(at(3), &members(1, &[]), RegistryView::Partial);
         assert!(!c.settled(), "the size is not known: wait as a larger one");
-        c.refresh(at(10), &members(1, &[]), RegistryView::Recovering);
+        c.refresh(at(10), &members(1, &[]), RegistryView::Partial);
         assert!(c.settled());
         // A replica that has not synced since its start settles on no
         // timeout; once synced, the timeouts count from then.
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         c.refresh(at(30), &ClusterState::default(), RegistryView::Unsynced);
         assert!(!c.settled(), "unsynced: never on a timeout");
-        c.refresh(at(31), &members(10, &[]), RegistryView::Synced);
+        c.refresh(at(31), &members(2, &[]), RegistryView::Partial);
         assert!(!c.settled(), "synced a second ago: wait for the peers");
-        c.refresh(at(40), &members(10, &[]), RegistryView::Synced);
+        c.refresh(at(35), &members(2, &[]), RegistryView::Partial);
+        assert!(!c.settled(), "a replica's registry of two is not the size");
+        c.refresh(at(40), &members(2, &[]), RegistryView::Partial);
         assert!(c.settled(), "then, as any larger cluster");
     }
 
@@ -374,7 +378,7 @@ mod tests {
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         c.sample(at(1), w(10 * SEC), NodeId(1), w(20 * SEC));
         c.sample(at(1), w(10 * SEC), NodeId(2), WallTime::default());
-        c.refresh(at(1), &members(10, &[]), RegistryView::Synced);
+        c.refresh(at(1), &members(10, &[]), RegistryView::Complete);
         assert_eq!(c.offset_us(), 0);
         assert!(!c.settled());
     }

@@ -203,15 +203,15 @@ impl Node {
         self.now = self.now.max(now);
         self.local_wall = self.local_wall.max(wall);
         self.out.wall = self.local_wall;
-        // A recovering authority's registry is not the cluster's size, nor
-        // is a replica's before its first sync (swarm seed 7994: a prism
-        // restarted while the authority was down took its empty registry
-        // for a small cluster, settled on its own clock 8 s behind, and
-        // delivered an expired purchase).
+        // Only a recovered authority knows the cluster's size; a replica
+        // may hold what a recovering one has rebuilt so far, or nothing
+        // (swarm seed 7994: a prism restarted while the authority was down
+        // took its empty registry for a small cluster, settled on its own
+        // clock 8 s behind, and delivered an expired purchase).
         let view = match &self.authority {
-            Some(a) if a.is_recovering() => RegistryView::Recovering,
-            Some(_) => RegistryView::Synced,
-            None if self.replica.is_ready() => RegistryView::Synced,
+            Some(a) if a.is_recovering() => RegistryView::Partial,
+            Some(_) => RegistryView::Complete,
+            None if self.replica.is_ready() => RegistryView::Partial,
             None => RegistryView::Unsynced,
         };
         self.clock.refresh(self.now, self.replica.state(), view);

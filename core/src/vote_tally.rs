@@ -226,11 +226,15 @@ impl VoteTally {
         }
     }
 
-    /// Forgets a node that left the cluster.
+    /// Forgets a node removed from the cluster (it may join again under
+    /// the same id, as a new member: nothing of it is seasoned).
     fn forget(&mut self, id: NodeId) {
         if let Some(b) = self.ballots.remove(&id) {
             self.expiries.remove(&(b.expires, id));
         }
+        self.assigned_at.retain(|(s, o), _| *s != id && *o != id);
+        self.vouch_deadlines.retain(|(_, o)| *o != id);
+        self.seasoning.retain(|(_, s)| *s != id);
         if let Some(h) = self.flaps.remove(&id) {
             self.holds.remove(&(h.hold_until, id));
         }
@@ -701,6 +705,41 @@ mod tests {
     }
 
     #[test]
+    fn a_node_removed_and_back_under_its_id_has_no_seasoned_observers() {
+        let mut s = cluster(3);
+        let ttl = cfg().vote_ttl;
+        let mut t = VoteTally::new(cfg(), InjectedBugs::default(), Time::ZERO);
+        let watch = Change::Observers {
+            subject: NodeId(2),
+            observers: vec![NodeId(0), NodeId(1)],
+        };
+        s.apply(&watch);
+        t.note_applied(Time::ZERO, &watch, &s);
+        t.record(Time::ZERO, NodeId(0), seq(1), &[]);
+        t.record(Time::ZERO, NodeId(1), seq(1), &[]);
+        let now = Time::ZERO + ttl * 2;
+        settle(&mut t, now, &mut s);
+        let removed = Change::NodeRemoved(NodeId(2));
+        s.apply(&removed);
+        t.note_applied(now, &removed, &s);
+        let back = Change::NodeUpserted(NodeInfo {
+            id: NodeId(2),
+            addr: "10.0.0.3:7000".parse().unwrap(),
+            roles: Roles::STORE,
+            zone: Zone::new("z"),
+            weight: 100,
+            incarnation: 1,
+        });
+        for c in [back, watch, down(2)] {
+            s.apply(&c);
+            t.note_applied(now, &c, &s);
+        }
+        // Its observers have not probed it since: they vouch a TTL later.
+        assert_eq!(t.count(now, NodeId(2), &s).vouching, 0);
+        assert_eq!(t.count(now + ttl, NodeId(2), &s).vouching, 2);
+    }
+
+    #[test]
     fn a_node_that_left_stays_down_whatever_its_observers_say() {
         let mut s = cluster(3);
         let ttl = cfg().vote_ttl;
@@ -713,8 +752,9 @@ mod tests {
         };
         s.apply(&left);
         t.note_applied(Time::ZERO, &left, &s);
+        let count = t.count(Time::ZERO + ttl, NodeId(0), &s);
+        assert!(count.can_vouch(), "its observers would bring it back");
         assert!(settle(&mut t, Time::ZERO + ttl, &mut s).is_empty());
-        assert!(s.is_down(NodeId(0)));
     }
 
     #[test]
@@ -724,6 +764,7 @@ mod tests {
         let grace = Duration::from_secs(20);
         let c = TallyConfig {
             startup_grace: grace,
+            vote_ttl: Duration::from_secs(3),
             ..TallyConfig::default()
         };
         let mut t = VoteTally::new(c, InjectedBugs::default(), Time::ZERO);
