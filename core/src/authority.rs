@@ -138,6 +138,9 @@ pub struct Authority {
     /// prism's claim must not bring them back; a later report of a new
     /// copy clears the mark.
     gone: BTreeMap<(ContentHash, NodeId), (VoteSeq, Time)>,
+    /// Placement claims waiting for a store's own report of the new copy
+    /// (a mark from an earlier drop would refuse it): when first seen.
+    claims_waiting: BTreeMap<(NodeId, u64), Time>,
     /// Surplus copies unlisted whose drop order has not gone out yet.
     unlisted: BTreeMap<(ContentHash, NodeId), ContentMeta>,
     /// Drop orders not yet answered by the store's report of the removal
@@ -202,6 +205,7 @@ impl Authority {
             expiries,
             down_since,
             gone: BTreeMap::new(),
+            claims_waiting: BTreeMap::new(),
             unlisted: BTreeMap::new(),
             drops_pending,
             orphans,
@@ -406,7 +410,10 @@ impl Authority {
                 }
             }
             Message::Ask { req, ask } => {
-                let answer = self.answer_once(env.from, *req, ask, out);
+                // No answer yet: the asker retries.
+                let Some(answer) = self.answer_once(env.from, *req, ask, out) else {
+                    return true;
+                };
                 out.send(
                     env.from_addr,
                     Message::Answer {
@@ -717,8 +724,15 @@ impl Authority {
     }
 
     /// Answers an ask; a changing ask seen before from the same node and
-    /// request gets the answer it got then.
-    fn answer_once(&mut self, from: NodeId, req: u64, ask: &Ask, out: &mut Outbox) -> Answer {
+    /// request gets the answer it got then. `None`: not yet (a placement
+    /// waiting for its stores' reports).
+    fn answer_once(
+        &mut self,
+        from: NodeId,
+        req: u64,
+        ask: &Ask,
+        out: &mut Outbox,
+    ) -> Option<Answer> {
         let changes = matches!(
             ask,
             Ask::ContentPlaced { .. }
@@ -728,7 +742,7 @@ impl Authority {
                 | Ask::Drain { .. }
         );
         if !changes {
-            return self.answer(from, ask, out);
+            return Some(self.answer(from, ask, out));
         }
         while let Some(&(at, node, r)) = self.answered_order.front() {
             if self.now.since(at) < ANSWER_MEMORY && self.answered_order.len() < ANSWER_MEMORY_MAX {
@@ -740,7 +754,18 @@ impl Authority {
             }
         }
         if let Some((_, answer)) = self.answered.get(&(from, req)) {
-            return answer.clone();
+            return Some(answer.clone());
+        }
+        if let Ask::ContentPlaced {
+            hash,
+            stores,
+            transferred: true,
+            ..
+        } = ask
+        {
+            if self.claim_waits(from, req, hash, stores) {
+                return None;
+            }
         }
         let answer = self.answer(from, ask, out);
         // An unavailable answer is not an outcome: a retry runs again.
@@ -749,7 +774,35 @@ impl Authority {
                 .insert((from, req), (self.now, answer.clone()));
             self.answered_order.push_back((self.now, from, req));
         }
-        answer
+        Some(answer)
+    }
+
+    /// A prism claims copies it just wrote, and a store among them is
+    /// marked from an earlier drop of the same hash (a delete, then a
+    /// re-upload). The mark refuses a claim that could bring back a copy
+    /// already dropped; the store's own report of a new copy clears it,
+    /// usually moments later. So the claim waits for that report (the prism
+    /// retries) up to `claim_wait`, rather than refuse a copy that exists.
+    fn claim_waits(
+        &mut self,
+        from: NodeId,
+        req: u64,
+        hash: &ContentHash,
+        stores: &[NodeId],
+    ) -> bool {
+        let marked = stores.iter().any(|s| {
+            self.gone.contains_key(&(*hash, *s)) || self.drops_pending.contains_key(&(*hash, *s))
+        });
+        if !marked || self.cfg.bugs.drop_reported_deleted || self.cfg.bugs.refuse_marked_claims {
+            self.claims_waiting.remove(&(from, req));
+            return false;
+        }
+        let since = *self.claims_waiting.entry((from, req)).or_insert(self.now);
+        let waits = self.now.since(since) < self.cfg.content.claim_wait();
+        if !waits {
+            self.claims_waiting.remove(&(from, req));
+        }
+        waits
     }
 
     fn answer(&mut self, from: NodeId, ask: &Ask, out: &mut Outbox) -> Answer {
@@ -1123,6 +1176,8 @@ impl Authority {
         let keep = (self.cfg.content.clone_timeout * 6)
             .max(self.cfg.content.orphan_wait() + self.cfg.content.rpc_timeout);
         self.gone.retain(|_, (_, t)| now.since(*t) < keep);
+        let wait = self.cfg.content.claim_wait() + self.cfg.content.rpc_timeout;
+        self.claims_waiting.retain(|_, t| now.since(*t) < wait);
         self.drop_orphans(out);
         self.rescue_unlisted(out);
         self.resend_drops(out);

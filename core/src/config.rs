@@ -206,6 +206,12 @@ impl ContentConfig {
         self.rpc_timeout * 3
     }
 
+    /// How long a placement claim waits for a store's report of its new
+    /// copy: well inside the prism's deadline for the answer.
+    pub fn claim_wait(&self) -> Duration {
+        self.rpc_timeout / 2
+    }
+
     /// How long a surplus copy stays on its store after it left the
     /// inventory: a connected prism hears of it well within one ask.
     pub fn unlist_wait(&self) -> Duration {
@@ -295,6 +301,10 @@ pub struct InjectedBugs {
     /// Repair never drops a surplus copy (after a drain, a zone move or a
     /// re-upload's adopted copies).
     pub keep_surplus: bool,
+    /// The authority refuses a re-upload's copy on a store marked from an
+    /// earlier drop of the same hash at once, instead of waiting for the
+    /// store's report of the new copy (an availability-oracle finding).
+    pub refuse_marked_claims: bool,
     /// Repair orders a surplus copy dropped at once, before the prisms have
     /// heard it is no longer listed (a nemesis finding).
     pub drop_before_unlist: bool,

@@ -309,4 +309,32 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn a_reader_exactly_at_the_oldest_retained_entry_gets_entries() {
+        let mut log = FeedLog::new(LogId(4), 3);
+        for n in 0..10 {
+            log.append(health(n));
+        }
+        assert_eq!(log.id(), LogId(4));
+        let kept: Vec<u64> = log.entries().map(|e| e.seq).collect();
+        assert_eq!(kept, vec![8, 9, 10], "the last `retain` entries are kept");
+        assert_eq!(seqs(&log.read(7, 10)), vec![8, 9, 10]);
+        assert!(matches!(
+            log.read(6, 10),
+            FeedBody::SnapshotRequired { snapshot_seq: 10 }
+        ));
+    }
+
+    #[test]
+    fn only_membership_and_observer_changes_are_topology() {
+        assert!(!health(1).is_topology());
+        let removed = Change::NodeRemoved(NodeId(1));
+        assert!(removed.is_topology());
+        let left = Change::Left {
+            node: NodeId(1),
+            left: true,
+        };
+        assert!(!left.is_topology());
+    }
 }

@@ -355,4 +355,35 @@ mod tests {
         assert!(replies(&mut out).is_empty());
         assert_eq!(s.readers(), 0);
     }
+
+    #[test]
+    fn a_held_pull_is_answered_empty_at_the_end_of_its_wait_and_not_before() {
+        let cfg = FeedConfig::default();
+        let mut s = FeedServer::default();
+        let log = log_with(1);
+        let mut out = outbox();
+        let wait = cfg.long_poll * 2;
+        s.on_pull(
+            Time::ZERO,
+            &cfg,
+            &log,
+            NodeId(2),
+            addr(),
+            7,
+            1,
+            100,
+            wait,
+            &mut out,
+        );
+        assert_eq!(s.readers(), 1, "a held pull is a reader");
+        s.flush(
+            Time::ZERO + wait - Duration::from_millis(1),
+            &cfg,
+            &log,
+            &mut out,
+        );
+        assert!(replies(&mut out).is_empty(), "still held");
+        s.flush(Time::ZERO + wait, &cfg, &log, &mut out);
+        assert_eq!(replies(&mut out), vec![(7, vec![], true)]);
+    }
 }

@@ -8,6 +8,7 @@
 pub mod authority;
 pub mod cluster_clock;
 pub mod codec;
+pub mod compaction;
 pub mod config;
 pub mod content;
 pub mod durable;

@@ -14,7 +14,8 @@ use std::fmt;
 use std::path::Path;
 use stretchfs_core::authority::AuthorityStore;
 use stretchfs_core::codec::{decode_value, encode_value, DecodeError};
-use stretchfs_core::feed::{FeedEntry, FeedLog, Snapshot};
+use stretchfs_core::compaction::{compaction_due, first_kept, FeedHeader, FeedLoader};
+use stretchfs_core::feed::{FeedEntry, Snapshot};
 use stretchfs_core::state::ClusterState;
 use stretchfs_core::{ClusterId, DurableState, LogId, NodeId, Record};
 
@@ -175,15 +176,16 @@ impl MetadataStore for RedbStore {
             Some(b) => Some(decode_value(&b).map_err(|e| corrupt("snapshot", e))?),
             None => None,
         };
-        let snap_seq = snapshot.as_ref().map_or(0, |s| s.seq);
-        let mut store = AuthorityStore::new(header.cluster, header.log, header.retain);
-        store.recovered = header.recovered;
-        if let Some(s) = &snapshot {
-            store.state = ClusterState::from_snapshot(s);
-        }
-        // Entries the snapshot already covers are kept to serve readers.
+        let mut loader = FeedLoader::new(
+            FeedHeader {
+                cluster: header.cluster,
+                log: header.log,
+                retain: header.retain,
+                recovered: header.recovered,
+            },
+            snapshot.as_ref(),
+        );
         let log = txn.open_table(LOG)?;
-        let mut first = true;
         for row in log.iter()? {
             let (k, v) = row?;
             let entry: FeedEntry = decode_value(v.value()).map_err(|e| corrupt("log", e))?;
@@ -194,19 +196,13 @@ impl MetadataStore for RedbStore {
                     k.value()
                 )));
             }
-            if first {
-                store.log = FeedLog::resume(header.log, header.retain, entry.seq - 1);
-                first = false;
-            }
-            if entry.seq <= snap_seq {
-                store.log.push(entry);
-            } else {
-                store.apply(entry);
-            }
+            loader
+                .row(entry)
+                .map_err(|e| MetaError::Corrupt(e.to_string()))?;
         }
-        if first {
-            store.log = FeedLog::resume(header.log, header.retain, snap_seq);
-        }
+        let mut store = loader
+            .finish()
+            .map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let sets = txn.open_table(SETS)?;
         for row in sets.iter()? {
             let (k, _) = row?;
@@ -339,11 +335,10 @@ impl MetadataStore for RedbStore {
             if let (Some(a), Some(h)) = (authority, header(&meta)?) {
                 // Compact: the state goes into one snapshot, the log keeps
                 // only what readers may still ask for.
-                let retain = h.retain as u64;
-                if log.len()? > retain + self.slack {
+                if compaction_due(log.len()?, h.retain, self.slack) {
                     let head = a.head;
                     meta.insert("snapshot", encode_value(&a.state.snapshot(head)).as_slice())?;
-                    let keep_from = head.saturating_sub(retain) + 1;
+                    let keep_from = first_kept(head, h.retain);
                     log.retain(|seq, _| seq >= keep_from)?;
                 }
             }

@@ -399,7 +399,7 @@ impl SimConfig {
             let host = stores[r.below(stores.len() as u64) as usize];
             cfg.schedule(at(&mut r), Fault::Drain { host });
         }
-        cfg.workload = Workload::steady(Time::from_secs(3), cfg.heal_at + Duration::from_secs(5));
+        cfg.workload = Workload::steady(Time::from_secs(3), cfg.heal_at + Duration::from_secs(25));
         cfg.liveness_bound = cfg.default_liveness_bound();
         cfg
     }

@@ -36,8 +36,14 @@ impl Oracle {
         let now = w.now;
         use ClientResponse as R;
         match (&pending.op, response) {
-            (_, R::Error(ClientError::NotReady)) => clients.stats.not_ready += 1,
-            (_, R::Error(ClientError::Unavailable(_))) => clients.stats.unavailable += 1,
+            (_, R::Error(e @ ClientError::NotReady)) => {
+                clients.stats.not_ready += 1;
+                self.on_refusal(w, clients, prism, &pending, e);
+            }
+            (_, R::Error(e @ ClientError::Unavailable(_))) => {
+                clients.stats.unavailable += 1;
+                self.on_refusal(w, clients, prism, &pending, e);
+            }
             (Op::Upload { .. }, R::Uploaded { hash, copies, .. }) => {
                 clients.record_upload(*hash, copies.clone(), now, pending.issued_at, prism);
             }

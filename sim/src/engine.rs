@@ -5,6 +5,7 @@
 
 use crate::clients::{Clients, Op};
 use crate::config::{Fault, SimConfig};
+use crate::meta_disk::MetaDisk;
 use crate::oracle::Oracle;
 use crate::report::Report;
 use crate::trace::Trace;
@@ -18,8 +19,8 @@ use stretchfs_core::content::ContentMeta;
 use stretchfs_core::hash::ContentHash;
 use stretchfs_core::rng::SeededRng;
 use stretchfs_core::{
-    ClientRequest, ClientResponse, DurableState, Duration, Input, Message, Node, Notice, Output,
-    Time, TransferSource,
+    ClientRequest, ClientResponse, Duration, Input, Message, Node, Notice, Output, Time,
+    TransferSource,
 };
 use stretchfs_transport_sim::{Delivery, HostId, NetConfig};
 
@@ -270,6 +271,8 @@ impl Sim {
     pub fn finish(mut self) -> Report {
         self.oracle.finish(&self.world);
         self.oracle.check_content_final(&self.world, &self.clients);
+        let window = self.oracle.latest_refusal;
+        self.oracle.measured.refusal_windows.push(window);
         let cfg = &self.world.cfg;
         let dropped_foreign = self
             .world
@@ -376,7 +379,13 @@ impl Sim {
         host.addr = host_addr(h, host.moves);
         let cfg = self.world.cfg.node_config(h, host.addr, authority_addr);
         let rng = SeededRng::stream(seed, &format!("node-{h}-{}", host.starts));
-        let node = match Node::new(cfg, &host.disk, Box::new(rng), host.clock.local(now)) {
+        if host.disk.has_snapshot() {
+            self.oracle.measured.snapshot_starts += 1;
+        }
+        if h == 0 {
+            self.oracle.authority_started = Some(now);
+        }
+        let node = match Node::new(cfg, &host.disk.load(), Box::new(rng), host.clock.local(now)) {
             Ok(n) => n,
             Err(e) => panic!("simulated host {h} has an invalid config: {e}"),
         };
@@ -525,8 +534,14 @@ impl Sim {
                 self.oracle.wipes.push(now);
             }
             Fault::WipeNode { host } => self.wipe(host),
-            Fault::Drain { host } => self.drain_store(host, true),
-            Fault::Undrain { host } => self.drain_store(host, false),
+            Fault::Drain { host } => {
+                self.oracle.drained.insert(host);
+                self.drain_store(host, true)
+            }
+            Fault::Undrain { host } => {
+                self.oracle.drained.remove(&host);
+                self.drain_store(host, false)
+            }
             Fault::Leave { host } => {
                 if self.world.hosts[host].is_up() {
                     // Told to stop: from now on it is rightly down.
@@ -556,10 +571,10 @@ impl Sim {
     fn wipe(&mut self, h: HostId) {
         self.crash(h);
         let host = &mut self.world.hosts[h];
-        if let Some(old) = host.disk.node {
+        if let Some(old) = host.disk.node() {
             self.oracle.retired.insert(old);
         }
-        host.disk = DurableState::default();
+        host.disk = MetaDisk::default();
         host.content = Default::default();
     }
 
@@ -569,7 +584,7 @@ impl Sim {
             .node
             .as_ref()
             .map(|n| n.id())
-            .or(self.world.hosts[host].disk.node);
+            .or(self.world.hosts[host].disk.node());
         let prism = (0..self.world.hosts.len())
             .find(|p| self.world.cfg.hosts[*p].roles.prism && self.world.hosts[*p].is_up());
         if let (Some(node), Some(prism)) = (node, prism) {

@@ -2,6 +2,7 @@
 //! with simulated clocks, crashes, pauses and partitions, checked by oracles
 //! while it runs. Same seed, same trace hash.
 
+pub mod availability;
 pub mod bench;
 pub mod bench_content;
 pub mod clients;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod content_oracle;
 pub mod disk;
 pub mod engine;
+pub mod meta_disk;
 pub mod oracle;
 pub mod report;
 pub mod swarm;

@@ -64,6 +64,9 @@ pub enum ViolationKind {
     /// The expiry stated for a purchase is not the life asked for, by true
     /// time.
     ExpiryWrong,
+    /// A prism answered "not ready" or "unavailable" past the bound after
+    /// the final heal, with the ground truth calling for no refusal.
+    Unavailable,
     /// Simulated time stopped moving: something reschedules itself at the
     /// same instant forever.
     Livelock,
@@ -116,7 +119,7 @@ pub struct Oracle {
     /// When each node id last died (ground truth for false ups: a wiped
     /// host's old id stays dead when the host runs on under a new one).
     died: BTreeMap<NodeId, Time>,
-    heal_at: Time,
+    pub heal_at: Time,
     /// Every verdict the authority published: (time, host, down).
     pub verdicts: Vec<(Time, HostId, bool)>,
     /// Every vote change: (time, voter host, subject host, down).
@@ -142,6 +145,15 @@ pub struct Oracle {
     pub destroyed: BTreeMap<stretchfs_core::hash::ContentHash, usize>,
     /// Recounts every published down from the votes received.
     pub audit: crate::verdict_audit::VerdictAudit,
+    /// How long after the final heal a prism may still refuse.
+    pub availability_bound: Duration,
+    /// The latest refusal judged, from when the prisms should serve.
+    pub latest_refusal: Duration,
+    /// Stores an admin asked to drain (and not to stop draining).
+    pub drained: BTreeSet<HostId>,
+    /// When the authority's host last started.
+    pub authority_started: Option<Time>,
+    pub recovery_window: Duration,
 }
 
 const MAX_VIOLATIONS: usize = 20;
@@ -173,6 +185,11 @@ impl Oracle {
             wipes: Vec::new(),
             destroyed: BTreeMap::new(),
             audit: crate::verdict_audit::VerdictAudit::new(cfg.tally.vote_ttl),
+            availability_bound: t.detection_bound() + t.propagation_bound(),
+            latest_refusal: Duration::ZERO,
+            drained: BTreeSet::new(),
+            authority_started: None,
+            recovery_window: cfg.content.recovery_window,
         }
     }
 
@@ -444,7 +461,7 @@ impl Oracle {
             return;
         }
         self.measured.detection_checks += 1;
-        let Some(node) = h.disk.node else { return };
+        let Some(node) = h.disk.node() else { return };
         let down = w.authority().is_some_and(|a| a.state().is_down(node));
         if !down {
             self.violate(
@@ -468,7 +485,7 @@ impl Oracle {
             let oh = &w.hosts[o];
             oh.is_up() && settled(oh.stable_since()) && w.clean(o, 0)
         };
-        let (Some(node), Some(started)) = (w.hosts[host].disk.node, w.hosts[host].first_started)
+        let (Some(node), Some(started)) = (w.hosts[host].disk.node(), w.hosts[host].first_started)
         else {
             return (false, false);
         };

@@ -29,6 +29,14 @@ pub struct Measurements {
     pub delivery_checks: u64,
     pub upload_checks: u64,
     pub purchase_checks: u64,
+    /// Authority starts that rebuilt the state from a compacted snapshot.
+    pub snapshot_starts: u64,
+    /// Per seed: from the final heal to the last refusal the ground truth
+    /// did not call for.
+    pub refusal_windows: Vec<Duration>,
+    /// Refusals after the final heal, by reason: how many, and the latest
+    /// (time since the heal).
+    pub refusals_after_heal: std::collections::BTreeMap<&'static str, (u64, Duration)>,
 }
 
 impl Measurements {
@@ -46,6 +54,13 @@ impl Measurements {
         self.delivery_checks += other.delivery_checks;
         self.upload_checks += other.upload_checks;
         self.purchase_checks += other.purchase_checks;
+        self.snapshot_starts += other.snapshot_starts;
+        self.refusal_windows.extend(&other.refusal_windows);
+        for (why, (n, late)) in &other.refusals_after_heal {
+            let e = self.refusals_after_heal.entry(why).or_default();
+            e.0 += n;
+            e.1 = e.1.max(*late);
+        }
     }
 }
 

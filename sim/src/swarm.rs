@@ -82,11 +82,26 @@ impl SwarmSummary {
             ms(imp.last().copied())
         );
         println!(
-            "oracle checks: {} timely-detection, {} false-down, {} verdicts recounted; false downs at >5% loss (tolerated): {}",
+            "oracle checks: {} timely-detection, {} false-down, {} verdicts recounted; false downs at >5% loss (tolerated): {}; authority starts from a snapshot: {}",
             self.measured.detection_checks,
             self.measured.false_down_checks,
             self.measured.verdict_audits,
-            self.measured.false_downs_tolerated
+            self.measured.false_downs_tolerated,
+            self.measured.snapshot_starts
+        );
+        let mut refusals = self.measured.refusal_windows.clone();
+        refusals.sort();
+        println!(
+            "refusals after the final heal, per seed: p50={} p99={} max={}; by reason: {}",
+            ms(percentile(&refusals, 0.5)),
+            ms(percentile(&refusals, 0.99)),
+            ms(refusals.last().copied()),
+            self.measured
+                .refusals_after_heal
+                .iter()
+                .map(|(why, (n, late))| format!("{why} x{n} (latest {})", ms(Some(*late))))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         println!(
             "convergence after final heal: p50={} p99={} max={}",

@@ -4,13 +4,14 @@
 use crate::clock::SimClock;
 use crate::config::SimConfig;
 use crate::disk::ContentDisk;
+use crate::meta_disk::MetaDisk;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use stretchfs_core::authority::Authority;
 use stretchfs_core::content::ContentMeta;
 use stretchfs_core::hash::ContentHash;
-use stretchfs_core::{DurableState, Input, Node, NodeId, Time};
+use stretchfs_core::{Input, Node, NodeId, Time};
 use stretchfs_transport_sim::{HostId, SimNet};
 
 pub struct Host {
@@ -19,7 +20,7 @@ pub struct Host {
     pub clock: SimClock,
     pub node: Option<Node>,
     /// Every record the node persisted (metadata writes are synchronous).
-    pub disk: DurableState,
+    pub disk: MetaDisk,
     /// Content files (stores).
     pub content: ContentDisk,
     /// Uploads a prism is holding while it places them.
@@ -84,7 +85,7 @@ impl World {
                 addr: host_addr(i, 0),
                 clock: spec.clock,
                 node: None,
-                disk: DurableState::default(),
+                disk: MetaDisk::default(),
                 content: ContentDisk::default(),
                 spool: BTreeMap::new(),
                 lost: false,

@@ -185,3 +185,21 @@ fn overreplication_oracle_catches_a_repair_that_keeps_the_surplus() {
     let r = stretchfs_sim::run(good, false);
     assert!(!has_violation(&r, ViolationKind::Overreplicated), "{r}");
 }
+
+#[test]
+fn availability_oracle_catches_refusing_a_reupload_a_store_has_not_reported_yet() {
+    // Deletes and re-uploads of the same bytes, and clients that go on well
+    // after the heal: a store that dropped the bytes before holds a mark
+    // until it reports the new copy, and refusing the placement meanwhile
+    // tells the client "retry" for bytes that are stored.
+    let mut cfg = storm(40, 6);
+    cfg.workload.mix = [4, 4, 6, 1, 0, 4, 6];
+    cfg.workload.stop = cfg.heal_at + Duration::from_secs(20);
+    let good = cfg.clone();
+    cfg.bugs.refuse_marked_claims = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::Unavailable), "{r}");
+    let r = stretchfs_sim::run(good, false);
+    assert!(r.passed(), "{r}");
+    assert!(r.clients.reuploads_acked > 20, "{r}");
+}
