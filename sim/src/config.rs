@@ -443,13 +443,47 @@ impl SimConfig {
             // A short log: readers that fall behind take snapshots.
             cfg.feed.retain = 20 + op.below(300) as usize;
         }
+        // The cluster grows and shrinks, from its own stream again.
+        let mut g = SeededRng::stream(seed, "grow and shrink");
+        if g.chance(0.25) {
+            // A new node joins mid-run: mostly a store, sometimes a prism.
+            let zones: Vec<Zone> = cfg
+                .hosts
+                .iter()
+                .map(|h| h.zone.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let zone = zones[g.below(zones.len() as u64) as usize].clone();
+            cfg.hosts.push(HostSpec {
+                roles: if g.chance(0.75) {
+                    Roles::STORE
+                } else {
+                    Roles::PRISM
+                },
+                zone,
+                clock: SimClock {
+                    offset_us: g.below(60_000_000),
+                    drift_ppm: g.below(2001) as i64 - 1000,
+                    wall_skew_us: g.below(1_000_001) as i64 - 500_000,
+                },
+                start_at: at(&mut g),
+            });
+        }
+        if stores.len() >= 4 && g.chance(0.15) {
+            // A store leaves for good: it says so, stops, and never returns.
+            let host = stores[g.below(stores.len() as u64) as usize];
+            let t = at(&mut g);
+            cfg.schedule(t, Fault::Leave { host });
+            cfg.schedule(t + Duration::from_millis(200), Fault::LoseStore { host });
+        }
     }
 
     /// One line describing the drawn fault mix.
     pub fn describe(&self) -> String {
         let count = |f: &dyn Fn(&Fault) -> bool| self.faults.iter().filter(|(_, x)| f(x)).count();
         format!(
-            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={} bitrot={} lost_stores={} authority_wipes={} node_wipes={} drains={} undrains={} leaves={} retain={}",
+            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={} bitrot={} lost_stores={} authority_wipes={} node_wipes={} drains={} undrains={} leaves={} joins={} retain={}",
             self.hosts.len(),
             self.hosts.iter().map(|h| &h.zone).collect::<std::collections::BTreeSet<_>>().len(),
             self.net.drop * 100.0,
@@ -469,6 +503,7 @@ impl SimConfig {
             count(&|f| matches!(f, Fault::Drain { .. })),
             count(&|f| matches!(f, Fault::Undrain { .. })),
             count(&|f| matches!(f, Fault::Leave { .. })),
+            self.hosts.iter().filter(|h| h.start_at > Time::from_secs(1)).count(),
             self.feed.retain,
         )
     }
