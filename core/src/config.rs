@@ -305,6 +305,9 @@ pub struct InjectedBugs {
     /// earlier drop of the same hash at once, instead of waiting for the
     /// store's report of the new copy (an availability-oracle finding).
     pub refuse_marked_claims: bool,
+    /// The authority ignores the removals stores report (a rotten copy
+    /// found by scrub stays listed).
+    pub ignore_reported_removals: bool,
     /// Repair orders a surplus copy dropped at once, before the prisms have
     /// heard it is no longer listed (a nemesis finding).
     pub drop_before_unlist: bool,

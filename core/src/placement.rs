@@ -207,4 +207,35 @@ mod tests {
             }
         }
     }
+
+    /// Scores of these inputs, as every version so far computed them (the
+    /// test prints the new ones after a deliberate change).
+    const PINNED_SCORES: [u128; 8] = [
+        1074438434,
+        1699620790859,
+        594420262466,
+        1072327962,
+        109028798879,
+        1126262723077,
+        3657928107,
+        306930546023,
+    ];
+
+    fn pinned_inputs() -> Vec<(ContentHash, NodeId, u32)> {
+        (0..8u64)
+            .map(|i| (hash(i), NodeId(mix64(i + 100)), 1 + (i as u32 % 3) * 50))
+            .collect()
+    }
+
+    #[test]
+    fn scores_are_pinned_so_every_version_and_platform_places_alike() {
+        // A changed score re-places content across the whole cluster: that
+        // must be a decision, never an accident of a refactor.
+        let got: Vec<u128> = pinned_inputs()
+            .iter()
+            .map(|(h, s, w)| score(h, *s, *w))
+            .collect();
+        eprintln!("{got:?}");
+        assert_eq!(got, PINNED_SCORES.to_vec());
+    }
 }

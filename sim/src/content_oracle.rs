@@ -10,7 +10,8 @@
 //! - delivered bytes are the uploaded bytes;
 //! - at the end: no acknowledged upload is lost unless W of its stores were
 //!   permanently lost; repair has restored R intact copies; the inventory
-//!   lists every intact copy; no valid acknowledged purchase is missing.
+//!   lists every intact copy, and every copy it lists on a running store is
+//!   there and intact; no valid acknowledged purchase is missing.
 
 use crate::clients::{Clients, Op, Pending};
 use crate::clock::SimClock;
@@ -544,6 +545,7 @@ impl Oracle {
                 }
             }
         }
+        self.check_listed_copies(w, state);
         let wall = self.true_wall(w);
         for p in &clients.purchases {
             if p.removal_requested.is_some() || wall + self.expiry_slack >= p.expires_earliest {
@@ -567,5 +569,31 @@ impl Oracle {
             }
         }
         let _ = Duration::ZERO;
+    }
+
+    /// The other direction: every copy the inventory lists on a running
+    /// store is there and intact (what the store lost, dropped or found
+    /// rotten must have been reported and unlisted by now).
+    fn check_listed_copies(&mut self, w: &World, state: &stretchfs_core::state::ClusterState) {
+        for (hash, rec) in &state.inventory {
+            for store in &rec.stores {
+                let Some(&h) = w.node_hosts.get(store) else {
+                    continue;
+                };
+                let host = &w.hosts[h];
+                let running = host.node.as_ref().is_some_and(|n| n.id() == *store);
+                if !running || host.lost {
+                    continue; // Down or gone: repair's grace decides.
+                }
+                self.measured.listing_checks += 1;
+                if !host.content.intact(hash) {
+                    self.violate(
+                        w.now,
+                        ViolationKind::InventoryMismatch,
+                        format!("the inventory lists {hash} on host {h}, which has no intact copy"),
+                    );
+                }
+            }
+        }
     }
 }

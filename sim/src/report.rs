@@ -29,6 +29,8 @@ pub struct Measurements {
     pub delivery_checks: u64,
     pub upload_checks: u64,
     pub purchase_checks: u64,
+    /// Copies the final inventory lists, checked on the stores' disks.
+    pub listing_checks: u64,
     /// Authority starts that rebuilt the state from a compacted snapshot.
     pub snapshot_starts: u64,
     /// Per seed: from the final heal to the last refusal the ground truth
@@ -54,6 +56,7 @@ impl Measurements {
         self.delivery_checks += other.delivery_checks;
         self.upload_checks += other.upload_checks;
         self.purchase_checks += other.purchase_checks;
+        self.listing_checks += other.listing_checks;
         self.snapshot_starts += other.snapshot_starts;
         self.refusal_windows.extend(&other.refusal_windows);
         for (why, (n, late)) in &other.refusals_after_heal {

@@ -203,3 +203,32 @@ fn availability_oracle_catches_refusing_a_reupload_a_store_has_not_reported_yet(
     assert!(r.passed(), "{r}");
     assert!(r.clients.reuploads_acked > 20, "{r}");
 }
+
+#[test]
+fn inventory_oracle_catches_an_authority_that_keeps_listing_rotten_copies() {
+    // Scrub finds rotten copies and the stores report them removed; an
+    // authority that ignores the removals lists copies that are not there.
+    let mut cfg = storm(41, 6);
+    for (i, t) in [20.0, 22.0, 24.0, 26.0].iter().enumerate() {
+        cfg.schedule(
+            secs(*t),
+            Fault::BitRot {
+                host: 1 + i % 2,
+                nth: i * 3,
+                at: 7,
+            },
+        );
+    }
+    let good = cfg.clone();
+    cfg.bugs.ignore_reported_removals = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::InventoryMismatch
+                && v.detail.contains("no intact copy")),
+        "{r}"
+    );
+    let r = stretchfs_sim::run(good, false);
+    assert!(r.passed(), "{r}");
+}
