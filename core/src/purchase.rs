@@ -142,4 +142,10 @@ mod tests {
         assert_eq!(Token::parse("abc"), None);
         assert_eq!(Token::parse(&"g".repeat(32)), None);
     }
+
+    #[test]
+    fn a_purchase_lasts_from_a_second_up_to_a_year_and_a_day() {
+        assert_eq!(MIN_LIFE, Duration::from_secs(1));
+        assert_eq!(MAX_LIFE, Duration::from_secs(31_622_400));
+    }
 }

@@ -572,4 +572,96 @@ mod tests {
         let second = tick(&mut r, later, &cfg, &s, &BTreeMap::new(), &mut out);
         assert!(second.drops.is_empty(), "dropped again: {second:?}");
     }
+
+    #[test]
+    fn a_finished_clone_brings_the_next_scan_forward_and_the_deadline_says_when() {
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        store(&mut s, h(1), &[1]);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let t0 = Time::from_secs(100);
+        tick(&mut r, t0, &cfg, &s, &BTreeMap::new(), &mut out);
+        let job = messages(&mut out)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::CloneTo(j) => Some(j),
+                _ => None,
+            })
+            .expect("an under-replicated copy gets a clone job");
+        // Woken for the next scan or the job's time-out, whichever is first.
+        let scan = t0 + cfg.repair_interval;
+        assert_eq!(r.next_deadline(), Some(scan.min(t0 + cfg.clone_timeout)));
+        // Done soon after: the next scan comes forward, but not closer to
+        // the last one than the minimum gap.
+        r.on_clone_done(t0 + Duration::from_millis(10), NodeId(1), job.job, true);
+        assert_eq!(r.next_deadline(), Some(t0 + MIN_SCAN_GAP));
+        // Done later: a short while after it.
+        let mut r2 = Repair::default();
+        tick(&mut r2, t0, &cfg, &s, &BTreeMap::new(), &mut out);
+        let job2 = messages(&mut out)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::CloneTo(j) => Some(j),
+                _ => None,
+            })
+            .expect("a clone job");
+        let done = t0 + Duration::from_millis(500);
+        r2.on_clone_done(done, NodeId(1), job2.job, true);
+        assert_eq!(r2.next_deadline(), Some(done + RESCAN_AFTER_DONE));
+    }
+
+    #[test]
+    fn a_surplus_drop_is_remembered_until_the_clone_timeout_then_sent_again() {
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        store(&mut s, h(1), &[1, 2, 3]);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let t0 = Time::from_secs(100);
+        let first = tick(&mut r, t0, &cfg, &s, &BTreeMap::new(), &mut out).drops;
+        assert_eq!(first.len(), 1, "R is 2: one of three copies goes");
+        // Unanswered so far: no scan drops another copy in its place...
+        let mut t = t0;
+        while t + cfg.repair_interval < t0 + cfg.clone_timeout {
+            t = t + cfg.repair_interval;
+            let again = tick(&mut r, t, &cfg, &s, &BTreeMap::new(), &mut out).drops;
+            assert!(again.is_empty(), "at {t}: {again:?}");
+        }
+        // ...until the wait is over: then the same copy is told again.
+        let due = t0 + cfg.clone_timeout;
+        let again = tick(&mut r, due, &cfg, &s, &BTreeMap::new(), &mut out).drops;
+        assert_eq!(again, first);
+    }
+
+    #[test]
+    fn a_clone_job_is_given_up_at_its_deadline_and_sent_again() {
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        store(&mut s, h(1), &[1]);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let t0 = Time::from_secs(100);
+        let clones = |out: &mut Outbox| {
+            messages(out)
+                .into_iter()
+                .filter(|m| matches!(m, Message::CloneTo(_)))
+                .count()
+        };
+        tick(&mut r, t0, &cfg, &s, &BTreeMap::new(), &mut out);
+        assert_eq!(clones(&mut out), 1);
+        // The last scan before the deadline leaves the next one due at it.
+        let before = t0 + cfg.clone_timeout - cfg.repair_interval;
+        tick(&mut r, before, &cfg, &s, &BTreeMap::new(), &mut out);
+        assert_eq!(clones(&mut out), 0, "still in flight");
+        tick(
+            &mut r,
+            t0 + cfg.clone_timeout,
+            &cfg,
+            &s,
+            &BTreeMap::new(),
+            &mut out,
+        );
+        assert_eq!(clones(&mut out), 1, "timed out at its deadline: retried");
+    }
 }
