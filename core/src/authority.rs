@@ -786,8 +786,9 @@ impl Authority {
     /// marked from an earlier drop of the same hash (a delete, then a
     /// re-upload). The mark refuses a claim that could bring back a copy
     /// already dropped; the store's own report of a new copy clears it,
-    /// usually moments later. So the claim waits for that report (the prism
-    /// retries) up to `claim_wait`, rather than refuse a copy that exists.
+    /// usually moments later. So a claim short of the write quorum without
+    /// them waits for that report (the prism retries) up to `claim_wait`,
+    /// rather than refuse a copy that exists.
     fn claim_waits(
         &mut self,
         from: NodeId,
@@ -795,10 +796,19 @@ impl Authority {
         hash: &ContentHash,
         stores: &[NodeId],
     ) -> bool {
-        let marked = stores.iter().any(|s| {
+        let is_marked = |s: &NodeId| {
             self.gone.contains_key(&(*hash, *s)) || self.drops_pending.contains_key(&(*hash, *s))
-        });
-        if !marked || self.cfg.bugs.drop_reported_deleted || self.cfg.bugs.refuse_marked_claims {
+        };
+        let marked = stores.iter().any(is_marked);
+        // Enough unmarked copies for the quorum: answer now (the marked
+        // store's own report of its new copy lists it later anyway).
+        let unmarked = stores.iter().filter(|s| !is_marked(s)).count();
+        let quorum = unmarked >= self.cfg.content.write_quorum;
+        if !marked
+            || quorum
+            || self.cfg.bugs.drop_reported_deleted
+            || self.cfg.bugs.refuse_marked_claims
+        {
             self.claims_waiting.remove(&(from, req));
             return false;
         }

@@ -31,6 +31,8 @@ pub enum LoadError {
     GapAfterSnapshot { snapshot: u64, first_row: u64 },
     /// A row is not the one after the previous row.
     GapInLog { expected: u64, found: u64 },
+    /// A row's seq no log can have.
+    BadSeq(u64),
 }
 
 impl fmt::Display for LoadError {
@@ -46,6 +48,7 @@ impl fmt::Display for LoadError {
             LoadError::GapInLog { expected, found } => {
                 write!(f, "log entry {expected} is missing (found {found})")
             }
+            LoadError::BadSeq(seq) => write!(f, "a log entry numbered {seq}"),
         }
     }
 }
@@ -91,16 +94,20 @@ impl FeedLoader {
     }
 
     pub fn row(&mut self, entry: FeedEntry) -> Result<(), LoadError> {
+        // Seq 0 is never written (the first entry is 1), nor u64::MAX.
+        let (Some(previous), Some(after)) = (entry.seq.checked_sub(1), entry.seq.checked_add(1))
+        else {
+            return Err(LoadError::BadSeq(entry.seq));
+        };
         match self.next {
             None => {
-                if entry.seq > self.snapshot_seq + 1 {
+                if previous > self.snapshot_seq {
                     return Err(LoadError::GapAfterSnapshot {
                         snapshot: self.snapshot_seq,
                         first_row: entry.seq,
                     });
                 }
-                self.store.log =
-                    FeedLog::resume(self.header.log, self.header.retain, entry.seq - 1);
+                self.store.log = FeedLog::resume(self.header.log, self.header.retain, previous);
             }
             Some(expected) if entry.seq != expected => {
                 return Err(LoadError::GapInLog {
@@ -110,7 +117,7 @@ impl FeedLoader {
             }
             Some(_) => {}
         }
-        self.next = Some(entry.seq + 1);
+        self.next = Some(after);
         if entry.seq <= self.snapshot_seq {
             self.store.log.push(entry);
         } else {
@@ -241,6 +248,9 @@ mod tests {
                 found: 13
             })
         );
+        let mut l = FeedLoader::new(header(5), None);
+        assert_eq!(l.row(entry(0)), Err(LoadError::BadSeq(0)));
+        assert_eq!(l.row(entry(u64::MAX)), Err(LoadError::BadSeq(u64::MAX)));
         // Rows that stop short of the snapshot: the log would lag its state.
         let mut l = FeedLoader::new(header(5), Some(&snap));
         l.row(entry(7)).unwrap();

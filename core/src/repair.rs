@@ -664,4 +664,101 @@ mod tests {
         );
         assert_eq!(clones(&mut out), 1, "timed out at its deadline: retried");
     }
+
+    fn clone_targets(out: &mut Outbox) -> Vec<(ContentHash, NodeId)> {
+        messages(out)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::CloneTo(j) => Some((j.hash, j.target)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clones_go_only_to_up_undrained_stores_and_come_from_up_ones() {
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        // Store 1 is down past the grace, store 3 draining: content on 1
+        // and 2 has one healthy copy, on 2, and only 4 can take another.
+        s.apply(&Change::Health {
+            node: NodeId(1),
+            down: true,
+        });
+        s.apply(&Change::Draining {
+            node: NodeId(3),
+            draining: true,
+        });
+        let mut down = BTreeMap::new();
+        down.insert(NodeId(1), Time::ZERO);
+        for i in 0..20 {
+            store(&mut s, h(i), &[1, 2]);
+        }
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let now = Time::ZERO + cfg.repair_grace * 2;
+        tick(&mut r, now, &cfg, &s, &down, &mut out);
+        let mut sources = Vec::new();
+        let mut out2 = outbox();
+        for o in std::mem::replace(&mut out.queue, Default::default()) {
+            if let Output::Send { to, envelope } = &o {
+                if matches!(envelope.msg, Message::CloneTo(_)) {
+                    sources.push(*to);
+                }
+            }
+            out2.queue.push_back(o);
+        }
+        let targets = clone_targets(&mut out2);
+        assert_eq!(targets.len(), 8, "one source, its job limit");
+        assert!(targets.iter().all(|(_, t)| *t == NodeId(4)), "{targets:?}");
+        let store2: std::net::SocketAddr = "10.0.0.2:7000".parse().unwrap();
+        assert!(sources.iter().all(|a| *a == store2), "{sources:?}");
+    }
+
+    #[test]
+    fn a_copy_on_a_down_store_stops_counting_at_the_end_of_the_grace() {
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        store(&mut s, h(1), &[1, 2]);
+        s.apply(&Change::Health {
+            node: NodeId(2),
+            down: true,
+        });
+        let t0 = Time::from_secs(100);
+        let mut down = BTreeMap::new();
+        down.insert(NodeId(2), t0);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let before = t0 + cfg.repair_grace - cfg.repair_interval;
+        tick(&mut r, before, &cfg, &s, &down, &mut out);
+        assert!(clone_targets(&mut out).is_empty(), "still within the grace");
+        tick(&mut r, t0 + cfg.repair_grace, &cfg, &s, &down, &mut out);
+        assert_eq!(clone_targets(&mut out).len(), 1, "the grace is over");
+    }
+
+    #[test]
+    fn jobs_in_flight_count_against_their_source_in_later_scans() {
+        let cfg = ContentConfig {
+            max_clone_jobs_per_store: 1,
+            ..ContentConfig::default()
+        };
+        let mut s = state(4);
+        for i in 0..5 {
+            store(&mut s, h(i), &[1]);
+        }
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let t0 = Time::from_secs(100);
+        tick(&mut r, t0, &cfg, &s, &BTreeMap::new(), &mut out);
+        assert_eq!(clone_targets(&mut out).len(), 1);
+        tick(
+            &mut r,
+            t0 + cfg.repair_interval,
+            &cfg,
+            &s,
+            &BTreeMap::new(),
+            &mut out,
+        );
+        assert!(clone_targets(&mut out).is_empty(), "store 1 is still busy");
+    }
 }

@@ -298,9 +298,13 @@ impl ContentDir {
         h.finish() == *hash
     }
 
+    /// Removes every file of `hash`: two uploads of the same bytes under
+    /// different extensions may both have been committed.
     pub fn delete(&self, hash: &ContentHash) {
-        if let Some((path, _)) = self.find(hash) {
-            let _ = std::fs::remove_file(path);
+        while let Some((path, _)) = self.find(hash) {
+            if std::fs::remove_file(&path).is_err() {
+                break;
+            }
         }
     }
 }
@@ -349,6 +353,22 @@ mod tests {
         assert!(!c.verify(&w.hash), "bit-rot is caught");
         c.delete(&w.hash);
         assert!(c.find(&w.hash).is_none());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[tokio::test]
+    async fn a_delete_removes_the_same_bytes_under_every_extension() {
+        let d = dir();
+        let c = ContentDir::open(&d).unwrap();
+        let a = c
+            .store(None, HashKind::Sha1, "txt", chunks(&[b"same"]))
+            .await
+            .unwrap();
+        c.store(None, HashKind::Sha1, "bin", chunks(&[b"same"]))
+            .await
+            .unwrap();
+        c.delete(&a.hash);
+        assert!(c.find(&a.hash).is_none(), "no copy left to serve");
         let _ = std::fs::remove_dir_all(d);
     }
 

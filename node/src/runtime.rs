@@ -194,6 +194,10 @@ pub struct Core {
     clock_offset_us: Arc<std::sync::atomic::AtomicI64>,
     next_client: u64,
     pending: BTreeMap<u64, oneshot::Sender<ClientResponse>>,
+    /// A metadata write failed: the node is stopping, and nothing after it
+    /// may be written (the log would have a hole) or sent (it would speak
+    /// of records that are not durable).
+    failed: bool,
 }
 
 impl Core {
@@ -224,6 +228,9 @@ impl Core {
         mine: Option<u64>,
         rest: &mut Vec<Output>,
     ) -> Result<Option<ClientResponse>, MetaError> {
+        if self.failed {
+            return Err(MetaError::Db("an earlier metadata write failed".into()));
+        }
         let mut records = Vec::new();
         let mut answer = None;
         while let Some(out) = self.node.poll_output() {
@@ -246,10 +253,15 @@ impl Core {
             // threads' single-threaded runtimes just block briefly.
             let multi = tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            if multi {
-                tokio::task::block_in_place(|| meta.write(&records, compaction))?;
+            let written = if multi {
+                tokio::task::block_in_place(|| meta.write(&records, compaction))
             } else {
-                meta.write(&records, compaction)?;
+                meta.write(&records, compaction)
+            };
+            if let Err(e) = written {
+                self.failed = true;
+                rest.clear();
+                return Err(e);
             }
         }
         // Replies go out only now, after the records they may depend on.
@@ -304,6 +316,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         clock_offset_us: clock_offset_us.clone(),
         next_client: 0,
         pending: BTreeMap::new(),
+        failed: false,
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {

@@ -113,11 +113,17 @@ fn intact_anywhere(w: &World, hash: &ContentHash) -> bool {
         .any(|h| h.content.intact(hash))
 }
 
-/// A delete of `hash` was asked before the request and had not been
-/// acknowledged when it was issued (its drops may still be going out).
+/// A delete of `hash` was asked shortly before the request (or during it)
+/// and had not been acknowledged when it was issued: its drops may still be
+/// going out. A delete asked longer ago than `RACE` has had its effect.
 fn deleted_meanwhile(clients: &Clients, hash: &ContentHash, issued_at: Time) -> bool {
-    clients
-        .deletions
-        .iter()
-        .any(|d| d.hash == *hash && d.settled_at.is_none_or(|s| s >= issued_at))
+    clients.deletions.iter().any(|d| {
+        d.hash == *hash
+            && issued_at.since(d.issued_at) < RACE
+            && d.settled_at.is_none_or(|s| s >= issued_at)
+    })
 }
+
+/// A prism's ask for a delete, its retries, and the drop orders it sets off
+/// (resent every second until answered): well past all of them.
+const RACE: stretchfs_core::Duration = stretchfs_core::Duration::from_secs(15);

@@ -578,6 +578,11 @@ impl Oracle {
         for (hash, rec) in &state.inventory {
             for store in &rec.stores {
                 let Some(&h) = w.node_hosts.get(store) else {
+                    self.violate(
+                        w.now,
+                        ViolationKind::InventoryMismatch,
+                        format!("the inventory lists {hash} on {store}, which never ran"),
+                    );
                     continue;
                 };
                 let host = &w.hosts[h];
