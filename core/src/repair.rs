@@ -624,7 +624,7 @@ mod tests {
         // Unanswered so far: no scan drops another copy in its place...
         let mut t = t0;
         while t + cfg.repair_interval < t0 + cfg.clone_timeout {
-            t = t + cfg.repair_interval;
+            t += cfg.repair_interval;
             let again = tick(&mut r, t, &cfg, &s, &BTreeMap::new(), &mut out).drops;
             assert!(again.is_empty(), "at {t}: {again:?}");
         }
@@ -700,7 +700,7 @@ mod tests {
         tick(&mut r, now, &cfg, &s, &down, &mut out);
         let mut sources = Vec::new();
         let mut out2 = outbox();
-        for o in std::mem::replace(&mut out.queue, Default::default()) {
+        for o in std::mem::take(&mut out.queue) {
             if let Output::Send { to, envelope } = &o {
                 if matches!(envelope.msg, Message::CloneTo(_)) {
                     sources.push(*to);
