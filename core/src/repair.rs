@@ -761,4 +761,78 @@ mod tests {
         );
         assert!(clone_targets(&mut out).is_empty(), "store 1 is still busy");
     }
+
+    #[test]
+    fn a_surplus_drop_keeps_r_of_the_copies_that_exist() {
+        let cfg = ContentConfig::default();
+        let mut s = state(5);
+        for i in 0..20 {
+            store(&mut s, h(i), &[1, 2, 3]);
+        }
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let drops = tick(
+            &mut r,
+            Time::from_secs(100),
+            &cfg,
+            &s,
+            &BTreeMap::new(),
+            &mut out,
+        )
+        .drops;
+        // Stores 4 and 5 hold nothing: keeping one of them would drop a
+        // second real copy.
+        for i in 0..20 {
+            let n = drops.iter().filter(|(hash, _)| *hash == h(i)).count();
+            assert_eq!(n, 1, "content {i}: {drops:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_dropped_while_a_clone_of_the_same_content_is_in_flight() {
+        let cfg = ContentConfig::default();
+        let mut s = state(4);
+        store(&mut s, h(1), &[1]);
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let t0 = Time::from_secs(100);
+        tick(&mut r, t0, &cfg, &s, &BTreeMap::new(), &mut out);
+        assert_eq!(clone_targets(&mut out).len(), 1);
+        // Copies show up before the job is reported done.
+        store(&mut s, h(1), &[2, 3]);
+        let scan = tick(
+            &mut r,
+            t0 + cfg.repair_interval,
+            &cfg,
+            &s,
+            &BTreeMap::new(),
+            &mut out,
+        );
+        assert!(scan.drops.is_empty(), "{:?}", scan.drops);
+    }
+
+    #[test]
+    fn zone_moves_take_at_most_half_the_clone_slots() {
+        let cfg = ContentConfig {
+            max_clone_jobs: 4,
+            ..ContentConfig::default()
+        };
+        let mut s = state(4);
+        // Stores 1 and 3 are both in zone z1: content on them is misplaced.
+        for i in 0..10 {
+            store(&mut s, h(i), &[1, 3]);
+        }
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let scan = tick(
+            &mut r,
+            Time::from_secs(100),
+            &cfg,
+            &s,
+            &BTreeMap::new(),
+            &mut out,
+        );
+        assert_eq!(scan.stats.misplaced, 10);
+        assert_eq!(clone_targets(&mut out).len(), 2);
+    }
 }
