@@ -43,9 +43,17 @@ const REFRESH: Duration = Duration::from_millis(250);
 /// A peer heard this recently is running, whatever the verdict on it says
 /// (a restarted authority takes a while to bring its nodes back up).
 const FRESH: Duration = Duration::from_secs(2);
+/// A peer counts once it has been heard over this long: a burst of stamps
+/// arriving at once is one sample, and may be all late. A dead node's
+/// messages held up in the network come that way (swarm seed 7416: a
+/// wiped node's old id, registered by its own delayed join, arrived with
+/// stamps 4 s late and, with one wild clock, moved the median 1.6 s).
+const MIN_SPAN: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug)]
 struct PeerOffset {
+    /// When this peer was first heard (since it was last forgotten).
+    first_heard: Time,
     bucket_start: Time,
     current: i64,
     previous: Option<i64>,
@@ -110,6 +118,7 @@ impl ClusterClock {
         }
         let off = sent.as_micros() as i64 - local.as_micros() as i64;
         let p = self.peers.entry(from).or_insert(PeerOffset {
+            first_heard: now,
             bucket_start: now,
             current: off,
             previous: None,
@@ -150,6 +159,7 @@ impl ClusterClock {
         let mut offsets: Vec<i64> = self
             .peers
             .iter()
+            .filter(|(_, p)| p.heard.since(p.first_heard) >= MIN_SPAN)
             .filter(|(id, p)| live(**id) || now.since(p.heard) < FRESH)
             .map(|(_, p)| p.estimate())
             .collect();
@@ -242,13 +252,35 @@ mod tests {
 
     /// Peers `ids` with clocks `skew` µs off true time, heard at `now` with
     /// `delay` µs of transit, by a node whose own clock is `mine` µs off.
+    /// A peer never heard before is first heard `MIN_SPAN` earlier too, with
+    /// the same clock and delay (a peer counts once heard over a while).
     fn hear(c: &mut ClusterClock, now: u64, mine: i64, peers: &[(u64, i64)], delay: i64) {
         let truth = 1_000 * SEC + now as i64 * SEC;
         for (id, skew) in peers {
             let sent = truth - delay + skew;
+            if !c.peers.contains_key(&NodeId(*id)) {
+                let before = at(now) - MIN_SPAN;
+                let span = MIN_SPAN.as_micros() as i64;
+                c.sample(before, w(truth + mine - span), NodeId(*id), w(sent - span));
+            }
             c.sample(at(now), w(truth + mine), NodeId(*id), w(sent));
         }
         c.refresh(at(now), &members(10, &[]), RegistryView::Complete);
+    }
+
+    #[test]
+    fn a_burst_of_late_stamps_from_a_peer_first_heard_in_it_does_not_count() {
+        let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
+        hear(&mut c, 1, 0, &[(2, 0), (3, -3 * SEC)], 0);
+        assert_eq!(c.offset_us(), 0);
+        // Node 5's messages, held up in the network for 4 s, arrive at once.
+        for k in 0..20 {
+            let now = Time::from_micros(2 * SEC as u64 + k);
+            let truth = 1_002 * SEC;
+            c.sample(now, w(truth), NodeId(5), w(truth - 4 * SEC));
+        }
+        c.refresh(at(3), &members(10, &[]), RegistryView::Complete);
+        assert_eq!(c.offset_us(), 0, "one burst is not a clock heard over time");
     }
 
     #[test]

@@ -252,13 +252,16 @@ impl Replica {
         let new_history = (self.known_log != Some(log)).then(|| {
             let old = std::mem::take(&mut self.state);
             // Not the old authority: it is the one that lost the state (and
-            // came back as someone else, or as the one asking).
+            // came back as someone else, or as the one asking). Nodes down
+            // in our view count too: a partition or a crash may have cut
+            // them off, and they may come back holding content; only a
+            // node that left said it would not.
             let nodes = old
                 .registry
                 .iter()
                 .filter(|n| !n.roles.authority)
                 .map(|n| n.id)
-                .filter(|id| !old.is_down(*id))
+                .filter(|id| !old.has_left(*id))
                 .collect();
             Handback {
                 purchases: old.purchases.into_values().collect(),
@@ -439,6 +442,7 @@ mod tests {
     #[test]
     fn a_new_log_hands_back_the_old_purchases() {
         use crate::hash::{ContentHash, HashKind};
+        use crate::ids::{NodeInfo, Roles, Zone};
         use crate::purchase::{Purchase, Token};
         use crate::time::WallTime;
         let cfg = FeedConfig::default();
@@ -454,6 +458,24 @@ mod tests {
             expires: WallTime::from_secs(9),
             referrers: vec![],
         });
+        // Node 1 the authority, 2 up, 3 down (cut off or crashed: it may
+        // come back with content), 4 left for good.
+        for (id, roles) in [(1, Roles::AUTHORITY), (2, Roles::STORE), (3, Roles::STORE)] {
+            snap.nodes.push(NodeInfo {
+                id: NodeId(id),
+                addr: ([10, 0, 0, id as u8], 7000).into(),
+                roles,
+                zone: Zone::default(),
+                weight: 100,
+                incarnation: 0,
+            });
+        }
+        snap.nodes.push(NodeInfo {
+            id: NodeId(4),
+            ..snap.nodes[1].clone()
+        });
+        snap.down = vec![NodeId(3), NodeId(4)];
+        snap.left = vec![NodeId(4)];
         let first = r.on_snapshot_reply(req, LogId(1), snap, &mut out);
         assert_eq!(
             first.new_history,
@@ -472,7 +494,13 @@ mod tests {
         r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
         let (req, _) = last_req(&mut out);
         let applied = r.on_snapshot_reply(req, LogId(2), empty_snapshot(0), &mut out);
-        assert_eq!(applied.new_history.map(|h| h.purchases.len()), Some(1));
+        let handback = applied.new_history.expect("a hand-back");
+        assert_eq!(handback.purchases.len(), 1);
+        assert_eq!(
+            handback.nodes,
+            vec![NodeId(2), NodeId(3)],
+            "every node but the authority and the one that left"
+        );
     }
 
     #[test]
