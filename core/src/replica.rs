@@ -41,8 +41,9 @@ pub struct Replica {
 pub struct Handback {
     pub purchases: Vec<crate::purchase::Purchase>,
     pub revoked: Vec<(crate::purchase::Token, crate::time::WallTime)>,
-    /// The nodes the old log had registered and not down: the authority
-    /// waits to hear from them.
+    /// The nodes the old log had registered and not left (down ones too:
+    /// they may come back with content): the authority waits to hear from
+    /// them.
     pub nodes: Vec<crate::ids::NodeId>,
 }
 

@@ -191,4 +191,55 @@ mod tests {
         r.on_tick(Time::ZERO + retry, retry, auth, &mut out);
         assert_eq!(asks(&mut out)[0].0, first[0].0, "same request id on retry");
     }
+
+    #[test]
+    fn revocations_go_first_every_batch_names_the_nodes_and_waits_its_turn() {
+        let auth: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let mut r = Restore::default();
+        let mut out = Outbox::new(NodeId(2), "10.0.0.2:7000".parse().unwrap());
+        let revoked = vec![(Token(7), WallTime::from_secs(10))];
+        r.start(vec![p(1)], revoked, vec![NodeId(3), NodeId(4)]);
+        let retry = Duration::from_millis(200);
+        let t0 = Time::from_secs(5);
+        assert_eq!(r.next_deadline(t0), Some(t0), "due at once");
+        let mut reqs = Vec::new();
+        for turn in 0..2 {
+            let now = t0 + retry * turn;
+            r.on_tick(now, retry, auth, &mut out);
+            assert_eq!(r.next_deadline(now), Some(now + retry), "then at its retry");
+            r.on_tick(now, retry, auth, &mut out);
+            let sent: Vec<_> = out.queue.drain(..).collect();
+            assert_eq!(sent.len(), 1, "one batch in flight at a time");
+            let Output::Send { envelope, .. } = &sent[0] else {
+                panic!("a send")
+            };
+            let Message::Ask { req, ask } = &envelope.msg else {
+                panic!("an ask")
+            };
+            let Ask::RestorePurchases {
+                purchases,
+                revoked,
+                nodes,
+                done,
+            } = &**ask
+            else {
+                panic!("a restore")
+            };
+            assert_eq!(nodes, &vec![NodeId(3), NodeId(4)]);
+            if turn == 0 {
+                assert_eq!((purchases.len(), revoked.len(), *done), (0, 1, false));
+            } else {
+                assert_eq!((purchases.len(), revoked.len(), *done), (1, 0, true));
+            }
+            assert_ne!(req & RESTORE_REQ, 0, "routed back to the restore");
+            // A late answer to another request does not end this one.
+            r.on_answer(req ^ 1, &crate::message::Answer::Done);
+            assert!(r.pending());
+            r.on_answer(*req, &crate::message::Answer::Done);
+            reqs.push(*req);
+        }
+        assert_ne!(reqs[0], reqs[1], "each batch its own request");
+        assert!(!r.pending());
+        assert_eq!(r.next_deadline(t0), None, "nothing left to send");
+    }
 }
