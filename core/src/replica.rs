@@ -523,4 +523,177 @@ mod tests {
         r.on_snapshot_reply(new, LogId(1), empty_snapshot(3), &mut out);
         assert!(r.has_snapshot());
     }
+
+    /// Takes a snapshot of log 5 at seq 0 and applies `entries` after it.
+    fn fed(mut r: Replica, entries: Vec<FeedEntry>, out: &mut Outbox) -> Replica {
+        let cfg = FeedConfig::default();
+        let auth = AUTH.parse().unwrap();
+        r.poll(Time::ZERO, &cfg, auth, out);
+        let (req, _) = last_req(out);
+        r.on_snapshot_reply(req, LogId(5), empty_snapshot(0), out);
+        r.poll(Time::ZERO, &cfg, auth, out);
+        let (req, _) = last_req(out);
+        let head = entries.len() as u64;
+        let body = FeedBody::Entries {
+            entries,
+            head,
+            at_end: true,
+        };
+        r.on_feed_reply(req, LogId(5), body, out);
+        r
+    }
+
+    #[test]
+    fn the_injected_replica_keeps_removed_purchases_and_the_real_one_does_not() {
+        use crate::hash::{ContentHash, HashKind};
+        use crate::purchase::{Purchase, Token};
+        use crate::time::WallTime;
+        let p = Purchase {
+            token: Token(5),
+            hash: ContentHash::compute(HashKind::Sha1, b"x"),
+            ext: "bin".into(),
+            expires: WallTime::from_secs(9),
+            referrers: vec![],
+        };
+        let entries = || {
+            vec![
+                FeedEntry {
+                    seq: 1,
+                    change: Change::PurchaseCreated(p.clone()),
+                },
+                FeedEntry {
+                    seq: 2,
+                    change: Change::PurchaseRemoved { token: Token(5) },
+                },
+            ]
+        };
+        let mut out = outbox();
+        let real = fed(Replica::default(), entries(), &mut out);
+        assert!(real.state().purchases.is_empty());
+        let buggy = fed(Replica::skipping_removals(), entries(), &mut out);
+        assert!(buggy.state().purchases.contains_key(&Token(5)));
+        assert_eq!((real.seq(), buggy.seq()), (2, 2));
+    }
+
+    #[test]
+    fn the_accessors_say_where_the_replica_is() {
+        let cfg = FeedConfig::default();
+        let auth = AUTH.parse().unwrap();
+        let mut r = Replica::default();
+        let mut out = outbox();
+        assert!(!r.has_state() && !r.has_snapshot() && !r.at_end());
+        assert_eq!(r.log(), None);
+        r.poll(Time::ZERO, &cfg, auth, &mut out);
+        let (req, _) = last_req(&mut out);
+        // Nothing more goes out before the request's deadline.
+        r.poll(Time::ZERO + cfg.rpc_margin / 2, &cfg, auth, &mut out);
+        assert!(out.queue.is_empty(), "one request in flight");
+        assert_eq!(r.next_deadline(), Some(Time::ZERO + cfg.rpc_margin));
+        r.on_snapshot_reply(req, LogId(5), empty_snapshot(3), &mut out);
+        assert!(r.has_state() && r.has_snapshot() && !r.at_end());
+        assert_eq!((r.log(), r.seq()), (Some(LogId(5)), 3));
+        r.poll(Time::ZERO, &cfg, auth, &mut out);
+        let (req, msg) = last_req(&mut out);
+        assert!(matches!(msg, Message::FeedPull { since: 3, wait, .. } if wait == Duration::ZERO));
+        let body = FeedBody::Entries {
+            entries: vec![health(4, 7, true)],
+            head: 4,
+            at_end: true,
+        };
+        r.on_feed_reply(req, LogId(5), body, &mut out);
+        assert!(r.at_end() && r.is_ready());
+        assert!(r.state().is_down(NodeId(7)));
+        // At the end: the next pull waits at the authority.
+        r.poll(Time::ZERO, &cfg, auth, &mut out);
+        let (_, msg) = last_req(&mut out);
+        assert!(matches!(msg, Message::FeedPull { since: 4, wait, .. } if wait == cfg.long_poll));
+        assert_eq!(
+            r.next_deadline(),
+            Some(Time::ZERO + cfg.long_poll + cfg.rpc_margin)
+        );
+    }
+
+    #[test]
+    fn a_replica_from_a_snapshot_continues_its_log() {
+        let cfg = FeedConfig::default();
+        let mut snap = empty_snapshot(8);
+        snap.down = vec![NodeId(4)];
+        let mut r = Replica::from_snapshot(LogId(6), &snap);
+        assert!(r.has_snapshot() && r.has_state());
+        assert_eq!((r.log(), r.seq()), (Some(LogId(6)), 8));
+        assert!(r.state().is_down(NodeId(4)));
+        let mut out = outbox();
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, msg) = last_req(&mut out);
+        assert!(matches!(msg, Message::FeedPull { since: 8, .. }), "{msg:?}");
+        // Its own log: a snapshot of another log is a new history.
+        r.on_feed_reply(
+            req,
+            LogId(7),
+            FeedBody::SnapshotRequired { snapshot_seq: 0 },
+            &mut out,
+        );
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        let applied = r.on_snapshot_reply(req, LogId(7), empty_snapshot(0), &mut out);
+        assert!(applied.new_history.is_some(), "log 6 was known");
+    }
+
+    fn verdict_notices(out: &mut Outbox) -> Vec<(NodeId, bool)> {
+        let mut v = Vec::new();
+        while let Some(o) = out.queue.pop_front() {
+            if let Output::Notice(Notice::VerdictApplied { node, down }) = o {
+                v.push((node, down));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_verdict_is_noticed_only_when_it_changes() {
+        let mut out = outbox();
+        let entries = vec![health(1, 3, true), health(2, 3, true), health(3, 3, false)];
+        fed(Replica::default(), entries, &mut out);
+        assert_eq!(
+            verdict_notices(&mut out),
+            vec![(NodeId(3), true), (NodeId(3), false)],
+            "the repeated down changes nothing"
+        );
+    }
+
+    #[test]
+    fn pushed_entries_that_move_us_forward_end_the_pull_in_flight() {
+        let cfg = FeedConfig::default();
+        let auth = AUTH.parse().unwrap();
+        let mut out = outbox();
+        let mut r = fed(Replica::default(), vec![health(1, 3, true)], &mut out);
+        r.poll(Time::ZERO, &cfg, auth, &mut out);
+        let (req, _) = last_req(&mut out);
+        let push = |entries, head| FeedBody::Entries {
+            entries,
+            head,
+            at_end: false,
+        };
+        // A push that repeats what we have: our pull stays in flight.
+        r.on_feed_reply(
+            req + 100,
+            LogId(5),
+            push(vec![health(1, 3, true)], 1),
+            &mut out,
+        );
+        r.poll(Time::ZERO, &cfg, auth, &mut out);
+        assert!(out.queue.is_empty(), "still waiting for our pull");
+        // A push that continues the log: the next pull goes out at once.
+        r.on_feed_reply(
+            req + 100,
+            LogId(5),
+            push(vec![health(2, 4, true)], 3),
+            &mut out,
+        );
+        assert_eq!(r.seq(), 2);
+        assert!(!r.at_end(), "the head is further on");
+        r.poll(Time::ZERO, &cfg, auth, &mut out);
+        let (_, msg) = last_req(&mut out);
+        assert!(matches!(msg, Message::FeedPull { since: 2, .. }), "{msg:?}");
+    }
 }
