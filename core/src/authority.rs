@@ -499,6 +499,57 @@ impl Authority {
         self.store.reports.get(&store).copied().unwrap_or_default()
     }
 
+    /// Why `node` may not be removed now, if it may not: it is not
+    /// registered, is us, is not published down (stop it first), or holds a
+    /// copy of content that has fewer than R counting copies elsewhere
+    /// (drain it first, or wait for repair).
+    fn removal_refused(&self, node: NodeId) -> Option<String> {
+        let state = &self.store.state;
+        if !state.registry.contains(node) {
+            return Some(format!("{node} is not a registered node"));
+        }
+        if node == self.me {
+            return Some("the authority cannot remove itself".into());
+        }
+        if !state.is_down(node) {
+            return Some(format!("{node} is up: stop it first"));
+        }
+        let r = self.cfg.content.replicas;
+        let short = state
+            .held_by(node)
+            .filter(|hash| {
+                let others = state.inventory.get(*hash).map_or(0, |rec| {
+                    rec.stores
+                        .iter()
+                        .filter(|s| **s != node && state.copy_counts(**s))
+                        .count()
+                });
+                others < r && !self.cfg.bugs.remove_last_copies
+            })
+            .count();
+        (short > 0).then(|| {
+            format!("{short} of the copies on {node} are among the last {r}: drain it or wait for repair")
+        })
+    }
+
+    /// Removes `node` from the registry, its observer duties and the
+    /// inventory; what we still held for it (orphans, surplus copies waiting
+    /// for their drop) is forgotten with it.
+    fn remove_node(&mut self, node: NodeId, out: &mut Outbox) {
+        self.append(Change::NodeRemoved(node), out);
+        let orphans: Vec<ContentHash> = self
+            .orphans
+            .keys()
+            .filter(|(_, s)| *s == node)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in orphans {
+            self.take_orphan(hash, node, out);
+        }
+        self.unlisted.retain(|(_, s), _| *s != node);
+        self.gone.retain(|(_, s), _| *s != node);
+    }
+
     /// Tells `store` to drop the copy of `hash` it has reported.
     fn send_drop(&mut self, hash: ContentHash, store: NodeId, out: &mut Outbox) {
         self.order_drop(hash, store, Duration::ZERO, out);
@@ -745,6 +796,7 @@ impl Authority {
                 | Ask::PurchaseCreate { .. }
                 | Ask::PurchaseRemove { .. }
                 | Ask::Drain { .. }
+                | Ask::RemoveNode { .. }
         );
         if !changes {
             return Some(self.answer(from, ask, out));
@@ -931,6 +983,13 @@ impl Authority {
                 }
                 Answer::Done
             }
+            Ask::RemoveNode { node } => match self.removal_refused(*node) {
+                Some(why) => Answer::Refused(why),
+                None => {
+                    self.remove_node(*node, out);
+                    Answer::Done
+                }
+            },
             Ask::RestorePurchases {
                 purchases,
                 revoked,
@@ -1540,5 +1599,135 @@ mod purchase_model {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
         #[test]
         fn purchases_match_model(sequential 1..50 => PurchaseModel);
+    }
+}
+
+#[cfg(test)]
+mod removal {
+    //! Removing a node: refused while it is up or holds any of the last R
+    //! copies of something; then nothing of it is left.
+
+    use super::*;
+    use crate::hash::HashKind;
+    use crate::ids::Roles;
+    use crate::io::Output;
+    use crate::message::PROTOCOL_VERSION;
+
+    fn hash(h: u8) -> ContentHash {
+        ContentHash::compute(HashKind::Sha1, &[h])
+    }
+
+    /// The authority (node 1) with stores 2..=5, `down` published down,
+    /// and `copies` listed: (content, stores holding it).
+    fn authority(down: &[u64], copies: &[(u8, &[u64])]) -> Authority {
+        let mut store = AuthorityStore::new(ClusterId(1), LogId(1), 10_000);
+        store.recovered = true;
+        for id in 1..=5u64 {
+            let roles = if id == 1 {
+                Roles::AUTHORITY
+            } else {
+                Roles::STORE
+            };
+            store.state.apply(&Change::NodeUpserted(NodeInfo {
+                id: NodeId(id),
+                addr: ([10, 0, 0, id as u8], 7000).into(),
+                roles,
+                zone: Zone::default(),
+                weight: 100,
+                incarnation: 1,
+            }));
+        }
+        for id in down {
+            let node = NodeId(*id);
+            store.state.apply(&Change::Health { node, down: true });
+        }
+        for (h, stores) in copies {
+            for s in *stores {
+                store.state.apply(&Change::ContentStored {
+                    hash: hash(*h),
+                    store: NodeId(*s),
+                    meta: ContentMeta {
+                        ext: "bin".into(),
+                        size: 1,
+                    },
+                });
+            }
+        }
+        let cfg = AuthorityConfig {
+            tally: TallyConfig::default(),
+            feed: FeedConfig::default(),
+            content: ContentConfig::default(),
+            bugs: InjectedBugs::default(),
+        };
+        assert_eq!(cfg.content.replicas, 2, "the cases below assume R = 2");
+        Authority::new(NodeId(1), cfg, store, Time::ZERO)
+    }
+
+    fn remove(a: &mut Authority, node: u64, req: u64) -> Answer {
+        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+        let env = Envelope {
+            version: PROTOCOL_VERSION,
+            cluster: ClusterId(1),
+            from: NodeId(9),
+            from_addr: "10.0.0.9:7000".parse().unwrap(),
+            sent_at: WallTime::default(),
+            msg: Message::Ask {
+                req,
+                ask: Box::new(Ask::RemoveNode { node: NodeId(node) }),
+            },
+        };
+        a.handle(Time::from_secs(1), WallTime::from_secs(1), &env, &mut out);
+        out.queue
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Send { envelope, .. } => match envelope.msg {
+                    Message::Answer { answer, .. } => Some(*answer),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("an answer")
+    }
+
+    fn refused(answer: &Answer, why: &str) -> bool {
+        matches!(answer, Answer::Refused(w) if w.contains(why))
+    }
+
+    #[test]
+    fn a_node_that_is_up_unknown_or_the_authority_is_not_removed() {
+        let mut a = authority(&[], &[]);
+        assert!(refused(&remove(&mut a, 3, 1), "is up"));
+        assert!(refused(&remove(&mut a, 7, 2), "not a registered node"));
+        assert!(refused(&remove(&mut a, 1, 3), "cannot remove itself"));
+        assert!(a.state().registry.contains(NodeId(3)));
+    }
+
+    #[test]
+    fn a_down_store_holding_one_of_the_last_r_copies_is_not_removed() {
+        // Content 0 has two more counting copies; content 1 one more, and
+        // a copy on a down store does not count.
+        let mut a = authority(&[3, 5], &[(0, &[2, 3, 4]), (1, &[3, 4, 5])]);
+        let answer = remove(&mut a, 3, 1);
+        assert!(refused(&answer, "1 of the copies"), "{answer:?}");
+        assert!(a.state().registry.contains(NodeId(3)));
+    }
+
+    #[test]
+    fn a_down_store_whose_copies_are_all_elsewhere_is_removed_for_good() {
+        let mut a = authority(&[3], &[(0, &[2, 3, 4]), (1, &[2, 4])]);
+        assert_eq!(remove(&mut a, 3, 1), Answer::Done);
+        let state = a.state();
+        assert!(!state.registry.contains(NodeId(3)));
+        assert!(!state.is_down(NodeId(3)));
+        assert_eq!(state.held_by(NodeId(3)).count(), 0);
+        let rec = &state.inventory[&hash(0)];
+        assert_eq!(
+            rec.stores.iter().copied().collect::<Vec<_>>(),
+            [NodeId(2), NodeId(4)]
+        );
+        // A retry of the same request gets the same answer; a new one
+        // finds nothing to remove.
+        assert_eq!(remove(&mut a, 3, 1), Answer::Done);
+        assert!(refused(&remove(&mut a, 3, 2), "not a registered node"));
     }
 }

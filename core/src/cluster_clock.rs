@@ -137,8 +137,8 @@ impl ClusterClock {
         p.heard = now;
     }
 
-    /// Recomputes the median (at most every 250 ms) over peers heard
-    /// recently that `state` does not hold down or gone; a cluster too small for
+    /// Recomputes the median (at most every 250 ms) over peers heard over
+    /// at least `MIN_SPAN`, recently or that `state` holds live; a cluster too small for
     /// three clocks settles on what it has, after a while.
     pub fn refresh(&mut self, now: Time, state: &ClusterState, view: RegistryView) {
         if view == RegistryView::Unsynced {
@@ -335,9 +335,15 @@ mod tests {
         assert_eq!(c.offset_us(), 4 * SEC);
         hear(&mut c, 40, 0, &[(5, 0), (6, 0)], 0);
         assert_eq!(c.offset_us(), 0, "three silent peers no longer count");
-        c.sample(at(41), w(1_041 * SEC), NodeId(7), w(1_051 * SEC));
-        c.sample(at(41), w(1_041 * SEC), NodeId(8), w(1_051 * SEC));
-        c.refresh(at(41), &members(10, &[7, 8]), RegistryView::Complete);
+        // Three clocks 10 s ahead, heard over a span but not lately, that
+        // would move the median (three zeros, ours included) if they counted.
+        for t in [41, 42] {
+            for id in [7, 8, 9] {
+                let local = w(1_000 * SEC + t as i64 * SEC);
+                c.sample(at(t), local, NodeId(id), w(1_010 * SEC + t as i64 * SEC));
+            }
+        }
+        c.refresh(at(45), &members(10, &[7, 8, 9]), RegistryView::Complete);
         assert_eq!(
             c.offset_us(),
             0,
@@ -408,9 +414,13 @@ mod tests {
     #[test]
     fn our_own_loopback_and_unstamped_messages_are_not_samples() {
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
-        c.sample(at(1), w(10 * SEC), NodeId(1), w(20 * SEC));
-        c.sample(at(1), w(10 * SEC), NodeId(2), WallTime::default());
-        c.refresh(at(1), &members(10, &[]), RegistryView::Complete);
+        // Each heard over a whole span, so only the guard keeps them out.
+        for t in [1, 2] {
+            let local = w(10 * SEC + t as i64 * SEC);
+            c.sample(at(t), local, NodeId(1), w(20 * SEC));
+            c.sample(at(t), local, NodeId(2), WallTime::default());
+        }
+        c.refresh(at(2), &members(10, &[]), RegistryView::Complete);
         assert_eq!(c.offset_us(), 0);
         assert!(!c.settled());
     }

@@ -311,6 +311,8 @@ pub struct InjectedBugs {
     /// Repair orders a surplus copy dropped at once, before the prisms have
     /// heard it is no longer listed (a nemesis finding).
     pub drop_before_unlist: bool,
+    /// A node is removed even while copies it holds are among the last R.
+    pub remove_last_copies: bool,
 }
 
 /// Everything a node needs to start.

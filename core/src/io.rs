@@ -73,6 +73,10 @@ pub enum ClientRequest {
         node: NodeId,
         draining: bool,
     },
+    /// Decommission a stopped node (see `Ask::RemoveNode`).
+    RemoveNode {
+        node: NodeId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +99,7 @@ pub enum ClientResponse {
         ext: String,
     },
     Draining,
+    NodeRemoved,
     Error(ClientError),
 }
 

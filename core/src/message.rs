@@ -195,13 +195,19 @@ pub enum Ask {
         node: NodeId,
         draining: bool,
     },
+    /// Remove a stopped node from the cluster for good (admin): refused
+    /// while it is up or while a copy it holds is among the last R.
+    RemoveNode {
+        node: NodeId,
+    },
     /// Purchases (and revocations, with when the purchase would have
     /// expired) a node held in its replica of an earlier log, handed back
     /// after the authority lost its state; `done` when this was the last batch.
     RestorePurchases {
         purchases: Vec<Purchase>,
         revoked: Vec<(Token, crate::time::WallTime)>,
-        /// Nodes the old log knew (alive): the authority waits for them.
+        /// Nodes the old log knew (every store, the others only if up):
+        /// the authority waits for them.
         nodes: Vec<NodeId>,
         done: bool,
     },

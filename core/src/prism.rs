@@ -62,6 +62,7 @@ enum Then {
         purchase: Purchase,
     },
     Drained,
+    NodeRemoved,
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +213,9 @@ impl PrismRole {
             }
             ClientRequest::Drain { node, draining } => {
                 self.ask(ctx, id, Ask::Drain { node, draining }, Then::Drained, out)
+            }
+            ClientRequest::RemoveNode { node } => {
+                self.ask(ctx, id, Ask::RemoveNode { node }, Then::NodeRemoved, out)
             }
         }
     }
@@ -637,6 +641,7 @@ impl PrismRole {
                 Lookup::Unavailable => fail(out, id, ClientError::Unavailable("no live copy")),
             },
             (Then::Drained, Answer::Done) => reply(out, id, R::Draining),
+            (Then::NodeRemoved, Answer::Done) => reply(out, id, R::NodeRemoved),
             (_, other) => fail(
                 out,
                 id,

@@ -41,9 +41,9 @@ pub struct Replica {
 pub struct Handback {
     pub purchases: Vec<crate::purchase::Purchase>,
     pub revoked: Vec<(crate::purchase::Token, crate::time::WallTime)>,
-    /// The nodes the old log had registered and not left (down ones too:
-    /// they may come back with content): the authority waits to hear from
-    /// them.
+    /// The nodes the old log had registered, but the authority: every
+    /// store (down or gone ones too: they may come back with content) and
+    /// the other nodes that were up. The authority waits to hear from them.
     pub nodes: Vec<crate::ids::NodeId>,
 }
 
@@ -253,16 +253,18 @@ impl Replica {
         let new_history = (self.known_log != Some(log)).then(|| {
             let old = std::mem::take(&mut self.state);
             // Not the old authority: it is the one that lost the state (and
-            // came back as someone else, or as the one asking). Nodes down
-            // in our view count too: a partition or a crash may have cut
-            // them off, and they may come back holding content; only a
-            // node that left said it would not.
+            // came back as someone else, or as the one asking). Stores down
+            // or gone in our view count too: a partition, a crash or a
+            // graceful stop may have taken them away, and they may come back
+            // holding content (the authority gives up on them after a
+            // while). Other nodes only while up: every replica holds the
+            // purchases a prism would hand back.
             let nodes = old
                 .registry
                 .iter()
                 .filter(|n| !n.roles.authority)
+                .filter(|n| n.roles.store || !old.is_down(n.id))
                 .map(|n| n.id)
-                .filter(|id| !old.has_left(*id))
                 .collect();
             Handback {
                 purchases: old.purchases.into_values().collect(),
@@ -459,8 +461,8 @@ mod tests {
             expires: WallTime::from_secs(9),
             referrers: vec![],
         });
-        // Node 1 the authority, 2 up, 3 down (cut off or crashed: it may
-        // come back with content), 4 left for good.
+        // Node 1 the authority; stores 2 up, 3 down (cut off or crashed:
+        // it may come back with content), 4 left (it may rejoin).
         for (id, roles) in [(1, Roles::AUTHORITY), (2, Roles::STORE), (3, Roles::STORE)] {
             snap.nodes.push(NodeInfo {
                 id: NodeId(id),
@@ -475,7 +477,15 @@ mod tests {
             id: NodeId(4),
             ..snap.nodes[1].clone()
         });
-        snap.down = vec![NodeId(3), NodeId(4)];
+        // 5 a prism that is up, 6 one that is down.
+        for id in [5, 6] {
+            snap.nodes.push(NodeInfo {
+                id: NodeId(id),
+                roles: Roles::PRISM,
+                ..snap.nodes[1].clone()
+            });
+        }
+        snap.down = vec![NodeId(3), NodeId(4), NodeId(6)];
         snap.left = vec![NodeId(4)];
         let first = r.on_snapshot_reply(req, LogId(1), snap, &mut out);
         assert_eq!(
@@ -499,8 +509,8 @@ mod tests {
         assert_eq!(handback.purchases.len(), 1);
         assert_eq!(
             handback.nodes,
-            vec![NodeId(2), NodeId(3)],
-            "every node but the authority and the one that left"
+            vec![NodeId(2), NodeId(3), NodeId(4), NodeId(5)],
+            "every store, up, down or gone, and the prism that was up"
         );
     }
 

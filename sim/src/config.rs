@@ -93,6 +93,13 @@ pub enum Fault {
     Leave {
         host: HostId,
     },
+    /// The operator decommissions the host: it is never started again, and
+    /// its disks go with it; a prism is asked to remove its node, again
+    /// every two seconds until the authority agrees (it refuses while the
+    /// node is up or holds any of the last R copies of something).
+    Remove {
+        host: HostId,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -212,7 +219,9 @@ impl SimConfig {
         let repair = self.content.repair_grace
             + self.content.repair_interval * 4
             + self.content.clone_timeout;
-        let recovery = self.content.recovery_window * 2;
+        // A recovering authority waits up to four windows for a store its
+        // replicas knew of (and may start a few seconds after the heal).
+        let recovery = self.content.recovery_window * 4 + Duration::from_secs(5);
         (self.tally.flap_hold_max + self.tally.startup_grace)
             .max(repair)
             .max(recovery)
@@ -477,13 +486,26 @@ impl SimConfig {
             cfg.schedule(t, Fault::Leave { host });
             cfg.schedule(t + Duration::from_millis(200), Fault::LoseStore { host });
         }
+        // A store decommissioned the way an operator does it: drained,
+        // stopped, then removed (asked until the authority agrees).
+        let mut d = SeededRng::stream(seed, "decommission");
+        if stores.len() >= 4 && d.chance(0.2) {
+            let host = stores[d.below(stores.len() as u64) as usize];
+            let span = fault_span / 2;
+            let t = fault_start + Duration::from_micros(d.below(span));
+            cfg.schedule(t, Fault::Drain { host });
+            let stop = t + secs(&mut d, 3.0, 15.0);
+            cfg.schedule(stop, Fault::Leave { host });
+            cfg.schedule(stop + Duration::from_millis(200), Fault::Crash { host });
+            cfg.schedule(stop + Duration::from_secs(1), Fault::Remove { host });
+        }
     }
 
     /// One line describing the drawn fault mix.
     pub fn describe(&self) -> String {
         let count = |f: &dyn Fn(&Fault) -> bool| self.faults.iter().filter(|(_, x)| f(x)).count();
         format!(
-            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={} bitrot={} lost_stores={} authority_wipes={} node_wipes={} drains={} undrains={} leaves={} joins={} retain={}",
+            "nodes={} zones={} loss={:.1}% dup={:.1}% reorder={:.1}% latency={:?}+exp({:?}) crashes={} authority_crashes={} pauses={} partitions={} clogs={} bitrot={} lost_stores={} authority_wipes={} node_wipes={} drains={} undrains={} leaves={} joins={} removals={} retain={}",
             self.hosts.len(),
             self.hosts.iter().map(|h| &h.zone).collect::<std::collections::BTreeSet<_>>().len(),
             self.net.drop * 100.0,
@@ -504,6 +526,7 @@ impl SimConfig {
             count(&|f| matches!(f, Fault::Undrain { .. })),
             count(&|f| matches!(f, Fault::Leave { .. })),
             self.hosts.iter().filter(|h| h.start_at > Time::from_secs(1)).count(),
+            count(&|f| matches!(f, Fault::Remove { .. })),
             self.feed.retain,
         )
     }

@@ -546,6 +546,7 @@ impl Oracle {
             }
         }
         self.check_listed_copies(w, state);
+        self.check_removed(w, state);
         let wall = self.true_wall(w);
         for p in &clients.purchases {
             if p.removal_requested.is_some() || wall + self.expiry_slack >= p.expires_earliest {
@@ -574,6 +575,68 @@ impl Oracle {
     /// The other direction: every copy the inventory lists on a running
     /// store is there and intact (what the store lost, dropped or found
     /// rotten must have been reported and unlisted by now).
+    /// The authority agreed to remove `node`, whose host goes for good with
+    /// its disks. Every upload no client deleted that it held must have R
+    /// intact copies on other store hosts that are neither gone nor
+    /// drained (stopped ones count: they come back), unless a fault
+    /// destroyed one, which the authority may not know yet; and at least
+    /// one, unless faults destroyed W.
+    pub fn on_removed(&mut self, w: &World, clients: &Clients, host: HostId, node: NodeId) {
+        self.removed.insert(node, w.now);
+        self.retired.insert(node);
+        self.measured.removals += 1;
+        for (hash, _) in w.hosts[host].content.listing() {
+            if !w.hosts[host].content.intact(&hash) || !clients.must_exist(&hash) {
+                continue;
+            }
+            self.measured.removal_checks += 1;
+            let elsewhere = (0..w.hosts.len())
+                .filter(|h| *h != host && !w.hosts[*h].lost && !self.drained.contains(h))
+                .filter(|h| w.cfg.hosts[*h].roles.store)
+                .filter(|h| w.hosts[*h].content.intact(&hash))
+                .count();
+            let destroyed = self.destroyed.get(&hash).copied().unwrap_or(0);
+            let (kind, what) = if elsewhere == 0 && destroyed < self.write_quorum {
+                (ViolationKind::UploadLost, "the last copy")
+            } else if elsewhere < self.replicas && destroyed == 0 {
+                (ViolationKind::Underreplicated, "one of the last R copies")
+            } else {
+                continue;
+            };
+            self.violate(
+                w.now,
+                kind,
+                format!("node {node} (host {host}) was removed holding {what} of {hash} ({elsewhere} elsewhere)"),
+            );
+        }
+    }
+
+    /// No trace of a removed node is left in what the authority publishes.
+    fn check_removed(&mut self, w: &World, state: &stretchfs_core::state::ClusterState) {
+        for node in self.removed.keys().copied().collect::<Vec<_>>() {
+            let mut kept = Vec::new();
+            if state.registry.contains(node) {
+                kept.push("registered".to_string());
+            }
+            if let Some((s, _)) = state.observers.iter().find(|(_, o)| o.contains(&node)) {
+                kept.push(format!("observer of {s}"));
+            }
+            if !state.observers_of(node).is_empty() {
+                kept.push("observed".to_string());
+            }
+            if let Some(hash) = state.held_by(node).next() {
+                kept.push(format!("listed as holding {hash}"));
+            }
+            if !kept.is_empty() {
+                self.violate(
+                    w.now,
+                    ViolationKind::RemovedNodeKept,
+                    format!("removed node {node} is still {}", kept.join(", ")),
+                );
+            }
+        }
+    }
+
     fn check_listed_copies(&mut self, w: &World, state: &stretchfs_core::state::ClusterState) {
         for (hash, rec) in &state.inventory {
             for store in &rec.stores {

@@ -11,7 +11,7 @@ use crate::report::Report;
 use crate::trace::Trace;
 use crate::world::{host_addr, World};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +99,8 @@ const LOCAL_IO: Duration = Duration::from_millis(1);
 const NANOS_PER_BYTE: u64 = 8;
 /// Client ids for admin requests the simulator itself makes.
 const ADMIN_ID: u64 = 1 << 60;
+/// A refused removal is asked again this much later.
+const REMOVE_RETRY: Duration = Duration::from_secs(2);
 
 /// Events live in a slab; the heap orders small keys only.
 #[derive(Default)]
@@ -163,6 +165,8 @@ pub struct Sim {
     open_transfers: BTreeSet<(HostId, u64)>,
     clients: Clients,
     admin_ids: u64,
+    /// Removal requests in flight: admin request id -> host.
+    removals: BTreeMap<u64, HostId>,
     counts: Counts,
     /// Events handled at the current instant (livelock guard).
     same_instant: u64,
@@ -205,6 +209,7 @@ impl Sim {
             transfers: Vec::new(),
             open_transfers: BTreeSet::new(),
             admin_ids: 0,
+            removals: BTreeMap::new(),
             same_instant: 0,
             counts: Counts::default(),
             noise,
@@ -542,6 +547,7 @@ impl Sim {
                 self.oracle.drained.remove(&host);
                 self.drain_store(host, false)
             }
+            Fault::Remove { host } => self.remove_host(host),
             Fault::Leave { host } => {
                 if self.world.hosts[host].is_up() {
                     // Told to stop: from now on it is rightly down.
@@ -576,6 +582,66 @@ impl Sim {
         }
         host.disk = MetaDisk::default();
         host.content = Default::default();
+    }
+
+    /// The operator asks a prism to remove `host`'s node (stopped by an
+    /// earlier fault); a refusal is asked again later, until the final heal
+    /// starts the host again (see `on_admin_reply`).
+    fn remove_host(&mut self, host: HostId) {
+        let now = self.world.now;
+        let h = &self.world.hosts[host];
+        let Some(node) = h.disk.node() else {
+            return;
+        };
+        if h.lost || now >= self.world.cfg.heal_at {
+            return;
+        }
+        let prism = (0..self.world.hosts.len())
+            .find(|p| self.world.cfg.hosts[*p].roles.prism && self.world.hosts[*p].is_up());
+        match prism {
+            Some(prism) => {
+                self.admin_ids += 1;
+                let id = ADMIN_ID | self.admin_ids;
+                self.removals.insert(id, host);
+                let request = ClientRequest::RemoveNode { node };
+                self.step(prism, Input::Client { id, request });
+            }
+            None => self
+                .queue
+                .push(now + REMOVE_RETRY, Event::Fault(Fault::Remove { host })),
+        }
+    }
+
+    /// The answer to a removal. Once removed, the host is gone for good
+    /// with its disks (the oracle first checks that no content lost its
+    /// last copy with them); a refusal is asked again a little later.
+    fn on_admin_reply(&mut self, id: u64, response: &ClientResponse) {
+        let Some(host) = self.removals.remove(&id) else {
+            return;
+        };
+        let now = self.world.now;
+        if *response != ClientResponse::NodeRemoved {
+            self.oracle.measured.removals_refused += 1;
+            let retry = Event::Fault(Fault::Remove { host });
+            return self.queue.push(now + REMOVE_RETRY, retry);
+        }
+        let Some(node) = self.world.hosts[host].disk.node() else {
+            return;
+        };
+        if self.world.hosts[host].lost {
+            return; // A duplicate answer.
+        }
+        self.trace
+            .line(format_args!("[{now}] host {host}: node {node} removed"));
+        self.oracle
+            .on_removed(&self.world, &self.clients, host, node);
+        if self.world.hosts[host].node.is_some() {
+            self.crash(host);
+        }
+        let h = &mut self.world.hosts[host];
+        h.lost = true;
+        h.disk = MetaDisk::default();
+        h.content = Default::default();
     }
 
     /// An admin asks a prism to drain `host` (or to stop draining it).
@@ -758,7 +824,8 @@ impl Sim {
 
     fn on_reply(&mut self, h: HostId, id: u64, response: ClientResponse) {
         let Some(pending) = self.clients.take_pending(h, id) else {
-            return; // An admin request, or a client that gave up.
+            // An admin request, or a client that gave up.
+            return self.on_admin_reply(id, &response);
         };
         if let Op::Upload { hash } = &pending.op {
             self.world.hosts[h].spool.remove(hash);

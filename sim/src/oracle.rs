@@ -35,6 +35,9 @@ pub enum ViolationKind {
     InvalidDelivery,
     /// An acknowledged upload has no intact copy left.
     UploadLost,
+    /// A removed node's registration, observer duty or listed copy outlived
+    /// its removal.
+    RemovedNodeKept,
     /// Content has fewer than R intact copies after the liveness phase.
     Underreplicated,
     /// A node was published down without a strict majority of its live
@@ -154,6 +157,8 @@ pub struct Oracle {
     /// When the authority's host last started.
     pub authority_started: Option<Time>,
     pub recovery_window: Duration,
+    /// Nodes the authority agreed to remove, and when.
+    pub removed: BTreeMap<NodeId, Time>,
 }
 
 const MAX_VIOLATIONS: usize = 20;
@@ -190,6 +195,7 @@ impl Oracle {
             drained: BTreeSet::new(),
             authority_started: None,
             recovery_window: cfg.content.recovery_window,
+            removed: BTreeMap::new(),
         }
     }
 

@@ -31,6 +31,13 @@ pub struct Measurements {
     pub purchase_checks: u64,
     /// Copies the final inventory lists, checked on the stores' disks.
     pub listing_checks: u64,
+    /// Nodes removed (each checked for the content it took with it).
+    pub removals: u64,
+    /// Removals the authority refused (the node up, or holding the last
+    /// copies of something).
+    pub removals_refused: u64,
+    /// Copies on removed nodes checked for another intact copy.
+    pub removal_checks: u64,
     /// Authority starts that rebuilt the state from a compacted snapshot.
     pub snapshot_starts: u64,
     /// Per seed: from the final heal to the last refusal the ground truth
@@ -57,6 +64,9 @@ impl Measurements {
         self.upload_checks += other.upload_checks;
         self.purchase_checks += other.purchase_checks;
         self.listing_checks += other.listing_checks;
+        self.removals += other.removals;
+        self.removals_refused += other.removals_refused;
+        self.removal_checks += other.removal_checks;
         self.snapshot_starts += other.snapshot_starts;
         self.refusal_windows.extend(&other.refusal_windows);
         for (why, (n, late)) in &other.refusals_after_heal {

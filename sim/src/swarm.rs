@@ -82,11 +82,14 @@ impl SwarmSummary {
             ms(imp.last().copied())
         );
         println!(
-            "oracle checks: {} timely-detection, {} false-down, {} verdicts recounted, {} listed copies found on disk; false downs at >5% loss (tolerated): {}; authority starts from a snapshot: {}",
+            "oracle checks: {} timely-detection, {} false-down, {} verdicts recounted, {} listed copies found on disk, {} nodes removed ({} refusals first; {} of their copies found elsewhere); false downs at >5% loss (tolerated): {}; authority starts from a snapshot: {}",
             self.measured.detection_checks,
             self.measured.false_down_checks,
             self.measured.verdict_audits,
             self.measured.listing_checks,
+            self.measured.removals,
+            self.measured.removals_refused,
+            self.measured.removal_checks,
             self.measured.false_downs_tolerated,
             self.measured.snapshot_starts
         );

@@ -309,8 +309,53 @@ fn an_authority_wiped_during_a_split_waits_for_the_stores_on_the_far_side() {
         .filter(|h| (1..4).all(|host| !sim.world().hosts[host].content.intact(h)))
         .count();
     assert!(far_only > 5, "{far_only} hashes only on the far side");
+    sim.run_until(secs(13.9));
+    // The premise: the near side's replicas hold the far stores down.
+    let w = sim.world();
+    let replica = w.hosts[1].node.as_ref().expect("running").replica().state();
+    let held_down = [4, 5, 7]
+        .iter()
+        .filter_map(|h| w.hosts[*h].node.as_ref().map(|n| n.id()))
+        .filter(|id| replica.is_down(*id))
+        .count();
+    assert!(
+        held_down >= 2,
+        "{held_down} far stores held down at the wipe"
+    );
     let r = sim.run();
     // The oracle judged every "not found" against the far side's disks.
     assert_passed(&r);
     assert!(r.clients.purchases_acked > 200, "{r}");
+}
+
+#[test]
+fn a_store_is_removed_only_once_stopped_with_its_copies_elsewhere() {
+    // An operator decommissions store host 4: asks to remove it while it
+    // runs (refused: it is up), drains it, stops it, and asks again every
+    // two seconds until the authority agrees. The oracles check that no
+    // upload lost its last copies with its disks and that nothing of it
+    // stays in the registry, the observer sets or the inventory.
+    let mut cfg = with_storm(scenario(27, 8, 2, 45.0));
+    assert!(cfg.hosts[4].roles.store);
+    cfg.schedule(secs(8.0), Fault::Remove { host: 4 });
+    cfg.schedule(secs(10.0), Fault::Drain { host: 4 });
+    cfg.schedule(secs(20.0), Fault::Leave { host: 4 });
+    cfg.schedule(secs(20.2), Fault::Crash { host: 4 });
+    let mut sim = Sim::new(cfg, false);
+    sim.run_until(secs(9.9));
+    let node = sim.world().hosts[4]
+        .node
+        .as_ref()
+        .map(|n| n.id())
+        .expect("up");
+    let held = sim.world().hosts[4].content.listing().len();
+    assert!(held > 5, "it held {held} copies");
+    sim.run_until(secs(44.0));
+    let state = sim.world().authority().expect("running").state();
+    assert!(!state.registry.contains(node), "removed before the heal");
+    assert!(state.observers.values().all(|o| !o.contains(&node)));
+    let r = sim.run();
+    assert_passed(&r);
+    assert_eq!(r.measured.removals, 1, "{r}");
+    assert!(r.measured.removals_refused >= 2, "{r}");
 }

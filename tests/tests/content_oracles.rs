@@ -232,3 +232,30 @@ fn inventory_oracle_catches_an_authority_that_keeps_listing_rotten_copies() {
     let r = stretchfs_sim::run(good, false);
     assert!(r.passed(), "{r}");
 }
+
+/// Store host 4 stops without a drain and is removed at once: its copies
+/// are among the last R until repair has made new ones.
+fn removed_undrained(cfg: &mut SimConfig) {
+    cfg.schedule(secs(20.0), Fault::Leave { host: 4 });
+    cfg.schedule(secs(20.2), Fault::Crash { host: 4 });
+    cfg.schedule(secs(20.5), Fault::Remove { host: 4 });
+}
+
+#[test]
+fn removal_oracle_catches_removing_a_store_that_holds_the_last_copies() {
+    let mut cfg = storm(38, 8);
+    removed_undrained(&mut cfg);
+    cfg.bugs.remove_last_copies = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::Underreplicated), "{r}");
+}
+
+#[test]
+fn the_same_removal_without_the_bug_waits_for_repair() {
+    let mut cfg = storm(38, 8);
+    removed_undrained(&mut cfg);
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(r.passed(), "{r}");
+    assert_eq!(r.measured.removals, 1, "{r}");
+    assert!(r.measured.removals_refused > 0, "{r}");
+}
