@@ -386,4 +386,122 @@ mod tests {
         s.flush(Time::ZERO + wait, &cfg, &log, &mut out);
         assert_eq!(replies(&mut out), vec![(7, vec![], true)]);
     }
+
+    /// Every message sent until `until`, flushing at each deadline.
+    fn sends_until(s: &mut FeedServer, cfg: &FeedConfig, log: &FeedLog, until: Time) -> Vec<Time> {
+        let mut out = outbox();
+        let mut at = Vec::new();
+        while let Some(t) = s.next_deadline().filter(|t| *t <= until) {
+            s.flush(t, cfg, log, &mut out);
+            while let Some(o) = out.queue.pop_front() {
+                if matches!(o, Output::Send { .. }) {
+                    at.push(t);
+                }
+            }
+        }
+        at
+    }
+
+    fn pull(s: &mut FeedServer, cfg: &FeedConfig, log: &FeedLog, since: u64, out: &mut Outbox) {
+        let wait = cfg.long_poll;
+        s.on_pull(
+            Time::ZERO,
+            cfg,
+            log,
+            NodeId(2),
+            addr(),
+            7,
+            since,
+            100,
+            wait,
+            out,
+        );
+    }
+
+    #[test]
+    fn an_unacknowledged_answer_is_resent_at_most_eight_times_then_the_reader_expires() {
+        let cfg = FeedConfig::default();
+        let mut s = FeedServer::default();
+        let log = log_with(3);
+        let mut out = outbox();
+        pull(&mut s, &cfg, &log, 1, &mut out);
+        assert_eq!(replies(&mut out).len(), 1);
+        let lease = FeedServer::lease(&cfg);
+        assert!(
+            cfg.resend * MAX_RESENDS < lease,
+            "all resends inside the lease"
+        );
+        let resent = sends_until(&mut s, &cfg, &log, Time::ZERO + lease * 2);
+        let expected: Vec<Time> = (1..=MAX_RESENDS)
+            .map(|k| Time::ZERO + cfg.resend * k)
+            .collect();
+        assert_eq!(resent, expected, "one resend interval apart, then silence");
+        assert_eq!(s.readers(), 0, "forgotten once its lease ran out");
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_reader_counts_until_the_end_of_its_lease_inclusive() {
+        // The last resend falls exactly at the end of the lease: the reader
+        // still counts then, and is forgotten only after.
+        let mut cfg = FeedConfig::default();
+        let lease = FeedServer::lease(&cfg);
+        cfg.resend = lease / MAX_RESENDS;
+        assert_eq!(cfg.resend * MAX_RESENDS, lease);
+        let mut s = FeedServer::default();
+        let log = log_with(3);
+        let mut out = outbox();
+        pull(&mut s, &cfg, &log, 1, &mut out);
+        let resent = sends_until(&mut s, &cfg, &log, Time::ZERO + lease * 2);
+        assert_eq!(resent.len(), MAX_RESENDS as usize);
+        assert_eq!(resent.last(), Some(&(Time::ZERO + lease)));
+    }
+
+    #[test]
+    fn a_held_pull_wakes_the_server_at_its_end() {
+        let cfg = FeedConfig::default();
+        let mut s = FeedServer::default();
+        let log = log_with(2);
+        let mut out = outbox();
+        pull(&mut s, &cfg, &log, 2, &mut out);
+        assert!(replies(&mut out).is_empty(), "held");
+        assert_eq!(s.next_deadline(), Some(Time::ZERO + cfg.long_poll));
+        s.flush(Time::ZERO + cfg.long_poll, &cfg, &log, &mut out);
+        assert_eq!(replies(&mut out), vec![(7, vec![], true)], "answered empty");
+    }
+
+    #[test]
+    fn a_reader_told_to_take_a_snapshot_is_not_told_again_while_nothing_is_new() {
+        let cfg = FeedConfig::default();
+        let mut s = FeedServer::default();
+        let mut log = FeedLog::new(LogId(1), 2);
+        for i in 0..5 {
+            log.append(Change::Health {
+                node: NodeId(i),
+                down: true,
+            });
+        }
+        let mut out = outbox();
+        pull(&mut s, &cfg, &log, 1, &mut out);
+        let told = out
+            .queue
+            .drain(..)
+            .filter(|o| {
+                matches!(o, Output::Send { envelope, .. } if matches!(
+                    envelope.msg,
+                    Message::FeedReply { body: FeedBody::SnapshotRequired { .. }, .. }
+                ))
+            })
+            .count();
+        assert_eq!(told, 1);
+        // The first flush offers the log's head to every reader (this server
+        // has pushed nothing yet); after that, with nothing new in the log,
+        // flushes push nothing to it.
+        s.flush(Time::from_millis(5), &cfg, &log, &mut out);
+        out.queue.clear();
+        for ms in [10, 20, 30] {
+            s.flush(Time::from_millis(ms), &cfg, &log, &mut out);
+        }
+        assert!(out.queue.is_empty(), "{:?}", out.queue);
+    }
 }

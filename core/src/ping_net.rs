@@ -718,4 +718,80 @@ mod tests {
         assert_eq!(p.down_votes().count(), 0);
         assert!(p.is_suspect(NodeId(1)));
     }
+
+    /// What one tick at `at` sends: pings and ping requests.
+    fn pings_at(
+        p: &mut PingNet,
+        at: Time,
+        rng: &mut SeededRng,
+        out: &mut Outbox,
+    ) -> (usize, usize) {
+        tick(p, at, rng, out);
+        let sent = sent(out);
+        let pings = sent
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::Ping { .. }))
+            .count();
+        let reqs = sent
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::PingReq { .. }))
+            .count();
+        (pings, reqs)
+    }
+
+    #[test]
+    fn a_round_overdue_past_the_stall_tolerance_starts_afresh() {
+        let cfg = PingConfig::default();
+        let (mut p, mut out, mut rng) = setup(&[1]);
+        let first = p.next_deadline().unwrap();
+        tick(&mut p, first, &mut rng, &mut out);
+        sent(&mut out);
+        let due = first + cfg.probe_timeout;
+        let late = due + cfg.stall_tolerance + crate::time::Duration::from_micros(1);
+        assert_eq!(
+            pings_at(&mut p, late, &mut rng, &mut out),
+            (1, 0),
+            "a new direct ping, no indirect probes"
+        );
+    }
+
+    #[test]
+    fn a_round_overdue_by_the_stall_tolerance_goes_on() {
+        let cfg = PingConfig::default();
+        let (mut p, mut out, mut rng) = setup(&[1]);
+        let first = p.next_deadline().unwrap();
+        tick(&mut p, first, &mut rng, &mut out);
+        sent(&mut out);
+        let at = first + cfg.probe_timeout + cfg.stall_tolerance;
+        let (_, reqs) = pings_at(&mut p, at, &mut rng, &mut out);
+        assert_eq!(
+            reqs, cfg.indirect_probes,
+            "the indirect phase, on time enough"
+        );
+    }
+
+    #[test]
+    fn suspicion_is_noticed_once_per_spell() {
+        let cfg = PingConfig::default();
+        let (mut p, mut out, mut rng) = setup(&[1]);
+        run_silent(
+            &mut p,
+            &mut rng,
+            &mut out,
+            Time::ZERO + cfg.round_time() * 4,
+        );
+        let mut notices = 0;
+        while let Some(o) = out.queue.pop_front() {
+            if let Output::Notice(Notice::Suspicion {
+                node,
+                suspect: true,
+            }) = o
+            {
+                assert_eq!(node, NodeId(1));
+                notices += 1;
+            }
+        }
+        assert!(p.is_suspect(NodeId(1)));
+        assert_eq!(notices, 1, "several failed rounds, one notice");
+    }
 }
