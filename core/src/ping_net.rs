@@ -794,4 +794,67 @@ mod tests {
         assert!(p.is_suspect(NodeId(1)));
         assert_eq!(notices, 1, "several failed rounds, one notice");
     }
+
+    #[test]
+    fn a_relay_forwards_an_ack_until_its_indirect_timeout_only() {
+        let cfg = PingConfig::default();
+        let (mut p, mut out, mut rng) = setup(&[]);
+        let relay = |p: &mut PingNet, out: &mut Outbox, requester_probe| {
+            p.on_ping_req(
+                Time::ZERO,
+                addr(5),
+                requester_probe,
+                NodeId(6),
+                addr(6),
+                out,
+            );
+            match sent(out).as_slice() {
+                [(_, Message::Ping { probe })] => *probe,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let kept = relay(&mut p, &mut out, 77);
+        let late = relay(&mut p, &mut out, 78);
+        let almost = Time::ZERO + cfg.indirect_timeout - crate::time::Duration::from_micros(1);
+        tick(&mut p, almost, &mut rng, &mut out);
+        sent(&mut out);
+        p.on_ack(almost, NodeId(6), kept, &mut out);
+        let forwarded = sent(&mut out);
+        assert!(
+            matches!(
+                forwarded.as_slice(),
+                [(_, Message::IndirectAck { probe: 77, .. })]
+            ),
+            "within the timeout: {forwarded:?}"
+        );
+        let after = Time::ZERO + cfg.indirect_timeout + crate::time::Duration::from_millis(1);
+        tick(&mut p, after, &mut rng, &mut out);
+        sent(&mut out);
+        p.on_ack(after, NodeId(6), late, &mut out);
+        assert!(
+            sent(&mut out).is_empty(),
+            "the requester has given up by then"
+        );
+    }
+
+    #[test]
+    fn reaching_a_subject_never_voted_down_casts_no_vote() {
+        let (mut p, mut out, mut rng) = setup(&[1]);
+        let first = p.next_deadline().unwrap();
+        tick(&mut p, first, &mut rng, &mut out);
+        let probe = sent(&mut out)
+            .into_iter()
+            .find_map(|(_, m)| match m {
+                Message::Ping { probe } => Some(probe),
+                _ => None,
+            })
+            .expect("a direct ping");
+        p.on_ack(first, NodeId(1), probe, &mut out);
+        let votes = out
+            .queue
+            .iter()
+            .filter(|o| matches!(o, Output::Notice(Notice::VoteCast { .. })))
+            .count();
+        assert_eq!(votes, 0);
+    }
 }
