@@ -554,6 +554,18 @@ mod tests {
             Some(&(AUTH.parse().unwrap(), vec![NodeId(1)]))
         );
         assert!(p.is_suspect(NodeId(1)));
+        // A changed set is a new set: the next number after the empty one.
+        let seqs: Vec<VoteSeq> = msgs
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::Votes { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seqs.first().map(|s| (s.incarnation, s.counter)),
+            Some((1, 1))
+        );
     }
 
     #[test]
