@@ -869,4 +869,63 @@ mod tests {
             .count();
         assert_eq!(votes, 0);
     }
+
+    fn votes_sent(out: &mut Outbox) -> Vec<VoteSeq> {
+        sent(out)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Message::Votes { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_ack_of_the_set_in_flight_stops_its_retransmission() {
+        let cfg = PingConfig::default();
+        let (mut p, mut out, mut rng) = setup(&[]);
+        let seq = |counter| VoteSeq {
+            incarnation: 1,
+            counter,
+        };
+        // A new set (counter 1) goes out; a late ack of the old one (0)
+        // neither stops its retransmission nor starts a new life.
+        p.change_vote(Time::ZERO, NodeId(1), true);
+        tick(&mut p, Time::ZERO, &mut rng, &mut out);
+        assert_eq!(votes_sent(&mut out), vec![seq(1)]);
+        p.on_votes_ack(Time::ZERO, seq(0));
+        let again = Time::ZERO + cfg.vote_retransmit;
+        assert_eq!(p.next_deadline(), Some(again));
+        tick(&mut p, again, &mut rng, &mut out);
+        assert_eq!(
+            votes_sent(&mut out),
+            vec![seq(1)],
+            "retransmitted as it was"
+        );
+        // Its own ack stops it.
+        p.on_votes_ack(again, seq(1));
+        tick(&mut p, again + cfg.vote_retransmit, &mut rng, &mut out);
+        assert!(votes_sent(&mut out).is_empty());
+    }
+
+    #[test]
+    fn an_ack_of_a_set_we_never_sent_starts_a_new_life_past_it() {
+        let (mut p, mut out, mut rng) = setup(&[]);
+        // The authority holds incarnation 5 from us: our disk went back.
+        p.on_votes_ack(
+            Time::ZERO,
+            VoteSeq {
+                incarnation: 5,
+                counter: 3,
+            },
+        );
+        tick(&mut p, Time::ZERO, &mut rng, &mut out);
+        assert_eq!(
+            votes_sent(&mut out),
+            vec![VoteSeq {
+                incarnation: 6,
+                counter: 0
+            }]
+        );
+    }
 }
