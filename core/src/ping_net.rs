@@ -928,4 +928,34 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn helpers_are_a_uniform_sample_of_the_usable_others() {
+        let mut rng = SeededRng::new(7);
+        // The subject itself and an unusable node are never picked.
+        let helpers: Vec<_> = (1..=6).map(|i| (NodeId(i), addr(i))).collect();
+        let usable = |id: NodeId| id != NodeId(6);
+        let mut picked = BTreeMap::<NodeId, u32>::new();
+        let draws = 2_000;
+        for _ in 0..draws {
+            let got = pick_helpers(&helpers, NodeId(1), 2, &usable, &mut rng);
+            assert_eq!(got.len(), 2);
+            assert_ne!(got[0].0, got[1].0);
+            for (id, _) in got {
+                *picked.entry(id).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            picked.keys().copied().collect::<Vec<_>>(),
+            [2, 3, 4, 5].map(NodeId)
+        );
+        // Each of the four usable others in half the draws (2 of 4).
+        for (id, n) in picked {
+            let share = f64::from(n) / f64::from(draws);
+            assert!((0.42..0.58).contains(&share), "{id}: {share}");
+        }
+        // Fewer than asked for: all there are.
+        let got = pick_helpers(&helpers[..2], NodeId(1), 3, &usable, &mut rng);
+        assert_eq!(got, vec![(NodeId(2), addr(2))]);
+    }
 }
