@@ -835,4 +835,33 @@ mod tests {
         assert_eq!(scan.stats.misplaced, 10);
         assert_eq!(clone_targets(&mut out).len(), 2);
     }
+
+    #[test]
+    fn a_surplus_is_not_trimmed_while_fewer_than_r_of_its_copies_are_up() {
+        // Three copies, two on stores published down (within the grace, so
+        // nothing is cloned yet): one up copy cannot be the R that stay.
+        let cfg = ContentConfig::default();
+        let mut s = state(5);
+        store(&mut s, h(1), &[1, 2, 3]);
+        store(&mut s, h(2), &[3, 4, 5]);
+        let mut down = BTreeMap::new();
+        for n in [1, 2] {
+            s.apply(&Change::Health {
+                node: NodeId(n),
+                down: true,
+            });
+            down.insert(NodeId(n), Time::from_secs(99));
+        }
+        let mut r = Repair::default();
+        let mut out = outbox();
+        let scan = tick(&mut r, Time::from_secs(100), &cfg, &s, &down, &mut out);
+        assert!(
+            scan.drops.iter().all(|(hash, _)| *hash != h(1)),
+            "{:?}",
+            scan.drops
+        );
+        // The other content is a surplus of three up copies: one goes.
+        assert_eq!(scan.stats.surplus, 1);
+        assert_eq!(scan.drops.len(), 1, "{:?}", scan.drops);
+    }
 }
