@@ -636,13 +636,18 @@ mod tests {
         r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
         let (req, msg) = last_req(&mut out);
         assert!(matches!(msg, Message::FeedPull { since: 8, .. }), "{msg:?}");
-        // Its own log: a snapshot of another log is a new history.
-        r.on_feed_reply(
-            req,
-            LogId(7),
-            FeedBody::SnapshotRequired { snapshot_seq: 0 },
-            &mut out,
-        );
+        // Its own log: a new snapshot of it is no new history...
+        let behind = FeedBody::SnapshotRequired { snapshot_seq: 20 };
+        r.on_feed_reply(req, LogId(6), behind, &mut out);
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        let applied = r.on_snapshot_reply(req, LogId(6), empty_snapshot(20), &mut out);
+        assert_eq!(applied.new_history, None, "log 6 went on");
+        // ...and a snapshot of another log is.
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        let other = FeedBody::SnapshotRequired { snapshot_seq: 0 };
+        r.on_feed_reply(req, LogId(7), other, &mut out);
         r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
         let (req, _) = last_req(&mut out);
         let applied = r.on_snapshot_reply(req, LogId(7), empty_snapshot(0), &mut out);
