@@ -964,4 +964,34 @@ mod tests {
         let got = pick_helpers(&helpers[..2], NodeId(1), 3, &usable, &mut rng);
         assert_eq!(got, vec![(NodeId(2), addr(2))]);
     }
+
+    #[test]
+    fn a_subject_that_moved_is_probed_at_once_at_its_new_address() {
+        let (mut p, mut out, mut rng) = setup(&[1]);
+        let first = p.next_deadline().unwrap();
+        tick(&mut p, first, &mut rng, &mut out);
+        sent(&mut out);
+        let again = |p: &mut PingNet, out: &mut Outbox, at: SocketAddr| {
+            let a = Assignment {
+                subject: NodeId(1),
+                addr: at,
+                helpers: (10..14).map(|h| (NodeId(h), addr(h))).collect(),
+            };
+            p.assign(first, vec![a], out);
+        };
+        // The same address: the round in flight goes on.
+        again(&mut p, &mut out, addr(1));
+        tick(&mut p, first, &mut rng, &mut out);
+        assert!(sent(&mut out).is_empty(), "no new round");
+        // A new one: a new round there, now.
+        let moved: SocketAddr = "10.0.1.1:7000".parse().unwrap();
+        again(&mut p, &mut out, moved);
+        tick(&mut p, first, &mut rng, &mut out);
+        let pings: Vec<_> = sent(&mut out)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Message::Ping { .. }))
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(pings, vec![moved]);
+    }
 }
