@@ -566,6 +566,7 @@ mod tests {
             seqs.first().map(|s| (s.incarnation, s.counter)),
             Some((1, 1))
         );
+        assert_eq!(p.down_votes().collect::<Vec<_>>(), vec![NodeId(1)]);
     }
 
     #[test]
