@@ -63,6 +63,16 @@ impl AuthorityStore {
         }
     }
 
+    /// Drops what was kept per node for `node`, which was removed.
+    pub fn forget(&mut self, node: NodeId) {
+        self.restored.remove(&node);
+        self.synced.remove(&node);
+        self.expected.remove(&node);
+        self.reports.remove(&node);
+        self.orphans.retain(|(_, s), _| *s != node);
+        self.drops_pending.retain(|(_, s), _| *s != node);
+    }
+
     /// Replays an entry written before (restoring from disk).
     pub fn apply(&mut self, entry: FeedEntry) {
         self.state.apply(&entry.change);
@@ -133,6 +143,10 @@ pub struct Authority {
     expiries: BTreeSet<(WallTime, Token)>,
     /// When each store went down, for repair's grace period.
     down_since: BTreeMap<NodeId, Time>,
+    /// Nodes that registered a new start while published down, and when:
+    /// not removed until a verdict about the new start (or long enough
+    /// without one that it cannot be running).
+    rejoined: BTreeMap<NodeId, Time>,
     /// Copies that are gone or going: a store reported them removed in
     /// batch `seq`, or we told it to drop those reported up to `seq`. A
     /// prism's claim must not bring them back; a later report of a new
@@ -204,6 +218,7 @@ impl Authority {
             recovery,
             expiries,
             down_since,
+            rejoined: BTreeMap::new(),
             gone: BTreeMap::new(),
             claims_waiting: BTreeMap::new(),
             unlisted: BTreeMap::new(),
@@ -289,11 +304,16 @@ impl Authority {
                 // that has since left, changes nothing: acknowledged only, so
                 // a node whose disk went back learns it must move past the
                 // registered start (`Node::check_registration`).
+                // So is one from a start an admin removed.
                 let stale = registered.is_some_and(|r| {
                     info.incarnation < r || (info.incarnation == r && state.has_left(info.id))
-                });
+                }) || state.was_removed(info.id, info.incarnation);
                 if !stale {
                     if let Some(change) = state.registry.join_change(info) {
+                        let new_start = registered != Some(info.incarnation);
+                        if new_start && state.is_down(info.id) {
+                            self.rejoined.insert(info.id, now);
+                        }
                         self.append(change, out);
                     }
                 }
@@ -500,19 +520,40 @@ impl Authority {
     }
 
     /// Why `node` may not be removed now, if it may not: it is not
-    /// registered, is us, is not published down (stop it first), or holds a
-    /// copy of content that has fewer than R counting copies elsewhere
-    /// (drain it first, or wait for repair).
+    /// registered, is us, we are still rebuilding our state, it is not
+    /// published down (stop it first) or started again since, it is a store
+    /// whose whole listing we have not seen, or it holds a copy of content
+    /// that has fewer than R counting copies elsewhere (drain it first, or
+    /// wait for repair).
     fn removal_refused(&self, node: NodeId) -> Option<String> {
         let state = &self.store.state;
-        if !state.registry.contains(node) {
+        let Some(info) = state.registry.get(node) else {
             return Some(format!("{node} is not a registered node"));
-        }
+        };
         if node == self.me {
             return Some("the authority cannot remove itself".into());
         }
+        if self.recovery.is_some() {
+            // What it holds is not known until every store has listed again.
+            return Some("the authority is rebuilding its state: ask again later".into());
+        }
         if !state.is_down(node) {
             return Some(format!("{node} is up: stop it first"));
+        }
+        if let Some(at) = self.rejoined.get(&node) {
+            let t = &self.cfg.tally;
+            if self.now < *at + t.vote_ttl + t.flap_hold_max + t.observer_debounce {
+                return Some(format!(
+                    "{node} started again since it went down: stop it first"
+                ));
+            }
+        }
+        if info.roles.store && !self.store.synced.contains(&node) {
+            // A store that went down before listing everything to this log
+            // may hold copies we have never heard of.
+            return Some(format!(
+                "{node} has not listed all its copies to this authority: start it until it has"
+            ));
         }
         let r = self.cfg.content.replicas;
         let short = state
@@ -546,8 +587,27 @@ impl Authority {
         for hash in orphans {
             self.take_orphan(hash, node, out);
         }
+        let drops: Vec<ContentHash> = self
+            .drops_pending
+            .keys()
+            .filter(|(_, s)| *s == node)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in drops {
+            self.drops_pending.remove(&(hash, node));
+            self.store.drops_pending.remove(&(hash, node));
+            out.persist(Record::DropPending {
+                hash,
+                store: node,
+                upto: None,
+            });
+        }
         self.unlisted.retain(|(_, s), _| *s != node);
         self.gone.retain(|(_, s), _| *s != node);
+        // A later start under the same id is a new member: it must list
+        // everything again and is fenced afresh.
+        self.store.forget(node);
+        out.persist(Record::Forgotten(node));
     }
 
     /// Tells `store` to drop the copy of `hash` it has reported.
@@ -984,9 +1044,13 @@ impl Authority {
                 Answer::Done
             }
             Ask::RemoveNode { node } => match self.removal_refused(*node) {
+                // A retry whose first answer was lost: done already.
+                Some(_) if self.store.state.removed.contains_key(node) => Answer::Done,
                 Some(why) => Answer::Refused(why),
                 None => {
-                    self.remove_node(*node, out);
+                    if !self.cfg.bugs.removal_not_recorded {
+                        self.remove_node(*node, out);
+                    }
                     Answer::Done
                 }
             },
@@ -1103,6 +1167,7 @@ impl Authority {
                 } else {
                     self.down_since.remove(node);
                 }
+                self.rejoined.remove(node);
             }
             Change::Left { node, left: true } => {
                 out.notice(Notice::Left { node: *node });
@@ -1120,6 +1185,7 @@ impl Authority {
             }
             Change::NodeRemoved(id) => {
                 self.down_since.remove(id);
+                self.rejoined.remove(id);
             }
             _ => {}
         }
@@ -1297,14 +1363,42 @@ impl Authority {
 }
 
 #[cfg(test)]
+/// Hands the authority one ask from node `from` at `now` seconds (its wall
+/// clock at `wall`) and returns its answer.
+fn answer_to(a: &mut Authority, now: u64, wall: WallTime, from: u8, req: u64, ask: Ask) -> Answer {
+    use crate::message::PROTOCOL_VERSION;
+    let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+    let env = Envelope {
+        version: PROTOCOL_VERSION,
+        cluster: ClusterId(1),
+        from: NodeId(u64::from(from)),
+        from_addr: ([10, 0, 0, from], 7000).into(),
+        sent_at: WallTime::default(),
+        msg: Message::Ask {
+            req,
+            ask: Box::new(ask),
+        },
+    };
+    a.handle(Time::from_secs(now), wall, &env, &mut out);
+    out.queue
+        .into_iter()
+        .find_map(|o| match o {
+            crate::io::Output::Send { envelope, .. } => match envelope.msg {
+                Message::Answer { answer, .. } => Some(*answer),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("an answer")
+}
+
+#[cfg(test)]
 mod purchase_model {
     //! Purchases at the authority (create, look up, revoke, expire, hand
     //! back after a loss) against a plain map.
 
     use super::*;
     use crate::hash::HashKind;
-    use crate::io::Output;
-    use crate::message::PROTOCOL_VERSION;
     use crate::purchase::Purchase;
     use proptest::prelude::*;
     use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
@@ -1471,29 +1565,7 @@ mod purchase_model {
         // Every call is a new request (same id: the remembered answer).
         static REQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let req = REQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
-        let env = Envelope {
-            version: PROTOCOL_VERSION,
-            cluster: ClusterId(1),
-            from: NodeId(2),
-            from_addr: "10.0.0.2:7000".parse().unwrap(),
-            sent_at: crate::time::WallTime::default(),
-            msg: Message::Ask {
-                req,
-                ask: Box::new(ask),
-            },
-        };
-        a.handle(Time::from_secs(now), wall(now), &env, &mut out);
-        out.queue
-            .into_iter()
-            .find_map(|o| match o {
-                Output::Send { envelope, .. } => match envelope.msg {
-                    Message::Answer { answer, .. } => Some(*answer),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .expect("an answer")
+        answer_to(a, now, wall(now), 2, req, ask)
     }
 
     impl StateMachineTest for PurchaseModel {
@@ -1610,7 +1682,6 @@ mod removal {
     use super::*;
     use crate::hash::HashKind;
     use crate::ids::Roles;
-    use crate::io::Output;
     use crate::message::PROTOCOL_VERSION;
 
     fn hash(h: u8) -> ContentHash {
@@ -1641,6 +1712,8 @@ mod removal {
             let node = NodeId(*id);
             store.state.apply(&Change::Health { node, down: true });
         }
+        // Every store has listed everything to this log.
+        store.synced.extend((2..=5).map(NodeId));
         for (h, stores) in copies {
             for s in *stores {
                 store.state.apply(&Change::ContentStored {
@@ -1664,29 +1737,14 @@ mod removal {
     }
 
     fn remove(a: &mut Authority, node: u64, req: u64) -> Answer {
-        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
-        let env = Envelope {
-            version: PROTOCOL_VERSION,
-            cluster: ClusterId(1),
-            from: NodeId(9),
-            from_addr: "10.0.0.9:7000".parse().unwrap(),
-            sent_at: WallTime::default(),
-            msg: Message::Ask {
-                req,
-                ask: Box::new(Ask::RemoveNode { node: NodeId(node) }),
-            },
-        };
-        a.handle(Time::from_secs(1), WallTime::from_secs(1), &env, &mut out);
-        out.queue
-            .into_iter()
-            .find_map(|o| match o {
-                Output::Send { envelope, .. } => match envelope.msg {
-                    Message::Answer { answer, .. } => Some(*answer),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .expect("an answer")
+        answer_to(
+            a,
+            1,
+            WallTime::from_secs(1),
+            9,
+            req,
+            Ask::RemoveNode { node: NodeId(node) },
+        )
     }
 
     fn refused(answer: &Answer, why: &str) -> bool {
@@ -1725,9 +1783,148 @@ mod removal {
             rec.stores.iter().copied().collect::<Vec<_>>(),
             [NodeId(2), NodeId(4)]
         );
-        // A retry of the same request gets the same answer; a new one
-        // finds nothing to remove.
+        // A retry of the same request gets the same answer, and so does a
+        // new one (the first answer may have been lost with a restart).
         assert_eq!(remove(&mut a, 3, 1), Answer::Done);
-        assert!(refused(&remove(&mut a, 3, 2), "not a registered node"));
+        assert_eq!(remove(&mut a, 3, 2), Answer::Done);
+        assert!(!a.store.synced.contains(&NodeId(3)), "its sync forgotten");
+    }
+
+    /// Node `id`'s start `incarnation` says it is leaving, at `now` seconds.
+    fn leaving(a: &mut Authority, id: u64, incarnation: u64, now: u64) {
+        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+        let env = Envelope {
+            version: PROTOCOL_VERSION,
+            cluster: ClusterId(1),
+            from: NodeId(id),
+            from_addr: ([10, 0, 0, id as u8], 7000).into(),
+            sent_at: WallTime::default(),
+            msg: Message::Leaving { incarnation },
+        };
+        a.handle(
+            Time::from_secs(now),
+            WallTime::from_secs(now),
+            &env,
+            &mut out,
+        );
+    }
+
+    #[test]
+    fn a_start_that_leaves_is_on_record_once_and_with_its_own_incarnation() {
+        // The registered start leaves: only the Left goes in the log.
+        let mut a = authority(&[], &[]);
+        let head = a.head();
+        leaving(&mut a, 3, 1, 1);
+        assert_eq!(a.head(), head + 1, "one entry");
+        assert!(a.state().has_left(NodeId(3)));
+        // A later start, never registered (its join lost), leaves: that
+        // start is recorded, then its leaving.
+        leaving(&mut a, 4, 2, 1);
+        assert_eq!(a.head(), head + 3);
+        assert_eq!(a.state().registry.get(NodeId(4)).unwrap().incarnation, 2);
+        assert!(a.state().has_left(NodeId(4)));
+    }
+
+    #[test]
+    fn an_answer_is_remembered_for_its_memory_and_not_a_moment_longer() {
+        let mut a = authority(&[], &[]);
+        let ask = || Ask::RemoveNode { node: NodeId(3) };
+        let first = answer_to(&mut a, 1, WallTime::from_secs(1), 9, 7, ask());
+        assert!(refused(&first, "is up"), "{first:?}");
+        a.store.state.apply(&Change::Health {
+            node: NodeId(3),
+            down: true,
+        });
+        let memory = ANSWER_MEMORY.as_secs();
+        let again = answer_to(&mut a, memory, WallTime::from_secs(memory), 9, 7, ask());
+        assert_eq!(again, first, "a retry within the memory: the same answer");
+        let after = 1 + memory;
+        let anew = answer_to(&mut a, after, WallTime::from_secs(after), 9, 7, ask());
+        assert_eq!(anew, Answer::Done, "asked anew once the memory is over");
+    }
+
+    /// Node `id`'s start `incarnation` joins at `now` seconds.
+    fn join(a: &mut Authority, id: u64, incarnation: u64, now: u64) {
+        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+        let addr = ([10, 0, 0, id as u8], 7000).into();
+        let env = Envelope {
+            version: PROTOCOL_VERSION,
+            cluster: ClusterId(1),
+            from: NodeId(id),
+            from_addr: addr,
+            sent_at: WallTime::default(),
+            msg: Message::Join {
+                info: Box::new(NodeInfo {
+                    id: NodeId(id),
+                    addr,
+                    roles: Roles::STORE,
+                    zone: Zone::default(),
+                    weight: 100,
+                    incarnation,
+                }),
+            },
+        };
+        a.handle(
+            Time::from_secs(now),
+            WallTime::from_secs(now),
+            &env,
+            &mut out,
+        );
+    }
+
+    #[test]
+    fn a_join_from_the_removed_start_is_stale_and_a_later_start_is_a_new_member() {
+        let mut a = authority(&[3], &[]);
+        assert_eq!(remove(&mut a, 3, 1), Answer::Done);
+        join(&mut a, 3, 1, 2);
+        assert!(!a.state().registry.contains(NodeId(3)), "a delayed join");
+        join(&mut a, 3, 2, 3);
+        let info = a.state().registry.get(NodeId(3)).expect("a new start");
+        assert_eq!(info.incarnation, 2);
+        assert!(!a.state().removed.contains_key(&NodeId(3)));
+    }
+
+    #[test]
+    fn a_store_that_started_again_since_its_down_verdict_is_not_removed_yet() {
+        let mut a = authority(&[3], &[]);
+        join(&mut a, 3, 2, 1);
+        assert!(
+            a.state().is_down(NodeId(3)),
+            "still down until the votes say"
+        );
+        let answer = remove(&mut a, 3, 1);
+        assert!(refused(&answer, "started again"), "{answer:?}");
+        // Long after, still down without a verdict: it is not running.
+        let t = &a.cfg.tally;
+        let later = (t.vote_ttl + t.flap_hold_max + t.observer_debounce).as_secs() + 2;
+        let answer = answer_to(
+            &mut a,
+            later,
+            WallTime::from_secs(later),
+            9,
+            2,
+            Ask::RemoveNode { node: NodeId(3) },
+        );
+        assert_eq!(answer, Answer::Done);
+    }
+
+    #[test]
+    fn a_store_that_has_not_listed_everything_or_a_recovering_authority_removes_nothing() {
+        let mut a = authority(&[3], &[]);
+        a.store.synced.remove(&NodeId(3));
+        let answer = remove(&mut a, 3, 1);
+        assert!(
+            refused(&answer, "has not listed all its copies"),
+            "{answer:?}"
+        );
+        let mut a = authority(&[3], &[]);
+        a.recovery = Some(Recovery {
+            until: Time::from_secs(100),
+            expect_until: Time::from_secs(100),
+            hard_until: Time::from_secs(100),
+        });
+        let answer = remove(&mut a, 3, 1);
+        assert!(refused(&answer, "rebuilding"), "{answer:?}");
+        assert!(a.state().registry.contains(NodeId(3)));
     }
 }

@@ -156,6 +156,30 @@ mod tests {
     }
 
     #[test]
+    fn decode_errors_say_what_went_wrong() {
+        let cases = [
+            (
+                DecodeError::Malformed("eof".into()),
+                "malformed envelope: eof".to_string(),
+            ),
+            (
+                DecodeError::TrailingBytes(3),
+                "3 bytes after the envelope".to_string(),
+            ),
+            (
+                DecodeError::UnsupportedVersion(PROTOCOL_VERSION + 1),
+                format!(
+                    "protocol version {} (this node speaks {PROTOCOL_VERSION})",
+                    PROTOCOL_VERSION + 1
+                ),
+            ),
+        ];
+        for (e, said) in cases {
+            assert_eq!(e.to_string(), said);
+        }
+    }
+
+    #[test]
     fn foreign_version_is_named_in_the_error() {
         let mut e = env(Message::Ping { probe: 1 });
         e.version = PROTOCOL_VERSION + 1;

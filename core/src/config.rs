@@ -313,6 +313,8 @@ pub struct InjectedBugs {
     pub drop_before_unlist: bool,
     /// A node is removed even while copies it holds are among the last R.
     pub remove_last_copies: bool,
+    /// A removal is acknowledged and recorded nowhere.
+    pub removal_not_recorded: bool,
 }
 
 /// Everything a node needs to start.
@@ -388,6 +390,22 @@ mod tests {
         // 500 ms + 2 x 300 ms + 8 x 150 ms + 50 ms + 100 ms
         assert_eq!(cfg.detection_bound(), Duration::from_millis(2450));
         assert_eq!(cfg.ping.vote_bound(), Duration::from_millis(1100));
+    }
+
+    #[test]
+    fn a_pull_waits_its_poll_and_margin_and_a_transfer_its_size_at_the_minimum_rate() {
+        let feed = FeedConfig::default();
+        assert_eq!(feed.pull_timeout(), feed.long_poll + feed.rpc_margin);
+        let content = ContentConfig {
+            transfer_min_rate: 1_000_000,
+            ..ContentConfig::default()
+        };
+        let t = content.transfer_timeout;
+        assert_eq!(content.transfer_deadline(0), t);
+        assert_eq!(
+            content.transfer_deadline(3_000_000),
+            t + Duration::from_secs(3)
+        );
     }
 }
 

@@ -114,5 +114,44 @@ mod tests {
         };
         assert_eq!(m.content_type(), "video/mp4");
         assert_eq!(content_type("weird"), "application/octet-stream");
+        // Every extension named, with its type: browsers and players rely
+        // on it, and no arm may fall through to octet-stream.
+        let table = [
+            ("txt", "text/plain; charset=utf-8"),
+            ("html", "text/html; charset=utf-8"),
+            ("htm", "text/html; charset=utf-8"),
+            ("css", "text/css"),
+            ("js", "text/javascript"),
+            ("json", "application/json"),
+            ("xml", "application/xml"),
+            ("csv", "text/csv"),
+            ("pdf", "application/pdf"),
+            ("zip", "application/zip"),
+            ("gz", "application/gzip"),
+            ("tar", "application/x-tar"),
+            ("jpg", "image/jpeg"),
+            ("jpeg", "image/jpeg"),
+            ("png", "image/png"),
+            ("gif", "image/gif"),
+            ("webp", "image/webp"),
+            ("svg", "image/svg+xml"),
+            ("ico", "image/x-icon"),
+            ("mp3", "audio/mpeg"),
+            ("ogg", "audio/ogg"),
+            ("wav", "audio/wav"),
+            ("flac", "audio/flac"),
+            ("mp4", "video/mp4"),
+            ("m4v", "video/mp4"),
+            ("webm", "video/webm"),
+            ("mkv", "video/x-matroska"),
+            ("mov", "video/quicktime"),
+            ("avi", "video/x-msvideo"),
+            ("m3u8", "application/vnd.apple.mpegurl"),
+            ("ts", "video/mp2t"),
+            ("wasm", "application/wasm"),
+        ];
+        for (ext, ty) in table {
+            assert_eq!(content_type(ext), ty, "{ext}");
+        }
     }
 }

@@ -53,6 +53,9 @@ pub enum Record {
         store: NodeId,
         seq: crate::message::VoteSeq,
     },
+    /// An admin removed this node: what was kept for it (sync, report
+    /// fence, recovery marks, orphans, drop orders) is dropped.
+    Forgotten(NodeId),
 }
 
 /// The accumulated effect of every record written so far.
@@ -129,6 +132,11 @@ impl DurableState {
             Record::Expected(node) => {
                 if let Some(store) = &mut self.authority {
                     store.expected.insert(*node);
+                }
+            }
+            Record::Forgotten(node) => {
+                if let Some(store) = &mut self.authority {
+                    store.forget(*node);
                 }
             }
         }

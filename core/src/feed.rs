@@ -117,6 +117,8 @@ pub struct Snapshot {
     pub revoked: Vec<(Token, crate::time::WallTime)>,
     /// Nodes that left gracefully and have not joined again.
     pub left: Vec<NodeId>,
+    /// Nodes an admin removed, with the start removed.
+    pub removed: Vec<(NodeId, u64)>,
 }
 
 impl Snapshot {
@@ -133,6 +135,7 @@ impl Snapshot {
             deleted: vec![],
             revoked: vec![],
             left: vec![],
+            removed: vec![],
         }
     }
 }

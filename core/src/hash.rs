@@ -284,6 +284,13 @@ mod tests {
     }
 
     #[test]
+    fn upper_case_hex_names_the_same_content() {
+        let h = ContentHash::compute(HashKind::Sha1, b"abc");
+        let upper = h.to_string().to_uppercase();
+        assert_eq!(ContentHash::parse(&upper), Ok(h));
+    }
+
+    #[test]
     fn forged_digest_length_is_rejected_on_decode() {
         let bytes = bincode::serde::encode_to_vec(
             (HashKind::Sha256, vec![1u8; 5]),

@@ -618,8 +618,8 @@ impl Node {
     }
 
     /// Once the replica has caught up past our join, our registry entry must
-    /// be there and current; if it is not (the node was removed, or the
-    /// authority lost it), join again.
+    /// be there and current; if it is not (the authority lost it), join
+    /// again.
     fn check_registration(&mut self) {
         if !self.replica.is_ready() || !self.replica.at_end() {
             return;
@@ -629,6 +629,11 @@ impl Node {
         };
         let past_join = self.replica.log() != Some(log) || self.replica.seq() >= seq;
         let state = self.replica.state();
+        if state.was_removed(self.id, self.incarnation) {
+            // An admin removed this start: it stays out (a restart is a new
+            // start and joins as a new member).
+            return;
+        }
         let registered = state.registry.get(self.id);
         // Marked left, yet this start never said it was leaving (its disk
         // went back to the start that left): it must come back as a new one.
@@ -708,7 +713,7 @@ mod tests {
     use crate::ids::{Roles, Zone};
     use crate::rng::SeededRng;
     use crate::time::Duration;
-    use std::collections::{BTreeSet, VecDeque};
+    use std::collections::{BTreeMap, BTreeSet, VecDeque};
     use std::net::SocketAddr;
 
     /// A tiny in-memory driver: instant, lossless delivery; `down` hosts
@@ -721,6 +726,11 @@ mod tests {
         notices: Vec<(usize, Notice)>,
         down: BTreeSet<usize>,
         now: Time,
+        /// Every message sent: (sender, to, message).
+        sent: Vec<(usize, SocketAddr, Message)>,
+        /// Transfers ordered (node, op) and client replies (node, id, response).
+        transfers: Vec<(usize, u64)>,
+        replies: Vec<(usize, u64, ClientResponse)>,
     }
 
     fn addr(i: usize) -> SocketAddr {
@@ -746,6 +756,9 @@ mod tests {
                 notices: Vec::new(),
                 down: BTreeSet::new(),
                 now: Time::from_secs(1),
+                sent: Vec::new(),
+                transfers: Vec::new(),
+                replies: Vec::new(),
             };
             for i in 0..n {
                 let node = Node::new(
@@ -767,6 +780,7 @@ mod tests {
                     match out {
                         Output::Send { to, envelope } => {
                             if !self.down.contains(&i) {
+                                self.sent.push((i, to, envelope.msg.clone()));
                                 self.queue.push_back((to, envelope));
                             }
                         }
@@ -776,10 +790,9 @@ mod tests {
                         Output::ListContent => {
                             self.inputs.push_back((i, Input::ContentListing(vec![])))
                         }
-                        Output::Reply { .. }
-                        | Output::Transfer { .. }
-                        | Output::Scrub { .. }
-                        | Output::DeleteContent { .. } => {}
+                        Output::Reply { id, response } => self.replies.push((i, id, response)),
+                        Output::Transfer { op, .. } => self.transfers.push((i, op)),
+                        Output::Scrub { .. } | Output::DeleteContent { .. } => {}
                     }
                 }
             }
@@ -824,6 +837,148 @@ mod tests {
             }
             self.now = until;
         }
+    }
+
+    /// Adds a node with `roles` to the cluster (it joins as it runs).
+    fn add(c: &mut Cluster, roles: Roles) -> usize {
+        let i = c.nodes.len();
+        let cfg = NodeConfig::new(addr(i), roles, Zone::new("z"), addr(0));
+        c.disks.push(DurableState::default());
+        let rng = Box::new(SeededRng::new(i as u64));
+        c.nodes
+            .push(Node::new(cfg, &DurableState::default(), rng, c.now).unwrap());
+        i
+    }
+
+    #[test]
+    fn an_upload_whose_every_transfer_fails_is_answered() {
+        let mut c = Cluster::new(4);
+        let p = add(&mut c, Roles::PRISM);
+        c.run_for(Duration::from_secs(3));
+        assert!(c.nodes[p].is_ready());
+        let hash = crate::hash::ContentHash::compute(crate::hash::HashKind::Sha1, b"x");
+        let meta = crate::content::ContentMeta {
+            ext: "bin".into(),
+            size: 1,
+        };
+        let request = crate::io::ClientRequest::Upload { hash, meta };
+        c.inputs.push_back((p, Input::Client { id: 7, request }));
+        // Every copy fails, the failovers too.
+        let mut failed = 0;
+        for _ in 0..10 {
+            c.run_for(Duration::from_millis(10));
+            for (i, op) in std::mem::take(&mut c.transfers) {
+                failed += 1;
+                c.inputs
+                    .push_back((i, Input::TransferDone { op, ok: false }));
+            }
+        }
+        assert_eq!(failed, 3, "one try at each store");
+        let answer =
+            ClientResponse::Error(ClientError::Unavailable("could not store enough copies"));
+        assert_eq!(c.replies, [(p, 7, answer)]);
+    }
+
+    /// The indirect probe requests sent about node `dead` of `n` while it
+    /// is down: (asker, probe, asked).
+    fn probe_requests(n: usize, dead: usize) -> (Cluster, Vec<(usize, u64, SocketAddr)>) {
+        let mut c = Cluster::new(n);
+        c.run_for(Duration::from_secs(2));
+        c.down.insert(dead);
+        c.run_for(Duration::from_secs(3));
+        let asks = c
+            .sent
+            .iter()
+            .filter_map(|(from, to, m)| match m {
+                Message::PingReq {
+                    probe, target_addr, ..
+                } if *target_addr == addr(dead) => Some((*from, *probe, *to)),
+                _ => None,
+            })
+            .collect();
+        (c, asks)
+    }
+
+    #[test]
+    fn an_observer_asks_every_other_node_but_itself_and_the_subject_to_probe() {
+        // Five nodes: each observer of node 4 has three others to ask, as
+        // many as it asks (asking itself would only go round its loopback).
+        let (c, asks) = probe_requests(5, 4);
+        assert_eq!(c.nodes[1].cfg.ping.indirect_probes, 3);
+        let mut rounds: BTreeMap<(usize, u64), BTreeSet<SocketAddr>> = BTreeMap::new();
+        for (from, probe, to) in asks {
+            assert_ne!(to, addr(4), "the subject was asked");
+            rounds.entry((from, probe)).or_default().insert(to);
+        }
+        assert!(!rounds.is_empty(), "node 4 was probed indirectly");
+        for ((from, _), asked) in rounds {
+            let others: BTreeSet<SocketAddr> = (0..4).filter(|i| *i != from).map(addr).collect();
+            assert_eq!(asked, others, "node {from}");
+        }
+    }
+
+    #[test]
+    fn an_observer_asks_the_subjects_other_observers_first() {
+        let (c, asks) = probe_requests(12, 11);
+        let state = c.nodes[1].replica().state();
+        let subject = c.nodes[11].id();
+        let observers: Vec<SocketAddr> = state
+            .observers_of(subject)
+            .iter()
+            .map(|o| state.registry.get(*o).unwrap().addr)
+            .collect();
+        assert!(observers.len() > c.nodes[1].cfg.ping.indirect_probes + 1);
+        assert!(!asks.is_empty());
+        let mut asked: BTreeMap<usize, BTreeSet<SocketAddr>> = BTreeMap::new();
+        for (from, _, to) in asks {
+            assert!(
+                observers.contains(&to),
+                "node {from} asked {to}, not an observer"
+            );
+            asked.entry(from).or_default().insert(to);
+        }
+        // Over its rounds each observer asks every one of the others.
+        for (from, asked) in asked {
+            let others: BTreeSet<SocketAddr> = observers
+                .iter()
+                .copied()
+                .filter(|a| *a != addr(from))
+                .collect();
+            assert_eq!(asked, others, "node {from}");
+        }
+    }
+
+    #[test]
+    fn a_votes_ack_from_anyone_but_the_authority_is_ignored() {
+        let mut c = Cluster::new(4);
+        c.run_for(Duration::from_secs(2));
+        // The authority hears nothing; node 3 dies; node 1 votes it down
+        // and keeps sending its vote set.
+        c.down.insert(0);
+        c.down.insert(3);
+        c.run_for(Duration::from_secs(3));
+        let votes_of_1 = |c: &Cluster| -> Vec<crate::message::VoteSeq> {
+            c.sent
+                .iter()
+                .filter_map(|(from, _, m)| match m {
+                    Message::Votes { seq, down } if *from == 1 && !down.is_empty() => Some(*seq),
+                    _ => None,
+                })
+                .collect()
+        };
+        let seq = *votes_of_1(&c).last().expect("node 1 voted");
+        let ack = c.nodes[2].out.envelope(Message::VotesAck { seq });
+        c.nodes[1].handle(c.now, wall(c.now), Input::Message(ack));
+        // Unacknowledged, a set goes out again every 150 ms (acknowledged,
+        // only at the next refresh, a second later).
+        c.sent.clear();
+        c.run_for(Duration::from_millis(900));
+        let resent = votes_of_1(&c);
+        assert!(
+            resent.len() >= 3,
+            "still resent after a forged ack: {resent:?}"
+        );
+        assert!(resent.iter().all(|s| *s == seq));
     }
 
     #[test]

@@ -32,13 +32,28 @@ pub struct ClusterState {
     pub revoked: BTreeMap<Token, WallTime>,
     /// Nodes that left gracefully: down because they said so, not by votes.
     pub left: BTreeSet<NodeId>,
+    /// Nodes an admin removed, with the start (incarnation) removed: a join
+    /// from that start or an earlier one is stale; a later start is new.
+    pub removed: BTreeMap<NodeId, u64>,
 }
 
 impl ClusterState {
     pub fn apply(&mut self, change: &Change) {
         match change {
-            Change::NodeUpserted(info) => self.registry.upsert(info.clone()),
+            Change::NodeUpserted(info) => {
+                if self
+                    .removed
+                    .get(&info.id)
+                    .is_some_and(|r| info.incarnation > *r)
+                {
+                    self.removed.remove(&info.id);
+                }
+                self.registry.upsert(info.clone());
+            }
             Change::NodeRemoved(id) => {
+                if let Some(info) = self.registry.get(*id) {
+                    self.removed.insert(*id, info.incarnation);
+                }
                 self.registry.remove(*id);
                 self.set_observers(*id, Vec::new());
                 self.down.remove(id);
@@ -135,6 +150,12 @@ impl ClusterState {
         self.left.contains(&id)
     }
 
+    /// Whether the start `incarnation` of `id` (or an earlier one) was
+    /// removed by an admin.
+    pub fn was_removed(&self, id: NodeId, incarnation: u64) -> bool {
+        self.removed.get(&id).is_some_and(|r| incarnation <= *r)
+    }
+
     fn drop_copy(&mut self, hash: ContentHash, store: NodeId) {
         if let Some(rec) = self.inventory.get_mut(&hash) {
             rec.stores.remove(&store);
@@ -217,6 +238,7 @@ impl ClusterState {
             deleted: self.deleted.iter().copied().collect(),
             revoked: self.revoked.iter().map(|(t, e)| (*t, *e)).collect(),
             left: self.left.iter().copied().collect(),
+            removed: self.removed.iter().map(|(n, i)| (*n, *i)).collect(),
         }
     }
 
@@ -242,6 +264,7 @@ impl ClusterState {
         state.deleted = snap.deleted.iter().copied().collect();
         state.revoked = snap.revoked.iter().copied().collect();
         state.left = snap.left.iter().copied().collect();
+        state.removed = snap.removed.iter().copied().collect();
         state
     }
 
@@ -289,6 +312,9 @@ impl ClusterState {
         }
         if self.left != other.left {
             d.push(format!("left {:?} vs {:?}", self.left, other.left));
+        }
+        if self.removed != other.removed {
+            d.push(format!("removed {:?} vs {:?}", self.removed, other.removed));
         }
         if self.revoked != other.revoked {
             d.push(format!(

@@ -50,8 +50,9 @@ pub trait MetadataStore: Send {
 }
 
 /// The encoding of what this file keeps: bumped whenever a stored type
-/// changes shape (3: registry entries carry the node's start).
-const FORMAT: u16 = 3;
+/// changes shape (3: registry entries carry the node's start; 4: snapshots
+/// name the removed nodes).
+const FORMAT: u16 = 4;
 
 #[derive(Debug)]
 pub enum MetaError {
@@ -329,6 +330,14 @@ impl MetadataStore for RedbStore {
                     }
                     Record::Reported { store, seq } => {
                         reports.insert(store.0, (seq.incarnation, seq.counter))?;
+                    }
+                    Record::Forgotten(n) => {
+                        // Its orphans and drop orders went with records of
+                        // their own.
+                        for set in [SET_RESTORED, SET_SYNCED, SET_EXPECTED] {
+                            sets.remove((set, n.0))?;
+                        }
+                        reports.remove(n.0)?;
                     }
                 }
             }

@@ -572,19 +572,18 @@ impl Oracle {
         let _ = Duration::ZERO;
     }
 
-    /// The other direction: every copy the inventory lists on a running
-    /// store is there and intact (what the store lost, dropped or found
-    /// rotten must have been reported and unlisted by now).
     /// The authority agreed to remove `node`, whose host goes for good with
     /// its disks. Every upload no client deleted that it held must have R
     /// intact copies on other store hosts that are neither gone nor
-    /// drained (stopped ones count: they come back), unless a fault
-    /// destroyed one, which the authority may not know yet; and at least
-    /// one, unless faults destroyed W.
+    /// drained (stopped ones count: they come back), except for copies the
+    /// authority lists on stores it counts that a fault destroyed without
+    /// its knowing yet (rotted and not yet scrubbed, or the store lost and
+    /// not yet voted down).
     pub fn on_removed(&mut self, w: &World, clients: &Clients, host: HostId, node: NodeId) {
         self.removed.insert(node, w.now);
         self.retired.insert(node);
         self.measured.removals += 1;
+        let state = w.authority().map(|a| a.state());
         for (hash, _) in w.hosts[host].content.listing() {
             if !w.hosts[host].content.intact(&hash) || !clients.must_exist(&hash) {
                 continue;
@@ -595,18 +594,40 @@ impl Oracle {
                 .filter(|h| w.cfg.hosts[*h].roles.store)
                 .filter(|h| w.hosts[*h].content.intact(&hash))
                 .count();
-            let destroyed = self.destroyed.get(&hash).copied().unwrap_or(0);
-            let (kind, what) = if elsewhere == 0 && destroyed < self.write_quorum {
-                (ViolationKind::UploadLost, "the last copy")
-            } else if elsewhere < self.replicas && destroyed == 0 {
-                (ViolationKind::Underreplicated, "one of the last R copies")
-            } else {
+            let listed = state
+                .and_then(|s| s.inventory.get(&hash).map(|r| (s, r)))
+                .map(|(s, r)| {
+                    let counted = |id: &&NodeId| {
+                        **id != node && !s.is_down(**id) && !s.draining.contains(*id)
+                    };
+                    r.stores.iter().filter(counted).copied().collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let unnoticed = listed
+                .iter()
+                .filter(|id| {
+                    w.node_hosts.get(id).is_none_or(|h| {
+                        let s = &w.hosts[*h];
+                        let same = s.disk.node() == Some(**id);
+                        s.lost || !same || !s.content.intact(&hash)
+                    })
+                })
+                .count();
+            if elsewhere + unnoticed >= self.replicas {
                 continue;
+            }
+            let (kind, what) = if elsewhere == 0 {
+                (ViolationKind::UploadLost, "the last copy")
+            } else {
+                (ViolationKind::Underreplicated, "one of the last R copies")
             };
             self.violate(
                 w.now,
                 kind,
-                format!("node {node} (host {host}) was removed holding {what} of {hash} ({elsewhere} elsewhere)"),
+                format!(
+                    "node {node} (host {host}) was removed holding {what} of {hash} \
+                     ({elsewhere} intact elsewhere, {unnoticed} destroyed unnoticed)"
+                ),
             );
         }
     }
@@ -627,6 +648,15 @@ impl Oracle {
             if let Some(hash) = state.held_by(node).next() {
                 kept.push(format!("listed as holding {hash}"));
             }
+            if let Some(rec) = state.inventory.values().find(|r| r.stores.contains(&node)) {
+                kept.push(format!("in the inventory of {}", rec.hash));
+            }
+            if state.down.contains(&node) || state.has_left(node) {
+                kept.push("published down".to_string());
+            }
+            if state.draining.contains(&node) {
+                kept.push("draining".to_string());
+            }
             if !kept.is_empty() {
                 self.violate(
                     w.now,
@@ -637,6 +667,9 @@ impl Oracle {
         }
     }
 
+    /// The other direction: every copy the inventory lists on a running
+    /// store is there and intact (what the store lost, dropped or found
+    /// rotten must have been reported and unlisted by now).
     fn check_listed_copies(&mut self, w: &World, state: &stretchfs_core::state::ClusterState) {
         for (hash, rec) in &state.inventory {
             for store in &rec.stores {

@@ -16,10 +16,11 @@ use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use stretchfs_core::content::ContentMeta;
+use stretchfs_core::feed::Change;
 use stretchfs_core::hash::ContentHash;
 use stretchfs_core::rng::SeededRng;
 use stretchfs_core::{
-    ClientRequest, ClientResponse, Duration, Input, Message, Node, Notice, Output, Time,
+    ClientRequest, ClientResponse, Duration, Input, Message, Node, NodeId, Notice, Output, Time,
     TransferSource,
 };
 use stretchfs_transport_sim::{Delivery, HostId, NetConfig};
@@ -167,6 +168,8 @@ pub struct Sim {
     admin_ids: u64,
     /// Removal requests in flight: admin request id -> host.
     removals: BTreeMap<u64, HostId>,
+    /// Nodes the authority's log removed in the current step.
+    removed_nodes: Vec<NodeId>,
     counts: Counts,
     /// Events handled at the current instant (livelock guard).
     same_instant: u64,
@@ -210,6 +213,7 @@ impl Sim {
             open_transfers: BTreeSet::new(),
             admin_ids: 0,
             removals: BTreeMap::new(),
+            removed_nodes: Vec::new(),
             same_instant: 0,
             counts: Counts::default(),
             noise,
@@ -612,9 +616,9 @@ impl Sim {
         }
     }
 
-    /// The answer to a removal. Once removed, the host is gone for good
-    /// with its disks (the oracle first checks that no content lost its
-    /// last copy with them); a refusal is asked again a little later.
+    /// The answer to a removal: a refusal is asked again a little later;
+    /// an acknowledgement removes the host (if the authority's log has not
+    /// already: the operator acts on the answer).
     fn on_admin_reply(&mut self, id: u64, response: &ClientResponse) {
         let Some(host) = self.removals.remove(&id) else {
             return;
@@ -625,11 +629,27 @@ impl Sim {
             let retry = Event::Fault(Fault::Remove { host });
             return self.queue.push(now + REMOVE_RETRY, retry);
         }
-        let Some(node) = self.world.hosts[host].disk.node() else {
-            return;
-        };
+        if let Some(node) = self.world.hosts[host].disk.node() {
+            self.host_removed(host, node);
+        }
+    }
+
+    /// `node` was removed, as the authority's log says (whether or not its
+    /// answer reaches the operator).
+    fn node_removed(&mut self, node: NodeId) {
+        let host =
+            (0..self.world.hosts.len()).find(|h| self.world.hosts[*h].disk.node() == Some(node));
+        if let Some(host) = host {
+            self.host_removed(host, node);
+        }
+    }
+
+    /// Once removed, the host is gone for good with its disks (the oracle
+    /// first checks that no content lost its last copy with them).
+    fn host_removed(&mut self, host: HostId, node: NodeId) {
+        let now = self.world.now;
         if self.world.hosts[host].lost {
-            return; // A duplicate answer.
+            return; // Seen already (in the log, or a duplicate answer).
         }
         self.trace
             .line(format_args!("[{now}] host {host}: node {node} removed"));
@@ -938,6 +958,9 @@ impl Sim {
                         appended_at.insert(e.seq, now);
                         if h == 0 {
                             self.oracle.audit.on_appended(e);
+                            if let Change::NodeRemoved(id) = e.change {
+                                self.removed_nodes.push(id);
+                            }
                         }
                     }
                     host.disk.apply(&record)
@@ -1005,6 +1028,9 @@ impl Sim {
             self.start_transfer(t);
         }
         self.transfers = transfers;
+        for node in std::mem::take(&mut self.removed_nodes) {
+            self.node_removed(node);
+        }
         let mut replies = std::mem::take(&mut self.replies);
         for (h, id, response) in replies.drain(..) {
             if self.trace.printing() {

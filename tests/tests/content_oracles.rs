@@ -251,6 +251,15 @@ fn removal_oracle_catches_removing_a_store_that_holds_the_last_copies() {
 }
 
 #[test]
+fn removed_node_oracle_catches_a_removal_acknowledged_but_not_recorded() {
+    let mut cfg = storm(38, 8);
+    removed_undrained(&mut cfg);
+    cfg.bugs.removal_not_recorded = true;
+    let r = stretchfs_sim::run(cfg, false);
+    assert!(has_violation(&r, ViolationKind::RemovedNodeKept), "{r}");
+}
+
+#[test]
 fn the_same_removal_without_the_bug_waits_for_repair() {
     let mut cfg = storm(38, 8);
     removed_undrained(&mut cfg);
