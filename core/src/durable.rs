@@ -53,8 +53,8 @@ pub enum Record {
         store: NodeId,
         seq: crate::message::VoteSeq,
     },
-    /// An admin removed this node: what was kept for it (sync, report
-    /// fence, recovery marks, orphans, drop orders) is dropped.
+    /// An admin removed this node: what was kept for it (sync, recovery
+    /// marks, orphans, drop orders; not its report fence) is dropped.
     Forgotten(NodeId),
 }
 

@@ -188,6 +188,9 @@ pub enum Notice {
     VoteCast { subject: NodeId, down: bool },
     /// The authority finished rebuilding a state it started without.
     Recovered,
+    /// An admin removed this node's start from the cluster: it no longer
+    /// probes, stores or serves until it is started again.
+    Removed,
     /// A message was dropped; `why` says which check refused it.
     Dropped { from: NodeId, why: DropReason },
 }

@@ -66,6 +66,8 @@ pub struct Node {
     incarnation: u64,
     /// Told to stop (`Input::Leave`): this start has left.
     leaving: bool,
+    /// An admin removed this start: it no longer probes, stores or serves.
+    removed: bool,
     cluster: Option<ClusterId>,
     join: JoinState,
     replica: Replica,
@@ -173,6 +175,7 @@ impl Node {
             id,
             incarnation,
             leaving: false,
+            removed: false,
             cluster,
             join: JoinState {
                 joined: false,
@@ -265,6 +268,14 @@ impl Node {
     }
 
     fn client(&mut self, id: u64, request: crate::io::ClientRequest) {
+        if self.removed {
+            let why = "this node was removed from the cluster";
+            self.out.queue.push_back(Output::Reply {
+                id,
+                response: ClientResponse::Error(ClientError::Unavailable(why)),
+            });
+            return;
+        }
         let Some(p) = &mut self.prism else {
             let why = "this node is not a prism".to_string();
             self.out.queue.push_back(Output::Reply {
@@ -297,7 +308,7 @@ impl Node {
         if let Some(a) = &self.authority {
             next = earliest(next, a.next_deadline());
         }
-        if self.join.joined {
+        if self.join.joined && !self.removed {
             if let Some(s) = &self.store {
                 next = earliest(next, s.next_deadline(self.now));
             }
@@ -393,7 +404,7 @@ impl Node {
     }
 
     fn probing(&self) -> bool {
-        self.join.joined && self.replica.has_state()
+        self.join.joined && self.replica.has_state() && !self.removed
     }
 
     /// Runs loopback messages and due timers until neither produces more.
@@ -590,7 +601,7 @@ impl Node {
                 &mut self.out,
             );
         }
-        if self.join.joined {
+        if self.join.joined && !self.removed {
             if let Some(s) = &mut self.store {
                 let view = StoreView {
                     state: self.replica.state(),
@@ -630,8 +641,12 @@ impl Node {
         let past_join = self.replica.log() != Some(log) || self.replica.seq() >= seq;
         let state = self.replica.state();
         if state.was_removed(self.id, self.incarnation) {
-            // An admin removed this start: it stays out (a restart is a new
-            // start and joins as a new member).
+            // An admin removed this start: it stays out and idle (a restart
+            // is a new start and joins as a new member).
+            if !self.removed {
+                self.removed = true;
+                self.out.notice(Notice::Removed);
+            }
             return;
         }
         let registered = state.registry.get(self.id);
@@ -946,6 +961,54 @@ mod tests {
                 .collect();
             assert_eq!(asked, others, "node {from}");
         }
+    }
+
+    #[test]
+    fn a_removed_start_that_comes_back_stays_out_and_idle() {
+        let mut c = Cluster::new(4);
+        c.run_for(Duration::from_secs(2));
+        c.down.insert(3);
+        c.run_for(Duration::from_secs(25));
+        let id = c.nodes[3].id();
+        assert!(c.nodes[0].authority().unwrap().state().is_down(id));
+        let ask = Message::Ask {
+            req: 1,
+            ask: Box::new(crate::message::Ask::RemoveNode { node: id }),
+        };
+        let env = c.nodes[1].out.envelope(ask);
+        c.nodes[0].handle(c.now, wall(c.now), Input::Message(env));
+        c.run_for(Duration::from_secs(1));
+        assert!(!c.nodes[0]
+            .authority()
+            .unwrap()
+            .state()
+            .registry
+            .contains(id));
+        // Node 3 was only cut off: it hears it was removed and stops.
+        c.down.remove(&3);
+        c.run_for(Duration::from_secs(2));
+        assert!(c.notices.contains(&(3, Notice::Removed)));
+        c.sent.clear();
+        c.run_for(Duration::from_secs(3));
+        let sent: Vec<_> = c.sent.iter().filter(|(from, _, _)| *from == 3).collect();
+        assert!(
+            sent.iter()
+                .all(|(_, _, m)| matches!(m, Message::FeedPull { .. })),
+            "only follows the feed: {sent:?}"
+        );
+        assert!(!c.nodes[0]
+            .authority()
+            .unwrap()
+            .state()
+            .registry
+            .contains(id));
+        let request = crate::io::ClientRequest::Exists { hashes: vec![] };
+        c.inputs.push_back((3, Input::Client { id: 5, request }));
+        c.run_for(Duration::from_millis(10));
+        let refused = ClientResponse::Error(ClientError::Unavailable(
+            "this node was removed from the cluster",
+        ));
+        assert_eq!(c.replies, [(3, 5, refused)]);
     }
 
     #[test]

@@ -337,7 +337,6 @@ impl MetadataStore for RedbStore {
                         for set in [SET_RESTORED, SET_SYNCED, SET_EXPECTED] {
                             sets.remove((set, n.0))?;
                         }
-                        reports.remove(n.0)?;
                     }
                 }
             }

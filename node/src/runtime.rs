@@ -513,6 +513,10 @@ impl Shared {
                 tracing::debug!(%node, down, "verdict applied")
             }
             Notice::Recovered => tracing::info!("authority state recovered"),
+            Notice::Removed => tracing::error!(
+                "an admin removed this node from the cluster: it is idle now; \
+                 restart it to join as a new member, or stop it for good"
+            ),
             Notice::Left { node } => tracing::info!(%node, "left the cluster"),
             Notice::Dropped { from, why } => tracing::warn!(%from, ?why, "message dropped"),
             Notice::Suspicion { node, suspect } => tracing::debug!(%node, suspect, "suspicion"),

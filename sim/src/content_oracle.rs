@@ -574,8 +574,9 @@ impl Oracle {
 
     /// The authority agreed to remove `node`, whose host goes for good with
     /// its disks. Every upload no client deleted that it held must have R
-    /// intact copies on other store hosts that are neither gone nor
-    /// drained (stopped ones count: they come back), except for copies the
+    /// intact copies on other store hosts that are not gone (stopped ones
+    /// count: they come back; so do draining ones: a drain moves its copies
+    /// before it drops them, which its own oracle checks), except for copies the
     /// authority lists on stores it counts that a fault destroyed without
     /// its knowing yet (rotted and not yet scrubbed, or the store lost and
     /// not yet voted down).
@@ -590,16 +591,15 @@ impl Oracle {
             }
             self.measured.removal_checks += 1;
             let elsewhere = (0..w.hosts.len())
-                .filter(|h| *h != host && !w.hosts[*h].lost && !self.drained.contains(h))
+                .filter(|h| *h != host && !w.hosts[*h].lost)
                 .filter(|h| w.cfg.hosts[*h].roles.store)
                 .filter(|h| w.hosts[*h].content.intact(&hash))
                 .count();
             let listed = state
                 .and_then(|s| s.inventory.get(&hash).map(|r| (s, r)))
                 .map(|(s, r)| {
-                    let counted = |id: &&NodeId| {
-                        **id != node && !s.is_down(**id) && !s.draining.contains(*id)
-                    };
+                    // What the authority could have counted: no wider.
+                    let counted = |id: &&NodeId| **id != node && s.copy_counts(**id);
                     r.stores.iter().filter(counted).copied().collect::<Vec<_>>()
                 })
                 .unwrap_or_default();
