@@ -482,8 +482,10 @@ impl Oracle {
             }
             let healthy = intact.iter().filter(|h| running_stores.contains(h)).count();
             let expected = self.replicas.min(running_stores.len());
-            if intact.len() > self.replicas {
-                // Drains and repair have settled: the surplus is gone.
+            if intact.len() > self.replicas && running_stores.len() >= self.replicas {
+                // Drains and repair have settled: the surplus is gone. (With
+                // fewer than R undrained stores running a drain cannot end,
+                // and the draining copies stay.)
                 self.violate(
                     w.now,
                     ViolationKind::Overreplicated,

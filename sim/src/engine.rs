@@ -170,6 +170,8 @@ pub struct Sim {
     removals: BTreeMap<u64, HostId>,
     /// Nodes the authority's log removed in the current step.
     removed_nodes: Vec<NodeId>,
+    /// Drain requests in flight: admin request id -> (host, draining).
+    drains: BTreeMap<u64, (HostId, bool)>,
     counts: Counts,
     /// Events handled at the current instant (livelock guard).
     same_instant: u64,
@@ -214,6 +216,7 @@ impl Sim {
             admin_ids: 0,
             removals: BTreeMap::new(),
             removed_nodes: Vec::new(),
+            drains: BTreeMap::new(),
             same_instant: 0,
             counts: Counts::default(),
             noise,
@@ -547,10 +550,9 @@ impl Sim {
                 self.oracle.drained.insert(host);
                 self.drain_store(host, true)
             }
-            Fault::Undrain { host } => {
-                self.oracle.drained.remove(&host);
-                self.drain_store(host, false)
-            }
+            // Drained counts from the request (the prisms may stop placing
+            // on it at once), undrained from the acknowledgement.
+            Fault::Undrain { host } => self.drain_store(host, false),
             Fault::Remove { host } => self.remove_host(host),
             Fault::Leave { host } => {
                 if self.world.hosts[host].is_up() {
@@ -620,10 +622,19 @@ impl Sim {
     /// an acknowledgement removes the host (if the authority's log has not
     /// already: the operator acts on the answer).
     fn on_admin_reply(&mut self, id: u64, response: &ClientResponse) {
+        let now = self.world.now;
+        if let Some((host, draining)) = self.drains.remove(&id) {
+            // An operator asks again until the drain (or undrain) is taken.
+            if *response != ClientResponse::Draining {
+                self.retry_drain(host, draining);
+            } else if !draining {
+                self.oracle.drained.remove(&host);
+            }
+            return;
+        }
         let Some(host) = self.removals.remove(&id) else {
             return;
         };
-        let now = self.world.now;
         if *response != ClientResponse::NodeRemoved {
             self.oracle.measured.removals_refused += 1;
             let retry = Event::Fault(Fault::Remove { host });
@@ -673,12 +684,31 @@ impl Sim {
             .or(self.world.hosts[host].disk.node());
         let prism = (0..self.world.hosts.len())
             .find(|p| self.world.cfg.hosts[*p].roles.prism && self.world.hosts[*p].is_up());
-        if let (Some(node), Some(prism)) = (node, prism) {
-            self.admin_ids += 1;
-            let id = ADMIN_ID | self.admin_ids;
-            let request = ClientRequest::Drain { node, draining };
-            self.step(prism, Input::Client { id, request });
+        match (node, prism) {
+            (Some(node), Some(prism)) => {
+                self.admin_ids += 1;
+                let id = ADMIN_ID | self.admin_ids;
+                self.drains.insert(id, (host, draining));
+                let request = ClientRequest::Drain { node, draining };
+                self.step(prism, Input::Client { id, request });
+            }
+            (Some(_), None) => self.retry_drain(host, draining),
+            (None, _) => {}
         }
+    }
+
+    /// Asks again for a drain (or undrain) a little later, until the heal.
+    fn retry_drain(&mut self, host: HostId, draining: bool) {
+        let at = self.world.now + REMOVE_RETRY;
+        if at >= self.world.cfg.heal_at {
+            return;
+        }
+        let fault = if draining {
+            Fault::Drain { host }
+        } else {
+            Fault::Undrain { host }
+        };
+        self.queue.push(at, Event::Fault(fault));
     }
 
     fn client_tick(&mut self) {
