@@ -561,21 +561,18 @@ impl Authority {
             ));
         }
         let r = self.cfg.content.replicas;
-        let short = state
-            .held_by(node)
-            .filter(|hash| {
-                let others = state.inventory.get(*hash).map_or(0, |rec| {
-                    rec.stores
-                        .iter()
-                        .filter(|s| **s != node && state.copy_counts(**s))
-                        .count()
-                });
-                others < r && !self.cfg.bugs.remove_last_copies
-            })
-            .count();
+        let among_last_r = |hash: &&ContentHash| {
+            let others = state.inventory.get(*hash).map_or(0, |rec| {
+                rec.stores
+                    .iter()
+                    .filter(|s| **s != node && state.copy_counts(**s))
+                    .count()
+            });
+            others < r && !self.cfg.bugs.remove_last_copies
+        };
         // Copies on it already unlisted (surplus after a drain or repair)
-        // but not yet dropped: if what they were surplus to has failed since,
-        // they may be the last ones.
+        // but not yet dropped count too: if what they were surplus to has
+        // failed since, they may be the last ones.
         let doomed: BTreeSet<ContentHash> = self
             .unlisted
             .keys()
@@ -583,19 +580,8 @@ impl Authority {
             .filter(|(h, s)| *s == node && !state.deleted.contains(h))
             .map(|(h, _)| *h)
             .collect();
-        let doomed_short = doomed
-            .iter()
-            .filter(|hash| {
-                let others = state.inventory.get(*hash).map_or(0, |rec| {
-                    rec.stores
-                        .iter()
-                        .filter(|s| **s != node && state.copy_counts(**s))
-                        .count()
-                });
-                others < r && !self.cfg.bugs.remove_last_copies
-            })
-            .count();
-        let short = short + doomed_short;
+        let short = state.held_by(node).filter(among_last_r).count()
+            + doomed.iter().filter(among_last_r).count();
         (short > 0).then(|| {
             format!("{short} of the copies on {node} are among the last {r}: drain it or wait for repair")
         })
