@@ -1838,6 +1838,11 @@ mod removal {
 
     /// Node `id`'s start `incarnation` says it is leaving, at `now` seconds.
     fn leaving(a: &mut Authority, id: u64, incarnation: u64, now: u64) {
+        hand(a, id, now, Message::Leaving { incarnation });
+    }
+
+    /// Hands the authority `msg` from node `id` at `now` seconds.
+    fn hand(a: &mut Authority, id: u64, now: u64, msg: Message) {
         let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
         let env = Envelope {
             version: PROTOCOL_VERSION,
@@ -1845,7 +1850,7 @@ mod removal {
             from: NodeId(id),
             from_addr: ([10, 0, 0, id as u8], 7000).into(),
             sent_at: WallTime::default(),
-            msg: Message::Leaving { incarnation },
+            msg,
         };
         a.handle(
             Time::from_secs(now),
@@ -1891,31 +1896,15 @@ mod removal {
 
     /// Node `id`'s start `incarnation` joins at `now` seconds.
     fn join(a: &mut Authority, id: u64, incarnation: u64, now: u64) {
-        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
-        let addr = ([10, 0, 0, id as u8], 7000).into();
-        let env = Envelope {
-            version: PROTOCOL_VERSION,
-            cluster: ClusterId(1),
-            from: NodeId(id),
-            from_addr: addr,
-            sent_at: WallTime::default(),
-            msg: Message::Join {
-                info: Box::new(NodeInfo {
-                    id: NodeId(id),
-                    addr,
-                    roles: Roles::STORE,
-                    zone: Zone::default(),
-                    weight: 100,
-                    incarnation,
-                }),
-            },
-        };
-        a.handle(
-            Time::from_secs(now),
-            WallTime::from_secs(now),
-            &env,
-            &mut out,
-        );
+        let info = Box::new(NodeInfo {
+            id: NodeId(id),
+            addr: ([10, 0, 0, id as u8], 7000).into(),
+            roles: Roles::STORE,
+            zone: Zone::default(),
+            weight: 100,
+            incarnation,
+        });
+        hand(a, id, now, Message::Join { info });
     }
 
     #[test]
