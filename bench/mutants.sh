@@ -9,6 +9,7 @@
 #   bash bench/mutants.sh core/src/repair.rs   # chosen files
 #   LIST=1 bash bench/mutants.sh               # only count the mutants
 #   REST=1 SHARD=0/8 bash bench/mutants.sh     # every eighth mutant of the rest of core
+#   FIRST_ONLY=1 JOBS=2 ...                    # only core's unit tests, two at a time
 #
 # Results land in mutants.out/ (caught.txt, missed.txt, timeout.txt,
 # unviable.txt); the summary line is what the README quotes.
@@ -51,7 +52,7 @@ fi
 # mutants they miss are judged again by the cross-crate tests (scenarios,
 # oracle self-tests, the swarm), skipping what the first pass caught.
 # One job: two cores, and each build already uses both.
-common=(--package stretchfs-core "${args[@]}" --jobs 1 --no-shuffle)
+common=(--package stretchfs-core "${args[@]}" --jobs "${JOBS:-1}" --no-shuffle)
 # cargo-mutants exits 2 when mutants were missed and 3 when some timed out:
 # results, not failures. Anything else (a tree that does not build or pass
 # unmutated, a usage error) stops the script.
@@ -65,6 +66,7 @@ if [ -z "${SECOND_ONLY:-}" ]; then
     mutants "${common[@]}" "${shard[@]}" --test-package stretchfs-core --timeout 30
     rm -rf mutants.unit && cp -r mutants.out mutants.unit
 fi
+[ -n "${FIRST_ONLY:-}" ] && exit 0
 second=(--iterate)
 if [ -n "${SHARD:-}" ]; then
     # A shard of what is left is another sample: name the ones missed.
