@@ -1698,13 +1698,13 @@ mod removal {
     use crate::ids::Roles;
     use crate::message::PROTOCOL_VERSION;
 
-    fn hash(h: u8) -> ContentHash {
+    pub(super) fn hash(h: u8) -> ContentHash {
         ContentHash::compute(HashKind::Sha1, &[h])
     }
 
     /// The authority (node 1) with stores 2..=5, `down` published down,
     /// and `copies` listed: (content, stores holding it).
-    fn authority(down: &[u64], copies: &[(u8, &[u64])]) -> Authority {
+    pub(super) fn authority(down: &[u64], copies: &[(u8, &[u64])]) -> Authority {
         let mut store = AuthorityStore::new(ClusterId(1), LogId(1), 10_000);
         store.recovered = true;
         for id in 1..=5u64 {
@@ -1843,6 +1843,11 @@ mod removal {
 
     /// Hands the authority `msg` from node `id` at `now` seconds.
     fn hand(a: &mut Authority, id: u64, now: u64, msg: Message) {
+        hand_at(a, id, Time::from_secs(now), msg);
+    }
+
+    /// Hands the authority `msg` from node `id` at `now`; what came out.
+    pub(super) fn hand_at(a: &mut Authority, id: u64, now: Time, msg: Message) -> Outbox {
         let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
         let env = Envelope {
             version: PROTOCOL_VERSION,
@@ -1852,12 +1857,9 @@ mod removal {
             sent_at: WallTime::default(),
             msg,
         };
-        a.handle(
-            Time::from_secs(now),
-            WallTime::from_secs(now),
-            &env,
-            &mut out,
-        );
+        let wall = WallTime::from_secs(now.as_micros() / 1_000_000);
+        a.handle(now, wall, &env, &mut out);
+        out
     }
 
     #[test]
@@ -1960,5 +1962,702 @@ mod removal {
         let answer = remove(&mut a, 3, 1);
         assert!(refused(&answer, "rebuilding"), "{answer:?}");
         assert!(a.state().registry.contains(NodeId(3)));
+    }
+}
+
+#[cfg(test)]
+mod content_flow {
+    //! Copies at the authority: store reports, deletes and re-uploads,
+    //! drop orders and their answers, placement claims, drains, lookups
+    //! while rebuilding.
+
+    use super::removal::{authority, hand_at, hash};
+    use super::*;
+    use crate::io::Output;
+    use std::net::SocketAddr;
+
+    fn meta() -> ContentMeta {
+        ContentMeta {
+            ext: "bin".into(),
+            size: 1,
+        }
+    }
+
+    fn at(ms: u64) -> Time {
+        Time::from_millis(ms)
+    }
+
+    fn seq(counter: u64) -> VoteSeq {
+        VoteSeq {
+            incarnation: 1,
+            counter,
+        }
+    }
+
+    fn ms(d: Duration) -> u64 {
+        d.as_millis() as u64
+    }
+
+    /// Store `id` reports batch `counter` at `now` ms.
+    fn report(
+        a: &mut Authority,
+        id: u64,
+        now: u64,
+        counter: u64,
+        adds: &[u8],
+        removes: &[u8],
+        sync: Option<LogId>,
+    ) -> Outbox {
+        let batch = InventoryBatch {
+            seq: seq(counter),
+            sync,
+            adds: adds.iter().map(|h| (hash(*h), meta())).collect(),
+            removes: removes.iter().map(|h| hash(*h)).collect(),
+        };
+        hand_at(a, id, at(now), Message::InventoryReport(Box::new(batch)))
+    }
+
+    /// Node `from` asks at `now` ms: the answer, if any, and what came out.
+    fn ask_at(
+        a: &mut Authority,
+        now: u64,
+        from: u64,
+        req: u64,
+        ask: Ask,
+    ) -> (Option<Answer>, Outbox) {
+        let msg = Message::Ask {
+            req,
+            ask: Box::new(ask),
+        };
+        let out = hand_at(a, from, at(now), msg);
+        let answer = sent(&out).into_iter().find_map(|(_, m)| match m {
+            Message::Answer { answer, .. } => Some(*answer),
+            _ => None,
+        });
+        (answer, out)
+    }
+
+    fn tick(a: &mut Authority, now: u64) -> Outbox {
+        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+        a.on_tick(at(now), WallTime::from_secs(now / 1000), &mut out);
+        out
+    }
+
+    fn node_at(addr: &SocketAddr) -> u64 {
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => u64::from(ip.octets()[3]),
+            std::net::IpAddr::V6(_) => unreachable!("the tests use IPv4"),
+        }
+    }
+
+    /// Messages sent, with the node they went to (the authority's own
+    /// loop included).
+    fn sent(out: &Outbox) -> Vec<(u64, Message)> {
+        let queued = out.queue.iter().filter_map(|o| match o {
+            Output::Send { to, envelope } => Some((node_at(to), envelope.msg.clone())),
+            _ => None,
+        });
+        let looped = out.loopback.iter().map(|e| (1, e.msg.clone()));
+        queued.chain(looped).collect()
+    }
+
+    /// The stores told to drop their copy of content `h`.
+    fn drops(out: &Outbox, h: u8) -> Vec<u64> {
+        sent(out)
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::DropCopy(d) if d.hash == hash(h) => Some(to),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn acked(out: &Outbox, counter: u64) -> bool {
+        sent(out)
+            .iter()
+            .any(|(_, m)| *m == Message::InventoryAck { seq: seq(counter) })
+    }
+
+    fn holders(a: &Authority, h: u8) -> Vec<u64> {
+        a.state()
+            .inventory
+            .get(&hash(h))
+            .map(|r| r.stores.iter().map(|s| s.0).collect())
+            .unwrap_or_default()
+    }
+
+    fn placed(h: u8, stores: &[u64], transferred: bool) -> Ask {
+        Ask::ContentPlaced {
+            hash: hash(h),
+            meta: meta(),
+            stores: stores.iter().copied().map(NodeId).collect(),
+            transferred,
+        }
+    }
+
+    fn ids(ids: &[u64]) -> Vec<NodeId> {
+        ids.iter().copied().map(NodeId).collect()
+    }
+
+    fn delete(h: u8) -> Ask {
+        Ask::ContentDelete { hash: hash(h) }
+    }
+
+    fn has(out: &Outbox, record: &Record) -> bool {
+        out.queue.contains(&Output::Persist(record.clone()))
+    }
+
+    fn recovering(a: &mut Authority, until: u64, expect_until: u64, hard_until: u64) {
+        a.store.recovered = false;
+        a.recovery = Some(Recovery {
+            until: at(until),
+            expect_until: at(expect_until),
+            hard_until: at(hard_until),
+        });
+    }
+
+    #[test]
+    fn a_report_lists_new_copies_and_drops_removed_ones_in_batch_order() {
+        let mut a = authority(&[], &[]);
+        let out = report(&mut a, 2, 0, 1, &[0, 1], &[], None);
+        assert_eq!(holders(&a, 0), [2]);
+        assert_eq!(holders(&a, 1), [2]);
+        assert!(acked(&out, 1));
+        let reported = Record::Reported {
+            store: NodeId(2),
+            seq: seq(1),
+        };
+        assert!(has(&out, &reported));
+        // A duplicate batch is acknowledged and changes nothing.
+        let head = a.head();
+        let out = report(&mut a, 2, 1, 1, &[], &[0], None);
+        assert!(acked(&out, 1));
+        assert_eq!(a.head(), head);
+        assert_eq!(holders(&a, 0), [2]);
+        // A later one removes.
+        report(&mut a, 2, 2, 2, &[], &[0], None);
+        assert!(holders(&a, 0).is_empty());
+        assert_eq!(holders(&a, 1), [2]);
+        // A copy listed already is not recorded again.
+        let head = a.head();
+        report(&mut a, 2, 3, 3, &[1], &[], None);
+        assert_eq!(a.head(), head);
+        // A removal of a copy not listed records nothing either.
+        report(&mut a, 3, 4, 1, &[], &[1], None);
+        assert_eq!(a.head(), head);
+        assert_eq!(holders(&a, 1), [2]);
+    }
+
+    #[test]
+    fn a_report_from_a_node_that_is_not_a_store_is_not_acknowledged() {
+        let mut a = authority(&[], &[]);
+        // Node 1 is registered as the authority only; node 9 is unknown.
+        for id in [1, 9] {
+            let out = report(&mut a, id, 0, 1, &[0], &[], None);
+            assert!(!acked(&out, 1), "node {id}");
+        }
+        assert!(holders(&a, 0).is_empty());
+    }
+
+    #[test]
+    fn a_store_is_synced_by_a_full_listing_against_this_log_only() {
+        let mut a = authority(&[], &[]);
+        a.store.synced.clear();
+        report(&mut a, 2, 0, 1, &[], &[], Some(LogId(2)));
+        report(&mut a, 2, 0, 2, &[], &[], None);
+        assert!(!a.synced_stores().contains(&NodeId(2)));
+        let out = report(&mut a, 2, 1, 3, &[], &[], Some(LogId(1)));
+        assert!(a.synced_stores().contains(&NodeId(2)));
+        assert!(has(&out, &Record::Synced(NodeId(2))));
+        let out = report(&mut a, 2, 2, 4, &[], &[], Some(LogId(1)));
+        assert!(!has(&out, &Record::Synced(NodeId(2))), "recorded once");
+    }
+
+    #[test]
+    fn a_delete_tells_every_holder_to_drop_and_is_recorded_once() {
+        let mut a = authority(&[], &[(0, &[2, 3]), (1, &[2])]);
+        let head = a.head();
+        let (answer, out) = ask_at(&mut a, 0, 9, 1, delete(0));
+        assert_eq!(answer, Some(Answer::Done));
+        assert_eq!(drops(&out, 0), [2, 3]);
+        assert!(drops(&out, 1).is_empty());
+        assert_eq!(a.head(), head + 1);
+        assert!(a.state().deleted.contains(&hash(0)));
+        assert_eq!(holders(&a, 1), [2], "other content stays");
+        let (answer, out) = ask_at(&mut a, 1, 9, 2, delete(0));
+        assert_eq!(answer, Some(Answer::Done));
+        assert_eq!(a.head(), head + 1, "deleted once");
+        assert!(drops(&out, 0).is_empty());
+        let lookup = Ask::ContentLookup { hash: hash(0) };
+        let (answer, _) = ask_at(&mut a, 1, 9, 3, lookup);
+        assert_eq!(answer, Some(Answer::Content(Lookup::NotFound)));
+    }
+
+    #[test]
+    fn a_copy_reported_after_a_delete_is_dropped_once_no_placement_claimed_it() {
+        let mut a = authority(&[], &[]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        let out = report(&mut a, 2, 0, 1, &[0], &[], None);
+        assert!(drops(&out, 0).is_empty(), "a re-upload may claim it");
+        assert!(holders(&a, 0).is_empty(), "not listed while deleted");
+        let wait = ms(a.cfg.content.orphan_wait());
+        assert!(drops(&tick(&mut a, wait - 1), 0).is_empty());
+        assert_eq!(drops(&tick(&mut a, wait), 0), [2]);
+        assert!(drops(&tick(&mut a, wait + 1), 0).is_empty(), "once");
+        // A second delete finds nothing more to drop on 2.
+        let (_, out) = ask_at(&mut a, wait + 2, 9, 2, delete(0));
+        assert!(drops(&out, 0).is_empty());
+    }
+
+    #[test]
+    fn a_delete_drops_the_copies_reported_since_an_earlier_delete() {
+        let mut a = authority(&[], &[]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        report(&mut a, 3, 0, 1, &[0], &[], None);
+        let (_, out) = ask_at(&mut a, 10, 9, 2, delete(0));
+        assert_eq!(drops(&out, 0), [3]);
+        assert!(a.orphans.is_empty() && a.store.orphans.is_empty(), "taken");
+    }
+
+    #[test]
+    fn a_reupload_counts_the_copies_reported_while_it_was_deleted() {
+        let mut a = authority(&[], &[]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        report(&mut a, 2, 0, 1, &[0], &[], None);
+        report(&mut a, 3, 0, 1, &[0], &[], None);
+        let (answer, _) = ask_at(&mut a, 100, 9, 2, placed(0, &[2], true));
+        assert_eq!(answer, Some(Answer::Placed(ids(&[2]))));
+        assert_eq!(holders(&a, 0), [2, 3]);
+        assert!(!a.state().deleted.contains(&hash(0)));
+        let wait = ms(a.cfg.content.orphan_wait());
+        let out = tick(&mut a, wait + 1000);
+        assert!(drops(&out, 0).is_empty(), "nothing dropped later");
+        assert_eq!(holders(&a, 0), [2, 3]);
+    }
+
+    #[test]
+    fn a_copy_reported_while_deleted_is_adopted_once_the_content_is_stored_again() {
+        // The placement lists another store; the orphan is adopted at the
+        // next tick, not dropped.
+        let mut a = authority(&[], &[]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        report(&mut a, 3, 0, 1, &[0], &[], None);
+        a.store.state.apply(&Change::ContentStored {
+            hash: hash(0),
+            store: NodeId(2),
+            meta: meta(),
+        });
+        let out = tick(&mut a, 10);
+        assert!(drops(&out, 0).is_empty());
+        assert_eq!(holders(&a, 0), [2, 3]);
+    }
+
+    #[test]
+    fn a_claim_on_a_store_told_to_drop_waits_for_its_report_of_the_new_copy() {
+        let mut a = authority(&[], &[(0, &[2, 3])]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        // Uploaded again to 2 and 3; the claim comes before their reports.
+        let (answer, _) = ask_at(&mut a, 100, 9, 5, placed(0, &[2, 3], true));
+        assert_eq!(answer, None, "waits");
+        let out = report(&mut a, 2, 200, 1, &[0], &[], None);
+        let answered = Record::DropPending {
+            hash: hash(0),
+            store: NodeId(2),
+            upto: None,
+        };
+        assert!(has(&out, &answered), "the new copy answers the old order");
+        report(&mut a, 3, 200, 1, &[0], &[], None);
+        let (answer, _) = ask_at(&mut a, 300, 9, 5, placed(0, &[2, 3], true));
+        assert_eq!(answer, Some(Answer::Placed(ids(&[2, 3]))));
+        assert_eq!(holders(&a, 0), [2, 3]);
+        // The order answered is not sent again.
+        assert!(drops(&tick(&mut a, 5000), 0).is_empty());
+    }
+
+    #[test]
+    fn a_claim_waits_for_marked_stores_at_most_claim_wait_then_leaves_them_out() {
+        let mut a = authority(&[], &[(0, &[2, 3])]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        let wait = ms(a.cfg.content.claim_wait());
+        let claim = || placed(0, &[2, 3], true);
+        assert_eq!(ask_at(&mut a, 100, 9, 5, claim()).0, None);
+        assert_eq!(ask_at(&mut a, 99 + wait, 9, 5, claim()).0, None);
+        let (answer, _) = ask_at(&mut a, 100 + wait, 9, 5, claim());
+        assert_eq!(answer, Some(Answer::Placed(vec![])));
+        assert!(holders(&a, 0).is_empty());
+    }
+
+    #[test]
+    fn a_claim_with_a_quorum_of_unmarked_copies_is_answered_at_once() {
+        let mut a = authority(&[], &[(0, &[2])]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        let (answer, _) = ask_at(&mut a, 100, 9, 2, placed(0, &[2, 3, 4], true));
+        assert_eq!(answer, Some(Answer::Placed(ids(&[3, 4]))));
+        assert_eq!(holders(&a, 0), [3, 4]);
+        let (answer, _) = ask_at(&mut a, 100, 9, 3, placed(0, &[2, 5], true));
+        assert_eq!(answer, None, "one unmarked copy is short of the quorum");
+    }
+
+    #[test]
+    fn a_claim_read_from_a_replica_counts_only_where_the_inventory_agrees() {
+        let mut a = authority(&[], &[(0, &[2])]);
+        let head = a.head();
+        let (answer, _) = ask_at(&mut a, 0, 9, 1, placed(0, &[2, 3], false));
+        assert_eq!(answer, Some(Answer::Placed(ids(&[2]))));
+        assert_eq!(a.head(), head, "records nothing");
+        // A transferred claim counts stores only (node 1 is not one).
+        let (answer, _) = ask_at(&mut a, 0, 9, 2, placed(1, &[1, 3], true));
+        assert_eq!(answer, Some(Answer::Placed(ids(&[3]))));
+        assert_eq!(holders(&a, 1), [3]);
+        // A retry of a changing ask gets the first answer.
+        let (answer, _) = ask_at(&mut a, 1, 9, 2, placed(1, &[4], true));
+        assert_eq!(answer, Some(Answer::Placed(ids(&[3]))));
+        assert_eq!(holders(&a, 1), [3]);
+    }
+
+    #[test]
+    fn an_unanswered_drop_order_is_resent_while_the_store_is_up_until_answered() {
+        let mut a = authority(&[], &[(0, &[2, 3])]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        let resend = ms(DROP_RESEND);
+        assert!(drops(&tick(&mut a, resend - 1), 0).is_empty());
+        assert_eq!(drops(&tick(&mut a, resend), 0), [2, 3]);
+        assert!(drops(&tick(&mut a, resend + 1), 0).is_empty());
+        // Store 2 reports the removal; store 3 goes down.
+        let out = report(&mut a, 2, resend + 2, 1, &[], &[0], None);
+        let answered = Record::DropPending {
+            hash: hash(0),
+            store: NodeId(2),
+            upto: None,
+        };
+        assert!(has(&out, &answered));
+        let down = |down| Change::Health {
+            node: NodeId(3),
+            down,
+        };
+        a.store.state.apply(&down(true));
+        assert!(drops(&tick(&mut a, 2 * resend), 0).is_empty());
+        // Store 3 is back: resent at once.
+        a.store.state.apply(&down(false));
+        assert_eq!(drops(&tick(&mut a, 2 * resend + 1), 0), [3]);
+    }
+
+    #[test]
+    fn an_unlisted_surplus_copy_is_dropped_when_due_while_r_copies_count() {
+        let mut a = authority(&[], &[(0, &[2, 3, 4])]);
+        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+        a.unlist(hash(0), NodeId(4), &mut out);
+        assert_eq!(holders(&a, 0), [2, 3], "unlisted first");
+        assert!(drops(&out, 0).is_empty());
+        let wait = ms(a.cfg.content.unlist_wait());
+        assert!(drops(&tick(&mut a, wait - 1), 0).is_empty());
+        assert_eq!(drops(&tick(&mut a, wait), 0), [4]);
+        assert_eq!(holders(&a, 0), [2, 3]);
+    }
+
+    #[test]
+    fn an_unlisted_surplus_copy_is_kept_if_the_others_no_longer_make_r() {
+        let mut a = authority(&[], &[(0, &[2, 3, 4])]);
+        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+        a.unlist(hash(0), NodeId(4), &mut out);
+        // Before its drop is due, a holder fails.
+        a.store.state.apply(&Change::Health {
+            node: NodeId(3),
+            down: true,
+        });
+        let wait = ms(a.cfg.content.unlist_wait());
+        let out = tick(&mut a, wait);
+        assert!(drops(&out, 0).is_empty());
+        assert!(holders(&a, 0).contains(&4), "listed again");
+        assert!(drops(&tick(&mut a, 10 * wait), 0).is_empty(), "for good");
+    }
+
+    #[test]
+    fn an_unlisted_copy_on_a_down_store_is_not_listed_again() {
+        let mut a = authority(&[], &[(0, &[2, 3, 4])]);
+        let mut out = Outbox::new(NodeId(1), "10.0.0.1:7000".parse().unwrap());
+        a.unlist(hash(0), NodeId(4), &mut out);
+        for node in [3, 4] {
+            a.store.state.apply(&Change::Health {
+                node: NodeId(node),
+                down: true,
+            });
+        }
+        let wait = ms(a.cfg.content.unlist_wait());
+        tick(&mut a, wait);
+        assert_eq!(holders(&a, 0), [2, 3]);
+    }
+
+    #[test]
+    fn drain_is_for_stores_and_recorded_only_when_it_changes() {
+        let mut a = authority(&[], &[]);
+        let drain = |node, draining| Ask::Drain {
+            node: NodeId(node),
+            draining,
+        };
+        for (req, node) in [(1, 1), (2, 9)] {
+            let (answer, _) = ask_at(&mut a, 0, 9, req, drain(node, true));
+            assert!(
+                matches!(answer, Some(Answer::Refused(ref w)) if w.contains("not a registered store")),
+                "{answer:?}"
+            );
+        }
+        let head = a.head();
+        assert_eq!(
+            ask_at(&mut a, 0, 9, 3, drain(2, true)).0,
+            Some(Answer::Done)
+        );
+        assert!(a.state().draining.contains(&NodeId(2)));
+        assert_eq!(a.head(), head + 1);
+        assert_eq!(
+            ask_at(&mut a, 0, 9, 4, drain(2, true)).0,
+            Some(Answer::Done)
+        );
+        assert_eq!(a.head(), head + 1, "no change, no entry");
+        assert_eq!(
+            ask_at(&mut a, 0, 9, 5, drain(2, false)).0,
+            Some(Answer::Done)
+        );
+        assert!(!a.state().draining.contains(&NodeId(2)));
+        assert_eq!(a.head(), head + 2);
+    }
+
+    #[test]
+    fn lookups_while_rebuilding_answer_unavailable_for_anything_missing() {
+        let mut a = authority(&[], &[(0, &[2])]);
+        let exists = |hs: &[u8]| Ask::ContentExists {
+            hashes: hs.iter().map(|h| hash(*h)).collect(),
+        };
+        let lookup = |h| Ask::ContentLookup { hash: hash(h) };
+        let answer = ask_at(&mut a, 0, 9, 1, exists(&[0, 1])).0;
+        assert_eq!(answer, Some(Answer::Exists(vec![true, false])));
+        recovering(&mut a, 100_000, 100_000, 100_000);
+        let answer = ask_at(&mut a, 0, 9, 2, exists(&[0])).0;
+        assert_eq!(answer, Some(Answer::Exists(vec![true])));
+        let answer = ask_at(&mut a, 0, 9, 3, exists(&[0, 1])).0;
+        assert_eq!(answer, Some(Answer::Unavailable));
+        let answer = ask_at(&mut a, 0, 9, 4, lookup(1)).0;
+        assert_eq!(answer, Some(Answer::Content(Lookup::Unavailable)));
+        let answer = ask_at(&mut a, 0, 9, 5, lookup(0)).0;
+        assert!(matches!(answer, Some(Answer::Content(Lookup::Found(_)))));
+    }
+
+    fn info(id: u64, incarnation: u64) -> Box<NodeInfo> {
+        Box::new(NodeInfo {
+            id: NodeId(id),
+            addr: ([10, 0, 0, id as u8], 7000).into(),
+            roles: crate::ids::Roles::STORE,
+            zone: Zone::default(),
+            weight: 100,
+            incarnation,
+        })
+    }
+
+    fn join_acks(out: &Outbox) -> Vec<Message> {
+        sent(out)
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(|m| matches!(m, Message::JoinAck { .. }))
+            .collect()
+    }
+
+    #[test]
+    fn a_join_registers_only_its_sender_and_is_acknowledged_with_the_head() {
+        let mut a = authority(&[], &[]);
+        let out = hand_at(&mut a, 9, at(0), Message::Join { info: info(9, 1) });
+        assert!(a.state().registry.contains(NodeId(9)));
+        let ack = Message::JoinAck {
+            node: NodeId(9),
+            log: LogId(1),
+            seq: a.head(),
+        };
+        assert_eq!(join_acks(&out), [ack.clone()]);
+        // The same start again: acknowledged, nothing recorded.
+        let head = a.head();
+        let out = hand_at(&mut a, 9, at(1), Message::Join { info: info(9, 1) });
+        assert_eq!(a.head(), head);
+        assert_eq!(join_acks(&out), [ack]);
+        // Node 9 may not register node 8.
+        let out = hand_at(&mut a, 9, at(2), Message::Join { info: info(8, 1) });
+        assert!(!a.state().registry.contains(NodeId(8)));
+        assert!(join_acks(&out).is_empty());
+    }
+
+    #[test]
+    fn a_node_that_left_comes_back_only_with_a_later_start() {
+        let mut a = authority(&[], &[]);
+        hand_at(&mut a, 3, at(0), Message::Leaving { incarnation: 1 });
+        assert!(a.state().has_left(NodeId(3)));
+        hand_at(&mut a, 3, at(1), Message::Join { info: info(3, 1) });
+        assert!(
+            a.state().has_left(NodeId(3)),
+            "a delayed join of that start"
+        );
+        hand_at(&mut a, 3, at(2), Message::Join { info: info(3, 2) });
+        assert!(!a.state().has_left(NodeId(3)));
+        assert_eq!(a.state().registry.get(NodeId(3)).unwrap().incarnation, 2);
+        // Leaving from an earlier start, or from the authority itself, is
+        // not this start leaving.
+        hand_at(&mut a, 3, at(3), Message::Leaving { incarnation: 1 });
+        hand_at(&mut a, 1, at(3), Message::Leaving { incarnation: 1 });
+        assert!(!a.state().has_left(NodeId(3)));
+        assert!(!a.state().has_left(NodeId(1)));
+    }
+
+    fn votes_acks(out: &Outbox) -> Vec<VoteSeq> {
+        sent(out)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Message::VotesAck { seq } => Some(seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn votes_from_an_unknown_node_are_ignored_and_an_older_set_is_answered_with_the_held_one() {
+        let mut a = authority(&[], &[]);
+        let votes = |counter| Message::Votes {
+            seq: seq(counter),
+            down: vec![],
+        };
+        assert!(votes_acks(&hand_at(&mut a, 9, at(0), votes(1))).is_empty());
+        assert_eq!(votes_acks(&hand_at(&mut a, 2, at(0), votes(5))), [seq(5)]);
+        assert_eq!(votes_acks(&hand_at(&mut a, 2, at(1), votes(3))), [seq(5)]);
+        assert_eq!(votes_acks(&hand_at(&mut a, 2, at(2), votes(6))), [seq(6)]);
+    }
+
+    fn revoked(a: &mut Authority, token: u128, expires: u64) {
+        a.store.state.apply(&Change::Revoked {
+            token: Token(token),
+            expires: WallTime::from_secs(expires),
+        });
+    }
+
+    #[test]
+    fn expired_tombstones_go_in_a_full_batch_or_once_only_expired_ones_are_left() {
+        let mut a = authority(&[], &[]);
+        revoked(&mut a, 1, 10);
+        revoked(&mut a, 2, 100);
+        tick(&mut a, 0);
+        let head = a.head();
+        tick(&mut a, 20_000);
+        assert_eq!(a.state().revoked.len(), 2, "one expired of two: kept");
+        assert_eq!(a.head(), head);
+        tick(&mut a, 100_000);
+        assert!(a.state().revoked.is_empty(), "all expired");
+        assert_eq!(a.head(), head + 1, "one entry");
+        // A full batch goes even while a live one is left.
+        for t in 0..TOMBSTONE_BATCH as u128 {
+            revoked(&mut a, 10 + t, 150);
+        }
+        revoked(&mut a, 1, 1_000);
+        tick(&mut a, 149_000);
+        assert_eq!(a.state().revoked.len(), TOMBSTONE_BATCH + 1);
+        tick(&mut a, 150_000);
+        assert_eq!(a.state().revoked.len(), 1);
+        // One fewer than a batch waits.
+        for t in 1..TOMBSTONE_BATCH as u128 {
+            revoked(&mut a, 1000 + t, 200);
+        }
+        tick(&mut a, 200_000);
+        assert_eq!(a.state().revoked.len(), TOMBSTONE_BATCH);
+    }
+
+    fn hand_back(a: &mut Authority, id: u64, now: u64, req: u64, nodes: &[u64]) -> Option<Answer> {
+        let ask = Ask::RestorePurchases {
+            purchases: vec![],
+            revoked: vec![],
+            nodes: ids(nodes),
+            done: true,
+        };
+        ask_at(a, now, id, req, ask).0
+    }
+
+    fn notices_recovered(out: &Outbox) -> bool {
+        out.queue
+            .iter()
+            .any(|o| *o == Output::Notice(Notice::Recovered))
+    }
+
+    #[test]
+    fn recovery_ends_once_every_live_node_handed_back_and_every_store_listed() {
+        let mut a = authority(&[], &[]);
+        recovering(&mut a, 5_000, 20_000, 60_000);
+        a.store.synced.clear();
+        hand_back(&mut a, 1, 0, 1, &[]);
+        for id in 2..=4 {
+            assert_eq!(hand_back(&mut a, id, 0, 1, &[]), Some(Answer::Done));
+            report(&mut a, id, 0, 1, &[], &[], Some(LogId(1)));
+        }
+        assert!(!notices_recovered(&tick(&mut a, 5_000)));
+        assert!(a.is_recovering(), "5 has not handed back");
+        hand_back(&mut a, 5, 5_001, 1, &[]);
+        assert!(a.is_recovering(), "5 has not listed");
+        let out = report(&mut a, 5, 5_002, 1, &[], &[], Some(LogId(1)));
+        assert!(!a.is_recovering());
+        assert!(has(&out, &Record::Recovered));
+        assert!(notices_recovered(&out));
+    }
+
+    #[test]
+    fn recovery_lasts_its_window_even_when_everyone_is_back_at_once() {
+        let mut a = authority(&[], &[]);
+        recovering(&mut a, 5_000, 20_000, 60_000);
+        for id in 1..=5 {
+            hand_back(&mut a, id, 0, 1, &[]);
+        }
+        tick(&mut a, 4_999);
+        assert!(a.is_recovering());
+        assert_eq!(a.next_deadline(), Some(at(5_000)));
+        assert!(notices_recovered(&tick(&mut a, 5_000)));
+    }
+
+    #[test]
+    fn recovery_does_not_wait_for_down_nodes_and_ends_at_the_hard_limit() {
+        let mut a = authority(&[4, 5], &[]);
+        recovering(&mut a, 5_000, 20_000, 60_000);
+        hand_back(&mut a, 1, 0, 1, &[]);
+        hand_back(&mut a, 2, 0, 1, &[]);
+        tick(&mut a, 5_000);
+        assert!(a.is_recovering(), "3 is up and has not handed back");
+        hand_back(&mut a, 3, 5_001, 1, &[]);
+        assert!(!a.is_recovering(), "4 and 5 are down");
+        // Nobody hands back: the hard limit ends it.
+        let mut a = authority(&[], &[]);
+        recovering(&mut a, 5_000, 20_000, 60_000);
+        tick(&mut a, 59_999);
+        assert!(a.is_recovering());
+        assert!(a.next_deadline() <= Some(at(59_999 + ms(RECOVERY_RECHECK))));
+        tick(&mut a, 60_000);
+        assert!(!a.is_recovering());
+    }
+
+    #[test]
+    fn recovery_needs_someone_besides_the_authority_to_hand_back() {
+        let mut a = authority(&[2, 3, 4, 5], &[]);
+        recovering(&mut a, 5_000, 20_000, 60_000);
+        hand_back(&mut a, 1, 0, 1, &[]);
+        tick(&mut a, 10_000);
+        assert!(a.is_recovering());
+        hand_back(&mut a, 2, 10_001, 1, &[]);
+        assert!(!a.is_recovering());
+    }
+
+    #[test]
+    fn recovery_waits_for_an_expected_node_until_it_is_presumed_gone() {
+        let mut a = authority(&[], &[]);
+        recovering(&mut a, 5_000, 20_000, 60_000);
+        for id in 1..=5 {
+            // Node 2 remembers node 8, which has not registered again.
+            let out_nodes: &[u64] = if id == 2 { &[8, 1] } else { &[] };
+            hand_back(&mut a, id, 0, 1, out_nodes);
+        }
+        assert!(a.store.expected.contains(&NodeId(8)));
+        assert!(!a.store.expected.contains(&NodeId(1)), "not ourselves");
+        tick(&mut a, 19_999);
+        assert!(a.is_recovering());
+        tick(&mut a, 20_000);
+        assert!(!a.is_recovering());
     }
 }
