@@ -551,3 +551,188 @@ mod validate_tests {
         assert_eq!(c.validate(), Err(ConfigError::QuorumAboveReplicas));
     }
 }
+
+#[cfg(test)]
+mod derived_tests {
+    //! The durations derived from settings, and every check of `validate`.
+
+    use super::*;
+
+    fn cfg(roles: Roles) -> NodeConfig {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        NodeConfig::new(addr, roles, Zone::new("a"), addr)
+    }
+
+    #[test]
+    fn default_settings_are_the_documented_ones() {
+        let c = ContentConfig::default();
+        assert_eq!(c.scrub_bytes_per_sec, 4 * 1024 * 1024);
+        assert_eq!(c.transfer_timeout, Duration::from_secs(30));
+        assert_eq!(c.transfer_min_rate, 20_000_000);
+    }
+
+    #[test]
+    fn derived_waits_follow_the_rpc_timeout() {
+        let c = ContentConfig {
+            rpc_timeout: Duration::from_secs(4),
+            ..ContentConfig::default()
+        };
+        assert_eq!(c.orphan_wait(), Duration::from_secs(12));
+        assert_eq!(c.claim_wait(), Duration::from_secs(2));
+        assert_eq!(c.unlist_wait(), Duration::from_secs(4));
+        let feed = FeedConfig {
+            long_poll: Duration::from_secs(2),
+            rpc_margin: Duration::from_millis(300),
+            ..FeedConfig::default()
+        };
+        assert_eq!(feed.pull_timeout(), Duration::from_millis(2300));
+        let mut n = cfg(Roles::STORE);
+        n.feed = feed;
+        assert_eq!(n.propagation_bound(), Duration::from_millis(9200));
+    }
+
+    #[test]
+    fn a_probe_round_and_the_vote_bound_add_up_as_documented() {
+        let p = PingConfig {
+            probe_interval: Duration::from_millis(700),
+            probe_timeout: Duration::from_millis(120),
+            indirect_timeout: Duration::from_millis(230),
+            failure_threshold: 3,
+            ..PingConfig::default()
+        };
+        assert_eq!(p.round_time(), Duration::from_millis(350));
+        assert_eq!(p.vote_bound(), Duration::from_millis(700 + 3 * 350));
+        let mut n = cfg(Roles::STORE);
+        n.ping = p;
+        n.ping.vote_retransmit = Duration::from_millis(10);
+        n.tally.observer_debounce = Duration::from_millis(40);
+        assert_eq!(
+            n.detection_bound(),
+            Duration::from_millis(1750 + 80 + 40 + 100)
+        );
+    }
+
+    #[test]
+    fn scrub_rests_in_proportion_to_the_bytes_it_read_and_at_least_its_interval() {
+        let c = ContentConfig {
+            scrub_bytes_per_sec: 2_000_000,
+            scrub_interval: Duration::from_millis(20),
+            ..ContentConfig::default()
+        };
+        assert_eq!(c.scrub_pause(0), Duration::from_millis(20));
+        assert_eq!(c.scrub_pause(10_000), Duration::from_millis(20));
+        assert_eq!(c.scrub_pause(3_000_000), Duration::from_millis(1500));
+        let t = ContentConfig {
+            transfer_min_rate: 4_000_000,
+            transfer_timeout: Duration::from_secs(2),
+            ..ContentConfig::default()
+        };
+        assert_eq!(t.transfer_deadline(6_000_000), Duration::from_millis(3500));
+    }
+
+    #[test]
+    fn a_store_needs_a_weight_and_any_node_that_is_not_the_authority_may_join_elsewhere() {
+        let mut c = cfg(Roles::STORE);
+        c.authority_addr = "127.0.0.1:2".parse().unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        c.weight = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Zero("weight")));
+        let mut p = cfg(Roles::PRISM);
+        p.weight = 0;
+        assert_eq!(p.validate(), Ok(()), "only stores are weighed");
+    }
+
+    #[test]
+    fn every_setting_that_must_be_positive_is_named_when_zero() {
+        type Set = fn(&mut NodeConfig);
+        let cases: [(&str, Set); 24] = [
+            ("ping.probe_interval", |c| {
+                c.ping.probe_interval = Duration::ZERO
+            }),
+            ("ping.probe_timeout", |c| {
+                c.ping.probe_timeout = Duration::ZERO
+            }),
+            ("ping.indirect_timeout", |c| {
+                c.ping.indirect_timeout = Duration::ZERO
+            }),
+            ("ping.failure_threshold", |c| c.ping.failure_threshold = 0),
+            ("ping.vote_retransmit", |c| {
+                c.ping.vote_retransmit = Duration::ZERO
+            }),
+            ("ping.vote_refresh", |c| {
+                c.ping.vote_refresh = Duration::ZERO
+            }),
+            ("tally.observers", |c| c.tally.observers = 0),
+            ("tally.vote_ttl", |c| c.tally.vote_ttl = Duration::ZERO),
+            ("feed.retain", |c| c.feed.retain = 0),
+            ("feed.pull_limit", |c| c.feed.pull_limit = 0),
+            ("feed.rpc_margin", |c| c.feed.rpc_margin = Duration::ZERO),
+            ("feed.resend", |c| c.feed.resend = Duration::ZERO),
+            ("join_retry", |c| c.join_retry = Duration::ZERO),
+            ("content.replicas", |c| c.content.replicas = 0),
+            ("content.write_quorum", |c| c.content.write_quorum = 0),
+            ("content.rpc_retry", |c| {
+                c.content.rpc_retry = Duration::ZERO
+            }),
+            ("content.scrub_interval", |c| {
+                c.content.scrub_interval = Duration::ZERO
+            }),
+            ("content.scrub_bytes_per_sec", |c| {
+                c.content.scrub_bytes_per_sec = 0
+            }),
+            ("content.transfer_timeout", |c| {
+                c.content.transfer_timeout = Duration::ZERO
+            }),
+            ("content.transfer_min_rate", |c| {
+                c.content.transfer_min_rate = 0
+            }),
+            ("content.report_batch", |c| c.content.report_batch = 0),
+            ("content.repair_interval", |c| {
+                c.content.repair_interval = Duration::ZERO
+            }),
+            ("content.max_clone_jobs", |c| c.content.max_clone_jobs = 0),
+            ("content.max_clone_jobs_per_store", |c| {
+                c.content.max_clone_jobs_per_store = 0
+            }),
+        ];
+        for (name, set) in cases {
+            let mut c = cfg(Roles::STORE);
+            set(&mut c);
+            assert_eq!(c.validate(), Err(ConfigError::Zero(name)));
+            assert_eq!(
+                ConfigError::Zero(name).to_string(),
+                format!("{name} must be greater than zero")
+            );
+        }
+    }
+
+    #[test]
+    fn a_round_may_fill_the_interval_and_the_quorum_may_equal_the_replicas() {
+        let mut c = cfg(Roles::STORE);
+        c.ping.probe_interval = c.ping.round_time();
+        c.content.write_quorum = c.content.replicas;
+        assert_eq!(c.validate(), Ok(()));
+        c.ping.probe_interval -= Duration::from_micros(1);
+        assert_eq!(c.validate(), Err(ConfigError::RoundLongerThanInterval));
+    }
+
+    #[test]
+    fn errors_say_what_to_change() {
+        let a = "127.0.0.1:1".parse().unwrap();
+        let b = "127.0.0.1:2".parse().unwrap();
+        let e = ConfigError::AuthorityAddrMismatch {
+            addr: a,
+            authority_addr: b,
+        };
+        assert_eq!(
+            e.to_string(),
+            "this node has the authority role, so its address 127.0.0.1:1 must equal authority_addr 127.0.0.1:2"
+        );
+        assert!(ConfigError::RoundLongerThanInterval
+            .to_string()
+            .contains("probe_interval"));
+        assert!(ConfigError::QuorumAboveReplicas
+            .to_string()
+            .contains("write_quorum"));
+    }
+}

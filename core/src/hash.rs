@@ -302,3 +302,60 @@ mod tests {
         assert!(r.is_err());
     }
 }
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn digest_lengths_names_and_debug_form_are_the_documented_ones() {
+        let lens: Vec<usize> = HashKind::ALL.iter().map(|k| k.digest_len()).collect();
+        assert_eq!(lens, [20, 28, 32, 48, 64, 16]);
+        let names: Vec<&str> = HashKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            ["sha1", "sha224", "sha256", "sha384", "sha512", "md5"]
+        );
+        assert_eq!(HashKind::from_name("sha3"), None);
+        assert_eq!(HashKind::from_digest_len(28), Some(HashKind::Sha224));
+        assert_eq!(HashKind::from_digest_len(21), None);
+        let h = ContentHash::compute(HashKind::Md5, b"abc");
+        assert_eq!(format!("{h:?}"), "md5:900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(h.kind(), HashKind::Md5);
+        assert_eq!(h.digest().len(), 16);
+    }
+
+    #[test]
+    fn every_hex_digit_parses_to_its_value() {
+        let hex = "0123456789abcdefABCDEF0123456789abcdef01";
+        let h = ContentHash::parse(hex).unwrap();
+        assert_eq!(h.kind(), HashKind::Sha1);
+        assert_eq!(
+            h.digest(),
+            [
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45,
+                0x67, 0x89, 0xab, 0xcd, 0xef, 0x01
+            ]
+        );
+        assert_eq!(ContentHash::parse(&format!(" {hex}\n")), Ok(h), "trimmed");
+        for bad in ["g", "G", "/", ":", "@", "`"] {
+            let s = format!("{bad}{}", &hex[1..]);
+            assert_eq!(ContentHash::parse(&s), Err(HashError::NotHex), "{bad}");
+        }
+        // 41 digits: half of it is a sha1's length, but not whole bytes.
+        let odd = format!("{hex}0");
+        assert_eq!(ContentHash::parse(&odd), Err(HashError::BadLength(41)));
+        assert!(HashError::NotHex.to_string().contains("hex digits"));
+    }
+
+    #[test]
+    fn placement_key_and_disk_shard_come_from_the_leading_bytes() {
+        let h = ContentHash::parse("0123456789abcdefABCDEF0123456789abcdef01").unwrap();
+        assert_eq!(h.key64(), 0xefcd_ab89_6745_2301);
+        assert_eq!(h.shard(), ("01".to_string(), "23".to_string()));
+        // A digest longer than the kind's is cut to it.
+        let long = ContentHash::from_digest(HashKind::Md5, &[7u8; 20]);
+        assert_eq!(long.digest(), [7u8; 16]);
+        assert_eq!(long, ContentHash::from_digest(HashKind::Md5, &[7u8; 16]));
+    }
+}

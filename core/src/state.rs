@@ -656,3 +656,370 @@ mod inventory_model {
         }
     }
 }
+
+#[cfg(test)]
+mod field_tests {
+    //! Each part of the state: how changes set it, what the queries read,
+    //! and that snapshots, differences and the digest see all of it.
+
+    use super::*;
+    use crate::content::ContentMeta;
+    use crate::hash::HashKind;
+    use crate::ids::{NodeInfo, Roles, Zone};
+
+    fn info(id: u64, roles: Roles, incarnation: u64) -> NodeInfo {
+        NodeInfo {
+            id: NodeId(id),
+            addr: format!("10.0.0.{id}:7000").parse().unwrap(),
+            roles,
+            zone: Zone::new(if id % 2 == 0 { "a" } else { "b" }),
+            weight: 100,
+            incarnation,
+        }
+    }
+
+    fn hash(h: u8) -> ContentHash {
+        ContentHash::compute(HashKind::Sha1, &[h])
+    }
+
+    fn stored(h: u8, store: u64) -> Change {
+        Change::ContentStored {
+            hash: hash(h),
+            store: NodeId(store),
+            meta: ContentMeta {
+                ext: "bin".into(),
+                size: 3,
+            },
+        }
+    }
+
+    fn purchase(t: u128, expires: u64) -> Purchase {
+        Purchase {
+            token: Token(t),
+            hash: hash(0),
+            ext: "bin".into(),
+            expires: WallTime::from_secs(expires),
+            referrers: vec!["example.com".into()],
+        }
+    }
+
+    /// A state with something in every part.
+    fn rich() -> ClusterState {
+        let mut s = ClusterState::default();
+        let changes = [
+            Change::NodeUpserted(info(1, Roles::AUTHORITY, 1)),
+            Change::NodeUpserted(info(2, Roles::STORE, 1)),
+            Change::NodeUpserted(info(3, Roles::STORE, 2)),
+            Change::NodeUpserted(info(4, Roles::PRISM, 1)),
+            Change::NodeUpserted(info(5, Roles::STORE, 1)),
+            Change::NodeRemoved(NodeId(5)),
+            Change::Observers {
+                subject: NodeId(2),
+                observers: vec![NodeId(3), NodeId(4)],
+            },
+            Change::Health {
+                node: NodeId(3),
+                down: true,
+            },
+            stored(0, 2),
+            stored(0, 3),
+            stored(1, 2),
+            Change::ContentDeleted { hash: hash(2) },
+            Change::PurchaseCreated(purchase(1, 100)),
+            Change::Revoked {
+                token: Token(2),
+                expires: WallTime::from_secs(200),
+            },
+            Change::Draining {
+                node: NodeId(2),
+                draining: true,
+            },
+            Change::Left {
+                node: NodeId(4),
+                left: true,
+            },
+        ];
+        for c in &changes {
+            s.apply(c);
+        }
+        s
+    }
+
+    #[test]
+    fn a_snapshot_restores_every_part_of_the_state() {
+        let s = rich();
+        let snap = s.snapshot(42);
+        assert_eq!(snap.seq, 42);
+        let back = ClusterState::from_snapshot(&snap);
+        // The registry's membership counter is local: compare the members.
+        assert!(back.registry.iter().eq(s.registry.iter()));
+        let rest = ClusterState {
+            registry: s.registry.clone(),
+            ..back.clone()
+        };
+        assert_eq!(rest, s);
+        assert_eq!(back.held_by(NodeId(2)).count(), 2);
+        assert_eq!(back.subjects_of(NodeId(4)), [NodeId(2)]);
+    }
+
+    /// Variations of the rich state, each differing in one part, named.
+    fn variations() -> Vec<(&'static str, ClusterState)> {
+        let one = |c: Change| {
+            let mut s = rich();
+            s.apply(&c);
+            s
+        };
+        vec![
+            (
+                "registry",
+                one(Change::NodeUpserted(info(6, Roles::STORE, 1))),
+            ),
+            (
+                "registry",
+                one(Change::NodeUpserted(info(2, Roles::STORE, 2))),
+            ),
+            ("registry", {
+                let mut i = info(2, Roles::STORE, 1);
+                i.weight = 50;
+                one(Change::NodeUpserted(i))
+            }),
+            ("registry", {
+                let mut i = info(2, Roles::STORE, 1);
+                i.zone = Zone::new("c");
+                one(Change::NodeUpserted(i))
+            }),
+            (
+                "registry",
+                one(Change::NodeUpserted(info(2, Roles::PRISM, 1))),
+            ),
+            (
+                "registry",
+                one(Change::NodeUpserted(info(1, Roles::STORE, 1))),
+            ),
+            ("registry", {
+                let mut i = info(2, Roles::STORE, 1);
+                i.addr = "10.0.0.2:7001".parse().unwrap();
+                one(Change::NodeUpserted(i))
+            }),
+            ("registry", {
+                let mut i = info(2, Roles::STORE, 1);
+                i.addr = "10.0.0.9:7000".parse().unwrap();
+                one(Change::NodeUpserted(i))
+            }),
+            (
+                "observers",
+                one(Change::Observers {
+                    subject: NodeId(2),
+                    observers: vec![NodeId(3)],
+                }),
+            ),
+            (
+                "observers",
+                one(Change::Observers {
+                    subject: NodeId(3),
+                    observers: vec![NodeId(2)],
+                }),
+            ),
+            (
+                "down",
+                one(Change::Health {
+                    node: NodeId(3),
+                    down: false,
+                }),
+            ),
+            ("inventory", one(stored(1, 3))),
+            ("inventory", one(stored(3, 2))),
+            (
+                "inventory",
+                one(Change::ContentDropped {
+                    hash: hash(0),
+                    store: NodeId(3),
+                }),
+            ),
+            ("purchases", one(Change::PurchaseCreated(purchase(3, 100)))),
+            ("purchases", one(Change::PurchaseCreated(purchase(1, 101)))),
+            ("purchases", {
+                let mut p = purchase(1, 100);
+                p.referrers.clear();
+                one(Change::PurchaseCreated(p))
+            }),
+            ("purchases", {
+                let mut p = purchase(1, 100);
+                p.hash = hash(1);
+                one(Change::PurchaseCreated(p))
+            }),
+            (
+                "draining",
+                one(Change::Draining {
+                    node: NodeId(3),
+                    draining: true,
+                }),
+            ),
+            ("deleted", one(Change::ContentDeleted { hash: hash(4) })),
+            (
+                "revoked",
+                one(Change::Revoked {
+                    token: Token(9),
+                    expires: WallTime::from_secs(200),
+                }),
+            ),
+            (
+                "revoked",
+                one(Change::Revoked {
+                    token: Token(2),
+                    expires: WallTime::from_secs(201),
+                }),
+            ),
+            (
+                "left",
+                one(Change::Left {
+                    node: NodeId(4),
+                    left: false,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn differences_name_the_part_that_differs_and_nothing_else() {
+        let base = rich();
+        assert!(base.differences(&rich()).is_empty());
+        for (part, s) in variations() {
+            let d = s.differences(&base);
+            assert_eq!(d.len(), 1, "{part}: {d:?}");
+            assert!(d[0].starts_with(part), "{part}: {d:?}");
+        }
+        let mut removed = rich();
+        removed.removed.insert(NodeId(7), 1);
+        let d = removed.differences(&base);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("removed"), "{d:?}");
+    }
+
+    #[test]
+    fn every_part_but_starts_and_removals_moves_the_digest() {
+        let base = rich().digest();
+        for (i, (part, s)) in variations().into_iter().enumerate() {
+            // The second variation is a new start of a member (the digest
+            // leaves incarnations out).
+            if i != 1 {
+                assert_ne!(s.digest(), base, "{part} ({i})");
+            }
+        }
+    }
+
+    /// Digests are compared across nodes, which may run different builds
+    /// during an upgrade: the formula changes only on purpose.
+    #[test]
+    fn the_digest_formula_is_pinned() {
+        assert_eq!(ClusterState::default().digest(), 0);
+        assert_eq!(rich().digest(), 3_380_016_709_177_166_043);
+    }
+
+    #[test]
+    fn a_removed_start_stays_removed_until_a_later_start_registers() {
+        let mut s = rich();
+        assert_eq!(s.removed.get(&NodeId(5)), Some(&1));
+        assert!(s.was_removed(NodeId(5), 0));
+        assert!(s.was_removed(NodeId(5), 1));
+        assert!(!s.was_removed(NodeId(5), 2));
+        assert!(!s.was_removed(NodeId(2), 1), "never removed");
+        s.apply(&Change::NodeUpserted(info(5, Roles::STORE, 1)));
+        assert!(s.removed.contains_key(&NodeId(5)), "the same start");
+        s.apply(&Change::NodeUpserted(info(5, Roles::STORE, 2)));
+        assert!(!s.removed.contains_key(&NodeId(5)));
+        assert!(s.registry.contains(NodeId(5)));
+    }
+
+    #[test]
+    fn removing_a_node_clears_everything_it_was_part_of() {
+        let mut s = rich();
+        s.apply(&Change::Left {
+            node: NodeId(2),
+            left: true,
+        });
+        s.apply(&Change::NodeRemoved(NodeId(2)));
+        assert!(!s.registry.contains(NodeId(2)));
+        assert!(s.observers_of(NodeId(2)).is_empty());
+        assert!(s.subjects_of(NodeId(3)).is_empty());
+        assert!(!s.is_down(NodeId(2)) && !s.has_left(NodeId(2)));
+        assert!(!s.draining.contains(&NodeId(2)));
+        assert_eq!(s.held_by(NodeId(2)).count(), 0);
+        assert!(!s.inventory.contains_key(&hash(1)), "its only copy");
+        let rec = &s.inventory[&hash(0)];
+        assert_eq!(rec.stores.iter().copied().collect::<Vec<_>>(), [NodeId(3)]);
+        // Removing an unknown node records no removal.
+        s.apply(&Change::NodeRemoved(NodeId(9)));
+        assert!(!s.removed.contains_key(&NodeId(9)));
+    }
+
+    #[test]
+    fn health_left_and_draining_set_and_clear() {
+        let mut s = rich();
+        assert!(s.is_down(NodeId(3)) && !s.is_down(NodeId(2)));
+        assert!(
+            s.has_left(NodeId(4)) && s.is_down(NodeId(4)),
+            "left is down"
+        );
+        s.apply(&Change::Left {
+            node: NodeId(4),
+            left: false,
+        });
+        assert!(!s.has_left(NodeId(4)));
+        assert!(s.is_down(NodeId(4)), "up only by a verdict");
+        s.apply(&Change::Draining {
+            node: NodeId(2),
+            draining: false,
+        });
+        assert!(s.draining.is_empty());
+    }
+
+    #[test]
+    fn a_copy_counts_on_a_registered_store_not_draining_nor_down() {
+        let mut s = rich();
+        s.apply(&Change::NodeUpserted(info(6, Roles::STORE, 1)));
+        assert!(s.copy_counts(NodeId(6)));
+        assert!(!s.copy_counts(NodeId(2)), "draining");
+        assert!(!s.copy_counts(NodeId(3)), "down");
+        assert!(!s.copy_counts(NodeId(4)), "a prism");
+        assert!(!s.copy_counts(NodeId(9)), "unknown");
+        // Content 0 on 2 (draining) and 3 (down), 1 on 2: none counts.
+        assert_eq!(s.under_replicated(1), 2);
+        s.apply(&stored(1, 6));
+        assert_eq!(s.under_replicated(1), 1);
+        assert_eq!(s.under_replicated(2), 2);
+        s.apply(&stored(0, 6));
+        assert_eq!(s.under_replicated(1), 0);
+        assert_eq!(s.under_replicated(0), 0);
+    }
+
+    #[test]
+    fn a_revocation_handed_back_does_not_hide_a_live_purchase() {
+        let mut s = rich();
+        s.apply(&Change::Revoked {
+            token: Token(1),
+            expires: WallTime::from_secs(100),
+        });
+        assert!(!s.revoked.contains_key(&Token(1)));
+        assert!(s.purchases.contains_key(&Token(1)));
+        s.apply(&Change::PurchaseExpired { token: Token(1) });
+        assert!(s.purchases.is_empty());
+        assert!(!s.revoked.contains_key(&Token(1)), "expired, not revoked");
+        s.apply(&Change::TombstonesExpired {
+            until: WallTime::from_secs(199),
+        });
+        assert!(s.revoked.contains_key(&Token(2)), "not yet");
+    }
+
+    #[test]
+    fn stored_content_is_no_longer_deleted() {
+        let mut s = rich();
+        assert!(s.deleted.contains(&hash(2)));
+        s.apply(&stored(2, 2));
+        assert!(!s.deleted.contains(&hash(2)));
+        s.apply(&Change::ContentDeleted { hash: hash(0) });
+        assert!(!s.inventory.contains_key(&hash(0)));
+        assert_eq!(s.held_by(NodeId(3)).count(), 0);
+        assert_eq!(s.held_by(NodeId(2)).count(), 2, "1 and 2");
+    }
+}

@@ -609,3 +609,348 @@ mod tests {
         assert_eq!(s.pending.get(&h(9)), Some(&None));
     }
 }
+
+#[cfg(test)]
+mod job_tests {
+    //! Clone jobs, scrub results racing new copies, the listing and sync
+    //! schedule, report pacing and the store's deadlines.
+
+    use super::*;
+    use crate::hash::HashKind;
+    use crate::ids::NodeId;
+    use crate::time::Duration;
+
+    const AUTH: &str = "10.0.0.1:7000";
+
+    fn h(i: u64) -> ContentHash {
+        ContentHash::compute(HashKind::Sha1, &i.to_le_bytes())
+    }
+
+    fn meta(size: u64) -> ContentMeta {
+        ContentMeta {
+            ext: "bin".into(),
+            size,
+        }
+    }
+
+    fn outbox() -> Outbox {
+        Outbox::new(NodeId(5), "10.0.0.5:7000".parse().unwrap())
+    }
+
+    fn auth() -> SocketAddr {
+        AUTH.parse().unwrap()
+    }
+
+    fn view(state: &ClusterState, log: Option<LogId>, ready: bool) -> StoreView<'_> {
+        StoreView {
+            state,
+            me: NodeId(5),
+            log,
+            ready,
+        }
+    }
+
+    fn messages(out: &mut Outbox) -> Vec<Message> {
+        out.queue
+            .drain(..)
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => {
+                    assert_eq!(to, auth());
+                    Some(envelope.msg)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn listings(out: &Outbox) -> usize {
+        out.queue
+            .iter()
+            .filter(|o| matches!(o, Output::ListContent))
+            .count()
+    }
+
+    #[test]
+    fn store_operations_carry_the_top_bit() {
+        assert_eq!(STORE_OP, 0x8000_0000_0000_0000);
+    }
+
+    #[test]
+    fn a_clone_job_transfers_a_held_copy_and_reports_how_it_went() {
+        let mut s = StoreRole::new(ContentConfig::default(), 1, Time::ZERO);
+        s.on_listing(vec![(h(1), meta(5_000_000))]);
+        let mut out = outbox();
+        let job = |job, hash| CloneJob {
+            job,
+            hash,
+            target: NodeId(7),
+            target_addr: "10.0.0.7:7000".parse().unwrap(),
+        };
+        // Not here: failed at once.
+        s.on_clone(job(3, h(2)), auth(), &mut out);
+        assert_eq!(
+            messages(&mut out),
+            [Message::CloneDone { job: 3, ok: false }]
+        );
+        s.on_clone(job(4, h(1)), auth(), &mut out);
+        s.on_clone(job(5, h(1)), auth(), &mut out);
+        let ops: Vec<u64> = out
+            .queue
+            .drain(..)
+            .map(|o| match o {
+                Output::Transfer {
+                    op,
+                    hash,
+                    to,
+                    source,
+                    timeout,
+                    ..
+                } => {
+                    assert_eq!(
+                        (hash, to, source),
+                        (h(1), NodeId(7), TransferSource::Stored)
+                    );
+                    assert_eq!(timeout, s.cfg.transfer_deadline(5_000_000));
+                    assert_ne!(op & STORE_OP, 0);
+                    op
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ops, [STORE_OP + 1, STORE_OP + 2]);
+        s.on_transfer_done(ops[1], true, auth(), &mut out);
+        s.on_transfer_done(ops[0], false, auth(), &mut out);
+        s.on_transfer_done(ops[0], true, auth(), &mut out);
+        assert_eq!(
+            messages(&mut out),
+            [
+                Message::CloneDone { job: 5, ok: true },
+                Message::CloneDone { job: 4, ok: false }
+            ],
+            "once each"
+        );
+    }
+
+    #[test]
+    fn a_bad_scrub_of_bytes_replaced_meanwhile_deletes_nothing() {
+        let mut s = StoreRole::new(ContentConfig::default(), 1, Time::ZERO);
+        let state = ClusterState::default();
+        let mut out = outbox();
+        s.on_listing(vec![(h(1), meta(3)), (h(2), meta(3))]);
+        let first = if h(1) < h(2) { h(1) } else { h(2) };
+        let other = if first == h(1) { h(2) } else { h(1) };
+        s.on_tick(s.next_scrub, &view(&state, None, false), auth(), &mut out);
+        assert!(out
+            .queue
+            .iter()
+            .any(|o| *o == Output::Scrub { hash: first }));
+        out.queue.clear();
+        // Another copy arriving does not make this result stale.
+        s.on_stored(other, meta(3));
+        // A new copy of the scrubbed hash arrives before the result.
+        s.on_stored(first, meta(3));
+        s.on_scrub(first, false, &mut out);
+        assert!(out.queue.is_empty());
+        assert!(s.held().contains_key(&first));
+        // A good result deletes nothing either; a bad one of the next does.
+        s.on_scrub(other, true, &mut out);
+        assert!(out.queue.is_empty());
+        s.on_scrub(other, false, &mut out);
+        assert_eq!(
+            out.queue.pop_front(),
+            Some(Output::DeleteContent { hash: other })
+        );
+        assert!(!s.held().contains_key(&other));
+    }
+
+    #[test]
+    fn a_bad_scrub_of_a_copy_not_being_scrubbed_still_deletes_it() {
+        let mut s = StoreRole::new(ContentConfig::default(), 1, Time::ZERO);
+        let state = ClusterState::default();
+        let mut out = outbox();
+        s.on_listing(vec![(h(1), meta(3)), (h(2), meta(3))]);
+        s.on_tick(s.next_scrub, &view(&state, None, false), auth(), &mut out);
+        out.queue.clear();
+        let scrubbed = s.scrubbing.expect("scrubbing").0;
+        let other = if scrubbed == h(1) { h(2) } else { h(1) };
+        s.on_scrub(other, false, &mut out);
+        assert_eq!(
+            out.queue.pop_front(),
+            Some(Output::DeleteContent { hash: other })
+        );
+        assert_eq!(s.scrubbing, Some((scrubbed, false)), "still waiting");
+    }
+
+    #[test]
+    fn the_disk_is_listed_once_at_start_and_again_every_resync_interval() {
+        let cfg = ContentConfig {
+            resync_interval: Duration::from_secs(60),
+            ..ContentConfig::default()
+        };
+        let mut s = StoreRole::new(cfg, 1, Time::ZERO);
+        let state = ClusterState::default();
+        let mut out = outbox();
+        let v = view(&state, None, false);
+        s.on_tick(Time::ZERO, &v, auth(), &mut out);
+        s.on_tick(Time::from_secs(1), &v, auth(), &mut out);
+        assert_eq!(listings(&out), 1, "not again while one is outstanding");
+        out.queue.clear();
+        s.on_listing(vec![]);
+        s.on_tick(Time::from_secs(59), &v, auth(), &mut out);
+        assert_eq!(listings(&out), 0);
+        assert_eq!(
+            s.next_deadline(Time::from_secs(59)),
+            Some(Time::from_secs(60))
+        );
+        s.on_tick(Time::from_secs(60), &v, auth(), &mut out);
+        assert_eq!(listings(&out), 1);
+    }
+
+    #[test]
+    fn a_full_sync_starts_only_when_listed_ready_and_following_a_log() {
+        let mut state = ClusterState::default();
+        // The authority lists a copy this store no longer has.
+        state.apply(&crate::feed::Change::ContentStored {
+            hash: h(9),
+            store: NodeId(5),
+            meta: meta(3),
+        });
+        let log = Some(LogId(3));
+        let mut s = StoreRole::new(ContentConfig::default(), 1, Time::ZERO);
+        let mut out = outbox();
+        s.on_tick(Time::ZERO, &view(&state, log, true), auth(), &mut out);
+        assert!(messages(&mut out).is_empty(), "not listed yet");
+        s.on_listing(vec![(h(1), meta(3))]);
+        for (log, ready) in [(log, false), (None, true)] {
+            s.on_tick(Time::ZERO, &view(&state, log, ready), auth(), &mut out);
+            for m in messages(&mut out) {
+                let Message::InventoryReport(b) = m else {
+                    panic!("{m:?}")
+                };
+                assert_eq!(b.sync, None, "no sync yet");
+                s.on_ack(b.seq);
+            }
+        }
+        s.on_tick(Time::ZERO, &view(&state, log, true), auth(), &mut out);
+        let sent = messages(&mut out);
+        let [Message::InventoryReport(b)] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(b.sync, log);
+        assert_eq!(b.removes, [h(9)]);
+        // A wrong acknowledgement completes nothing.
+        s.on_ack(VoteSeq {
+            incarnation: 1,
+            counter: b.seq.counter + 1,
+        });
+        assert_eq!(s.synced(), None);
+        s.on_ack(b.seq);
+        assert_eq!(s.synced(), log);
+        // Synced: the next tick sends nothing.
+        s.on_tick(Time::ZERO, &view(&state, log, true), auth(), &mut out);
+        assert!(messages(&mut out).is_empty());
+        // A new log is synced against afresh.
+        let other = Some(LogId(4));
+        s.on_tick(Time::ZERO, &view(&state, other, true), auth(), &mut out);
+        let sent = messages(&mut out);
+        let [Message::InventoryReport(b)] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(b.sync, other);
+    }
+
+    #[test]
+    fn reports_go_in_batches_of_the_configured_size_and_are_resent_when_due() {
+        let cfg = ContentConfig {
+            report_batch: 2,
+            report_retransmit: Duration::from_millis(300),
+            scrub_interval: Duration::from_secs(10),
+            ..ContentConfig::default()
+        };
+        let mut s = StoreRole::new(cfg, 4, Time::ZERO);
+        let state = ClusterState::default();
+        let v = view(&state, None, false);
+        let mut out = outbox();
+        s.on_listing(vec![]);
+        for i in 0..3 {
+            s.on_stored(h(i), meta(3));
+        }
+        assert_eq!(
+            s.next_deadline(Time::from_millis(7)),
+            Some(Time::from_millis(7)),
+            "due now"
+        );
+        s.on_tick(Time::ZERO, &v, auth(), &mut out);
+        let sent = messages(&mut out);
+        let [Message::InventoryReport(b)] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(b.adds.len(), 2);
+        assert_eq!(
+            b.seq,
+            VoteSeq {
+                incarnation: 4,
+                counter: 1
+            }
+        );
+        assert_eq!(s.next_deadline(Time::ZERO), Some(Time::from_millis(300)));
+        s.on_tick(Time::from_millis(299), &v, auth(), &mut out);
+        assert!(messages(&mut out).is_empty());
+        s.on_tick(Time::from_millis(300), &v, auth(), &mut out);
+        assert_eq!(messages(&mut out).len(), 1, "resent");
+        assert_eq!(s.next_deadline(Time::ZERO), Some(Time::from_millis(600)));
+        s.on_ack(b.seq);
+        s.on_tick(Time::from_millis(301), &v, auth(), &mut out);
+        let sent = messages(&mut out);
+        let [Message::InventoryReport(c)] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        assert_eq!((c.adds.len(), c.seq.counter), (1, 2));
+    }
+
+    #[test]
+    fn scrub_is_due_only_with_copies_to_scrub() {
+        let mut s = StoreRole::new(ContentConfig::default(), 1, Time::ZERO);
+        let resync = Time::ZERO + s.cfg.resync_interval;
+        assert_eq!(s.next_deadline(Time::ZERO), Some(resync));
+        s.on_listing(vec![]);
+        assert_eq!(s.next_deadline(Time::ZERO), Some(resync));
+        s.on_listing(vec![(h(1), meta(3))]);
+        assert_eq!(s.next_deadline(Time::ZERO), Some(s.next_scrub));
+        assert!(s.next_scrub < resync);
+        // A large copy earns a longer rest before the next scrub.
+        let state = ClusterState::default();
+        let mut out = outbox();
+        let big = 40 << 20;
+        s.on_listing(vec![(h(1), meta(big))]);
+        let at = s.next_scrub;
+        s.on_tick(at, &view(&state, None, false), auth(), &mut out);
+        assert_eq!(s.next_scrub, at + s.cfg.scrub_pause(big));
+    }
+
+    #[test]
+    fn a_listing_keeps_what_changed_since_it_was_asked_for() {
+        let mut s = StoreRole::new(ContentConfig::default(), 1, Time::ZERO);
+        let state = ClusterState::default();
+        let mut out = outbox();
+        s.on_listing(vec![(h(1), meta(3)), (h(2), meta(3))]);
+        // A re-listing is asked for; meanwhile 2 is dropped by scrub.
+        s.next_resync = Time::ZERO;
+        s.on_tick(Time::ZERO, &view(&state, None, false), auth(), &mut out);
+        assert_eq!(listings(&out), 1);
+        s.on_scrub(h(2), false, &mut out);
+        s.on_listing(vec![(h(1), meta(3)), (h(2), meta(3))]);
+        assert!(
+            !s.held().contains_key(&h(2)),
+            "the listing predates the drop"
+        );
+        assert!(s.held().contains_key(&h(1)));
+        // Listed copies count as reported at the start of this run.
+        let start = VoteSeq {
+            incarnation: 1,
+            counter: 0,
+        };
+        assert_eq!(s.reported.get(&h(1)), Some(&start));
+        assert_eq!(s.reported.get(&h(2)), None);
+    }
+}

@@ -155,3 +155,48 @@ impl Sub<Duration> for WallTime {
         WallTime(self.0.saturating_sub(micros(d)))
     }
 }
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn units_convert_exactly() {
+        assert_eq!(Time::from_secs(3).as_micros(), 3_000_000);
+        assert_eq!(Time::from_millis(7).as_micros(), 7_000);
+        assert_eq!(Time::from_micros(9).as_micros(), 9);
+        assert_eq!(Time::from_millis(2500).as_secs_f64(), 2.5);
+        assert_eq!(WallTime::from_secs(4).as_micros(), 4_000_000);
+        assert_eq!(WallTime::from_micros(4_999_999).as_secs(), 4);
+        assert_eq!(WallTime::from_micros(5_000_000).as_secs(), 5);
+        assert_eq!(WallTime::from_micros(12).as_micros(), 12);
+    }
+
+    #[test]
+    fn adding_and_subtracting_durations_moves_by_them() {
+        let mut t = Time::from_secs(2);
+        t += Duration::from_millis(250);
+        assert_eq!(t, Time::from_millis(2250));
+        assert_eq!(t + Duration::from_millis(750), Time::from_secs(3));
+        assert_eq!(t - Duration::from_millis(250), Time::from_secs(2));
+        assert_eq!(t.since(Time::from_secs(1)), Duration::from_millis(1250));
+        let w = WallTime::from_secs(10);
+        assert_eq!(w + Duration::from_secs(2), WallTime::from_secs(12));
+        assert_eq!(w - Duration::from_secs(2), WallTime::from_secs(8));
+        assert_eq!(w.since(WallTime::from_secs(7)), Duration::from_secs(3));
+        assert_eq!(WallTime::from_secs(7).since(w), Duration::ZERO);
+        assert_eq!(
+            WallTime::from_secs(1) - Duration::from_secs(2),
+            WallTime::default()
+        );
+        assert_eq!(
+            WallTime::from_micros(u64::MAX) + Duration::from_secs(1),
+            WallTime::from_micros(u64::MAX)
+        );
+        assert_eq!(
+            Time::ZERO + Duration::MAX,
+            Time::MAX,
+            "a huge duration saturates"
+        );
+    }
+}
