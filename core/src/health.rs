@@ -39,3 +39,47 @@ impl HealthView<'_> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{InjectedBugs, PingConfig};
+    use crate::feed::Change;
+    use crate::ids::{NodeInfo, Roles, Zone};
+    use crate::rng::SeededRng;
+
+    #[test]
+    fn a_node_may_be_contacted_when_registered_and_not_published_down() {
+        let mut state = ClusterState::default();
+        for id in 1..=3 {
+            state.apply(&Change::NodeUpserted(NodeInfo {
+                id: NodeId(id),
+                addr: format!("10.0.0.{id}:7000").parse().unwrap(),
+                roles: Roles::STORE,
+                zone: Zone::new("z"),
+                weight: 100,
+                incarnation: 1,
+            }));
+        }
+        state.apply(&Change::Health {
+            node: NodeId(2),
+            down: true,
+        });
+        let ping = PingNet::new(
+            PingConfig::default(),
+            InjectedBugs::default(),
+            1,
+            &mut SeededRng::new(1),
+        );
+        let h = HealthView {
+            state: &state,
+            ping: &ping,
+        };
+        assert!(h.is_down(NodeId(2)) && !h.is_down(NodeId(1)));
+        assert!(!h.is_suspect(NodeId(1)));
+        assert!(h.may_contact(NodeId(1)));
+        assert!(!h.may_contact(NodeId(2)), "down");
+        assert!(!h.may_contact(NodeId(9)), "not registered");
+        assert_eq!(h.contactable(), [NodeId(1), NodeId(3)]);
+    }
+}

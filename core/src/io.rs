@@ -272,3 +272,37 @@ impl Outbox {
 pub trait Transport {
     fn send(&mut self, to: SocketAddr, envelope: Envelope);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_to_our_own_address_loop_back_and_the_rest_queue_stamped() {
+        let me: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let mut out = Outbox::new(NodeId(1), me);
+        out.cluster = ClusterId(5);
+        out.wall = crate::time::WallTime::from_secs(9);
+        assert!(out.is_empty());
+        out.send(me, Message::Ping { probe: 1 });
+        assert!(out.is_empty(), "looped back, not an output");
+        assert_eq!(out.loopback.len(), 1);
+        let peer: SocketAddr = "10.0.0.2:7000".parse().unwrap();
+        out.send(peer, Message::Ping { probe: 2 });
+        out.notice(Notice::Ready);
+        out.persist(Record::Recovered);
+        assert_eq!(out.len(), 3);
+        assert!(!out.is_empty());
+        let Some(Output::Send { to, envelope }) = out.queue.front() else {
+            panic!("{:?}", out.queue)
+        };
+        assert_eq!(*to, peer);
+        assert_eq!(envelope.version, PROTOCOL_VERSION);
+        assert_eq!(envelope.cluster, ClusterId(5));
+        assert_eq!((envelope.from, envelope.from_addr), (NodeId(1), me));
+        assert_eq!(envelope.sent_at, crate::time::WallTime::from_secs(9));
+        assert_eq!(envelope.msg, Message::Ping { probe: 2 });
+        assert_eq!(out.queue[1], Output::Notice(Notice::Ready));
+        assert_eq!(out.queue[2], Output::Persist(Record::Recovered));
+    }
+}

@@ -297,3 +297,38 @@ mod size_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_the_failure_detectors_four_messages_and_each_kind_is_named() {
+        let probes = [
+            Message::Ping { probe: 1 },
+            Message::Ack { probe: 1 },
+            Message::PingReq {
+                probe: 1,
+                target: NodeId(2),
+                target_addr: "10.0.0.2:7000".parse().unwrap(),
+            },
+            Message::IndirectAck {
+                probe: 1,
+                target: NodeId(2),
+            },
+        ];
+        let names: Vec<&str> = probes.iter().map(Message::kind).collect();
+        assert_eq!(names, ["Ping", "Ack", "PingReq", "IndirectAck"]);
+        assert!(probes.iter().all(Message::is_probe));
+        let others = [
+            Message::Leaving { incarnation: 1 },
+            Message::VotesAck {
+                seq: VoteSeq::default(),
+            },
+            Message::SnapshotPull { req: 1 },
+        ];
+        let names: Vec<&str> = others.iter().map(Message::kind).collect();
+        assert_eq!(names, ["Leaving", "VotesAck", "SnapshotPull"]);
+        assert!(!others.iter().any(Message::is_probe));
+    }
+}

@@ -1211,4 +1211,179 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ConfigError::AuthorityAddrMismatch { .. }));
     }
+
+    fn hash(b: &[u8]) -> crate::hash::ContentHash {
+        crate::hash::ContentHash::compute(crate::hash::HashKind::Sha1, b)
+    }
+
+    #[test]
+    fn a_client_request_to_a_node_without_the_prism_role_is_refused() {
+        let mut c = Cluster::new(3);
+        c.run_for(Duration::from_secs(2));
+        let request = crate::io::ClientRequest::Exists { hashes: vec![] };
+        c.inputs.push_back((1, Input::Client { id: 3, request }));
+        c.run_for(Duration::from_millis(10));
+        let why = "this node is not a prism".to_string();
+        assert_eq!(
+            c.replies,
+            [(1, 3, ClientResponse::Error(ClientError::BadRequest(why)))]
+        );
+    }
+
+    #[test]
+    fn every_dropped_message_is_counted_once_by_its_reason() {
+        let mut c = Cluster::new(3);
+        c.run_for(Duration::from_secs(2));
+        // Authority messages to a node that is not the authority.
+        for _ in 0..2 {
+            let votes = Message::Votes {
+                seq: crate::message::VoteSeq::default(),
+                down: vec![],
+            };
+            let env = c.nodes[1].out.envelope(votes);
+            c.nodes[2].handle(c.now, wall(c.now), Input::Message(env));
+        }
+        assert_eq!(c.nodes[2].counters().not_authority, 2);
+        // A node that has not joined hears only the authority's JoinAck.
+        let p = add(&mut c, Roles::PRISM);
+        let ping = c.nodes[1].out.envelope(Message::Ping { probe: 1 });
+        c.nodes[p].handle(c.now, wall(c.now), Input::Message(ping));
+        let mut ack = c.nodes[1].out.envelope(Message::JoinAck {
+            node: c.nodes[p].id(),
+            log: LogId(1),
+            seq: 0,
+        });
+        ack.cluster = ClusterId::UNSET;
+        c.nodes[p].handle(c.now, wall(c.now), Input::Message(ack));
+        assert_eq!(c.nodes[p].counters().not_joined, 2);
+        assert!(!c.nodes[p].is_joined(), "a JoinAck from a peer");
+        let counters = c.nodes[p].counters();
+        assert_eq!((counters.foreign_cluster, counters.not_authority), (0, 0));
+    }
+
+    #[test]
+    fn clone_orders_and_answers_count_only_from_the_authority() {
+        let mut c = Cluster::new(3);
+        c.run_for(Duration::from_secs(2));
+        let h = hash(b"x");
+        let meta = crate::content::ContentMeta {
+            ext: "bin".into(),
+            size: 1,
+        };
+        c.inputs
+            .push_back((1, Input::ContentStored { hash: h, meta }));
+        c.run_for(Duration::from_millis(10));
+        let target = c.nodes[2].id();
+        let job = || {
+            Message::CloneTo(Box::new(crate::message::CloneJob {
+                job: 4,
+                hash: h,
+                target,
+                target_addr: addr(2),
+            }))
+        };
+        let forged = c.nodes[2].out.envelope(job());
+        c.nodes[1].handle(c.now, wall(c.now), Input::Message(forged));
+        c.drain();
+        assert!(c.transfers.is_empty(), "a clone order from a peer");
+        let real = c.nodes[0].out.envelope(job());
+        c.nodes[1].handle(c.now, wall(c.now), Input::Message(real));
+        c.drain();
+        let [(1, op)] = c.transfers[..] else {
+            panic!("{:?}", c.transfers)
+        };
+        assert_ne!(op & STORE_OP, 0, "a store's operation");
+        // Its result goes back to the authority as the job's.
+        c.sent.clear();
+        c.nodes[1].handle(c.now, wall(c.now), Input::TransferDone { op, ok: true });
+        c.drain();
+        let done: Vec<_> = c
+            .sent
+            .iter()
+            .filter(|(from, to, m)| {
+                *from == 1 && *to == addr(0) && matches!(m, Message::CloneDone { job: 4, ok: true })
+            })
+            .collect();
+        assert_eq!(done.len(), 1, "{:?}", c.sent);
+        // An answer from a peer is not the authority's.
+        let p = add(&mut c, Roles::PRISM);
+        c.run_for(Duration::from_secs(3));
+        let request = crate::io::ClientRequest::Delete { hash: h };
+        c.inputs.push_back((p, Input::Client { id: 8, request }));
+        c.down.insert(0);
+        c.run_for(Duration::from_millis(10));
+        let req = c
+            .sent
+            .iter()
+            .rev()
+            .find_map(|(from, _, m)| match m {
+                Message::Ask { req, .. } if *from == p => Some(*req),
+                _ => None,
+            })
+            .expect("asked");
+        let answer = Message::Answer {
+            req,
+            answer: Box::new(crate::message::Answer::Done),
+        };
+        let forged = c.nodes[1].out.envelope(answer.clone());
+        c.nodes[p].handle(c.now, wall(c.now), Input::Message(forged));
+        c.drain();
+        assert!(c.replies.is_empty(), "{:?}", c.replies);
+        let real = c.nodes[0].out.envelope(answer);
+        c.nodes[p].handle(c.now, wall(c.now), Input::Message(real));
+        c.drain();
+        assert_eq!(c.replies, [(p, 8, ClientResponse::Deleted)]);
+    }
+
+    #[test]
+    fn a_node_leaving_before_it_joined_or_the_authority_leaving_says_nothing() {
+        let mut c = Cluster::new(2);
+        let p = add(&mut c, Roles::PRISM);
+        c.nodes[p].handle(c.now, wall(c.now), Input::Leave);
+        c.nodes[0].handle(c.now, wall(c.now), Input::Leave);
+        c.drain();
+        assert!(c.sent.iter().any(|(from, _, _)| *from == p), "p sends");
+        assert!(!c
+            .sent
+            .iter()
+            .any(|(_, _, m)| matches!(m, Message::Leaving { .. })));
+    }
+
+    #[test]
+    fn a_node_describes_its_own_start() {
+        let mut c = Cluster::new(2);
+        c.run_for(Duration::from_secs(2));
+        let n = &c.nodes[1];
+        let info = n.info();
+        assert_eq!(info.id, n.id());
+        assert_eq!(info.addr, addr(1));
+        assert_eq!(info.roles, Roles::STORE);
+        assert_eq!(info.zone, Zone::new("z"));
+        assert_eq!(info.weight, n.config().weight);
+        assert_eq!(info.incarnation, 1);
+        assert_eq!(n.incarnation(), 1);
+        assert_eq!(n.config().addr, addr(1));
+        assert!(n.store_role().is_some() && n.prism_role().is_none());
+        assert!(n.authority().is_none() && c.nodes[0].authority().is_some());
+        let debug = format!("{n:?}");
+        assert!(debug.contains(&format!("{:?}", n.id())) && debug.contains("joined: true"));
+        assert_eq!(n.clock_offset_us(), 0, "every clock agrees");
+        assert_eq!(n.wall(), wall(c.now));
+    }
+
+    #[test]
+    fn a_node_not_joined_wakes_for_its_next_attempt() {
+        let mut c = Cluster::new(1);
+        let p = add(&mut c, Roles::PRISM);
+        c.down.insert(0);
+        c.drain();
+        let retry = c.nodes[p].config().join_retry;
+        assert_eq!(c.nodes[p].poll_timeout(), Some(c.now + retry));
+        let joins = c
+            .sent
+            .iter()
+            .filter(|(from, _, m)| *from == p && matches!(m, Message::Join { .. }))
+            .count();
+        assert_eq!(joins, 1);
+    }
 }
