@@ -2660,4 +2660,54 @@ mod content_flow {
         tick(&mut a, 20_000);
         assert!(!a.is_recovering());
     }
+
+    #[test]
+    fn forgetting_a_node_keeps_what_is_held_for_the_others() {
+        let mut a = authority(&[], &[]);
+        assert_eq!(a.cluster(), ClusterId(1));
+        let st = &mut a.store;
+        for node in [3, 4] {
+            let n = NodeId(node);
+            st.orphans.insert((hash(0), n), meta());
+            st.drops_pending.insert((hash(0), n), seq(1));
+            st.restored.insert(n);
+            st.expected.insert(n);
+        }
+        st.forget(NodeId(3));
+        assert_eq!(st.orphans.keys().map(|(_, n)| n.0).collect::<Vec<_>>(), [4]);
+        assert_eq!(
+            st.drops_pending
+                .keys()
+                .map(|(_, n)| n.0)
+                .collect::<Vec<_>>(),
+            [4]
+        );
+        assert_eq!(st.restored.iter().map(|n| n.0).collect::<Vec<_>>(), [4]);
+        assert_eq!(st.expected.iter().map(|n| n.0).collect::<Vec<_>>(), [4]);
+        assert!(st.synced.contains(&NodeId(4)) && !st.synced.contains(&NodeId(3)));
+    }
+
+    #[test]
+    fn a_copy_short_of_r_gets_one_clone_job_until_it_is_done() {
+        let mut a = authority(&[], &[(0, &[2])]);
+        assert_eq!(a.repair_jobs(), 0);
+        let mut job = None;
+        for s in 1..=20 {
+            let out = tick(&mut a, s * 1000);
+            for (to, m) in sent(&out) {
+                if let Message::CloneTo(j) = m {
+                    assert_eq!((to, j.hash), (2, hash(0)), "from the holder");
+                    assert_ne!(j.target, NodeId(2));
+                    job = Some(j.job);
+                }
+            }
+            if job.is_some() {
+                break;
+            }
+        }
+        let job = job.expect("a clone job");
+        assert_eq!(a.repair_jobs(), 1);
+        hand_at(&mut a, 2, at(21_000), Message::CloneDone { job, ok: true });
+        assert_eq!(a.repair_jobs(), 0);
+    }
 }
