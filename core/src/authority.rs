@@ -2225,9 +2225,11 @@ mod content_flow {
         ask_at(&mut a, 0, 9, 1, delete(0));
         report(&mut a, 2, 0, 1, &[0], &[], None);
         report(&mut a, 3, 0, 1, &[0], &[], None);
+        let head = a.head();
         let (answer, _) = ask_at(&mut a, 100, 9, 2, placed(0, &[2], true));
         assert_eq!(answer, Some(Answer::Placed(ids(&[2]))));
         assert_eq!(holders(&a, 0), [2, 3]);
+        assert_eq!(a.head(), head + 2, "each copy recorded once");
         assert!(!a.state().deleted.contains(&hash(0)));
         let wait = ms(a.cfg.content.orphan_wait());
         let out = tick(&mut a, wait + 1000);
@@ -2628,8 +2630,40 @@ mod content_flow {
         recovering(&mut a, 5_000, 20_000, 60_000);
         tick(&mut a, 59_999);
         assert!(a.is_recovering());
-        assert!(a.next_deadline() <= Some(at(59_999 + ms(RECOVERY_RECHECK))));
+        assert_eq!(a.next_deadline(), Some(at(60_000)), "the hard limit");
         tick(&mut a, 60_000);
+        assert!(!a.is_recovering());
+    }
+
+    #[test]
+    fn a_hand_back_that_is_not_done_does_not_count_yet() {
+        let mut a = authority(&[3, 4, 5], &[]);
+        recovering(&mut a, 5_000, 20_000, 60_000);
+        hand_back(&mut a, 1, 0, 1, &[]);
+        let partial = Ask::RestorePurchases {
+            purchases: vec![],
+            revoked: vec![],
+            nodes: vec![],
+            done: false,
+        };
+        assert_eq!(ask_at(&mut a, 6_000, 2, 2, partial).0, Some(Answer::Done));
+        assert!(a.is_recovering(), "2 has more to hand back");
+        hand_back(&mut a, 2, 6_001, 3, &[]);
+        assert!(!a.is_recovering());
+    }
+
+    #[test]
+    fn an_expected_node_that_registered_again_is_waited_for() {
+        let mut a = authority(&[], &[]);
+        recovering(&mut a, 5_000, 20_000, 60_000);
+        // Node 1's hand-back names node 5, which is registered and up.
+        hand_back(&mut a, 1, 0, 1, &[5]);
+        for id in 2..=4 {
+            hand_back(&mut a, id, 0, 1, &[]);
+        }
+        tick(&mut a, 30_000);
+        assert!(a.is_recovering(), "5 is registered: never presumed gone");
+        hand_back(&mut a, 5, 30_001, 1, &[]);
         assert!(!a.is_recovering());
     }
 
@@ -2673,7 +2707,9 @@ mod content_flow {
             st.restored.insert(n);
             st.expected.insert(n);
         }
+        st.reports.insert(NodeId(3), seq(7));
         st.forget(NodeId(3));
+        assert_eq!(st.reports.get(&NodeId(3)), Some(&seq(7)), "the fence stays");
         assert_eq!(st.orphans.keys().map(|(_, n)| n.0).collect::<Vec<_>>(), [4]);
         assert_eq!(
             st.drops_pending

@@ -566,6 +566,13 @@ impl Node {
         if !self.join.joined {
             self.join.joined = true;
             self.out.notice(Notice::Joined { cluster });
+            if self.leaving && !self.cfg.roles.authority {
+                // A join sent before this start was told to leave has
+                // registered it: it leaves now, or it would be voted down.
+                let incarnation = self.incarnation;
+                self.out
+                    .send(self.cfg.authority_addr, Message::Leaving { incarnation });
+            }
         }
     }
 
@@ -574,12 +581,15 @@ impl Node {
         let authority_addr = self.cfg.authority_addr;
         if !self.join.joined {
             if now >= self.join.next_attempt {
-                self.out.send(
-                    authority_addr,
-                    Message::Join {
-                        info: Box::new(self.info()),
-                    },
-                );
+                // A start told to leave does not join any more.
+                if !self.leaving {
+                    self.out.send(
+                        authority_addr,
+                        Message::Join {
+                            info: Box::new(self.info()),
+                        },
+                    );
+                }
                 self.join.next_attempt = now + self.cfg.join_retry;
             }
         } else {
@@ -1248,12 +1258,11 @@ mod tests {
         let p = add(&mut c, Roles::PRISM);
         let ping = c.nodes[1].out.envelope(Message::Ping { probe: 1 });
         c.nodes[p].handle(c.now, wall(c.now), Input::Message(ping));
-        let mut ack = c.nodes[1].out.envelope(Message::JoinAck {
+        let ack = c.nodes[1].out.envelope(Message::JoinAck {
             node: c.nodes[p].id(),
             log: LogId(1),
             seq: 0,
         });
-        ack.cluster = ClusterId::UNSET;
         c.nodes[p].handle(c.now, wall(c.now), Input::Message(ack));
         assert_eq!(c.nodes[p].counters().not_joined, 2);
         assert!(!c.nodes[p].is_joined(), "a JoinAck from a peer");
@@ -1336,17 +1345,44 @@ mod tests {
     }
 
     #[test]
-    fn a_node_leaving_before_it_joined_or_the_authority_leaving_says_nothing() {
-        let mut c = Cluster::new(2);
+    fn a_start_told_to_leave_before_it_joined_joins_no_more_and_leaves_if_it_was_registered() {
+        let mut c = Cluster::new(3);
+        c.run_for(Duration::from_secs(2));
         let p = add(&mut c, Roles::PRISM);
+        // Its first join is on the way when it is told to leave.
+        c.drain();
         c.nodes[p].handle(c.now, wall(c.now), Input::Leave);
         c.nodes[0].handle(c.now, wall(c.now), Input::Leave);
-        c.drain();
-        assert!(c.sent.iter().any(|(from, _, _)| *from == p), "p sends");
-        assert!(!c
-            .sent
-            .iter()
-            .any(|(_, _, m)| matches!(m, Message::Leaving { .. })));
+        c.run_for(Duration::from_secs(3));
+        let sent_by = |c: &Cluster, f: fn(&Message) -> bool| {
+            c.sent
+                .iter()
+                .filter(|(from, _, m)| *from == p && f(m))
+                .count()
+        };
+        assert_eq!(sent_by(&c, |m| matches!(m, Message::Join { .. })), 1);
+        assert_eq!(sent_by(&c, |m| matches!(m, Message::Leaving { .. })), 1);
+        let id = c.nodes[p].id();
+        let state = c.nodes[0].authority().unwrap().state();
+        assert!(
+            state.has_left(id) && state.is_down(id),
+            "left, not voted down"
+        );
+        assert!(
+            !c.sent
+                .iter()
+                .any(|(from, _, m)| *from == 0 && matches!(m, Message::Leaving { .. })),
+            "the authority does not leave itself"
+        );
+        // A start whose join never got through: only the join it sent at
+        // its start, no retry, nothing to leave.
+        let q = add(&mut c, Roles::PRISM);
+        c.down.insert(0);
+        c.nodes[q].handle(c.now, wall(c.now), Input::Leave);
+        c.run_for(Duration::from_secs(2));
+        let from_q: Vec<_> = c.sent.iter().filter(|(from, _, _)| *from == q).collect();
+        assert_eq!(from_q.len(), 1, "{from_q:?}");
+        assert!(matches!(from_q[0].2, Message::Join { .. }));
     }
 
     #[test]
@@ -1368,7 +1404,9 @@ mod tests {
         let debug = format!("{n:?}");
         assert!(debug.contains(&format!("{:?}", n.id())) && debug.contains("joined: true"));
         assert_eq!(n.clock_offset_us(), 0, "every clock agrees");
-        assert_eq!(n.wall(), wall(c.now));
+        let now = c.now;
+        c.nodes[1].handle(now, wall(now), Input::Tick);
+        assert_eq!(c.nodes[1].wall(), wall(now));
     }
 
     #[test]

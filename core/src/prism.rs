@@ -1151,8 +1151,16 @@ mod tests {
         f.now = f.now + Duration::from_secs(60);
         let outs = f.done(t[1].0, false);
         // Failed over (a fourth store), one copy, still late and in flight.
-        assert_eq!(transfers(&outs).len(), 1);
+        let next = transfers(&outs);
+        assert_eq!(next.len(), 1);
         assert_eq!(replies(&outs).len(), 0);
+        // The second copy makes W, too late: refused, once.
+        let outs = f.done(t[2].0, true);
+        let e = error(ClientError::Unavailable("copies took too long; retry"));
+        assert_eq!(reply_to_1(&outs), e);
+        assert!(asks(&outs).is_empty());
+        assert!(f.done(next[0].0, true).is_empty());
+        assert_eq!(f.prism.in_progress(), 0);
     }
 
     #[test]
@@ -1427,6 +1435,17 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_never_goes_to_a_holder_that_left_the_registry() {
+        let mut f = fixture();
+        f.store(0, &[2, 9]);
+        f.purchase(5, 0, 2_000, &[]);
+        for _ in 0..20 {
+            let outs = f.request(1, deliver(5, None));
+            assert_eq!(delivered_from(&reply_to_1(&outs)), 2);
+        }
+    }
+
+    #[test]
     fn a_delivery_checks_expiry_and_referrer() {
         let mut f = fixture();
         f.store(0, &[2]);
@@ -1565,7 +1584,6 @@ mod tests {
         assert_eq!(f.prism.next_deadline(), Some(first));
         assert_eq!(f.prism.in_progress(), 2);
         // Retry later than the deadline: the deadline comes first.
-        f.prism.cfg.rpc_retry = Duration::from_secs(60);
         let mut g = fixture();
         g.prism.cfg.rpc_retry = Duration::from_secs(60);
         g.request(1, ClientRequest::Delete { hash: hash(0) });

@@ -339,6 +339,7 @@ impl ClusterState {
             }
             h = mix64(h ^ u64::from(n.roles.authority) ^ (u64::from(n.roles.store) << 1));
             h = mix64(h ^ (u64::from(n.roles.prism) << 2) ^ (u64::from(n.weight) << 8));
+            h = mix64(h ^ n.incarnation);
         }
         for (s, obs) in &self.observers {
             h = mix64(h ^ s.0 ^ 0x5151);
@@ -361,7 +362,17 @@ impl ClusterState {
         for p in self.purchases.values() {
             h = mix64(h ^ p.token.0 as u64 ^ (p.token.0 >> 64) as u64);
             h = mix64(h ^ p.hash.key64() ^ p.expires.as_micros());
+            for b in p.ext.bytes() {
+                h = mix64(h ^ u64::from(b));
+            }
             h = mix64(h ^ p.referrers.len() as u64);
+            for r in &p.referrers {
+                // The length first: ["ab"] and ["a", "b"] differ.
+                h = mix64(h ^ r.len() as u64);
+                for b in r.bytes() {
+                    h = mix64(h ^ u64::from(b));
+                }
+            }
         }
         for d in &self.draining {
             h = mix64(h ^ d.0 ^ 0xd7a1);
@@ -374,6 +385,10 @@ impl ClusterState {
         }
         for l in &self.left {
             h = mix64(h ^ l.0 ^ 0x1ef7);
+        }
+        for (n, i) in &self.removed {
+            h = mix64(h ^ n.0 ^ 0x7e0d);
+            h = mix64(h ^ i);
         }
         h
     }
@@ -848,6 +863,16 @@ mod field_tests {
                 p.hash = hash(1);
                 one(Change::PurchaseCreated(p))
             }),
+            ("purchases", {
+                let mut p = purchase(1, 100);
+                p.ext = "mp4".into();
+                one(Change::PurchaseCreated(p))
+            }),
+            ("purchases", {
+                let mut p = purchase(1, 100);
+                p.referrers = vec!["example.org".into()];
+                one(Change::PurchaseCreated(p))
+            }),
             (
                 "draining",
                 one(Change::Draining {
@@ -897,15 +922,26 @@ mod field_tests {
     }
 
     #[test]
-    fn every_part_but_starts_and_removals_moves_the_digest() {
+    fn every_part_moves_the_digest() {
         let base = rich().digest();
         for (i, (part, s)) in variations().into_iter().enumerate() {
-            // The second variation is a new start of a member (the digest
-            // leaves incarnations out).
-            if i != 1 {
-                assert_ne!(s.digest(), base, "{part} ({i})");
-            }
+            assert_ne!(s.digest(), base, "{part} ({i})");
         }
+        let mut removed = rich();
+        removed.removed.insert(NodeId(7), 1);
+        assert_ne!(removed.digest(), base, "removed");
+        let mut again = rich();
+        again.removed.insert(NodeId(5), 2);
+        assert_ne!(again.digest(), base, "removed start");
+        // Referrers are told apart by where one ends.
+        let with = |referrers: [&str; 2]| {
+            let mut p = purchase(1, 100);
+            p.referrers = referrers.iter().map(|r| r.to_string()).collect();
+            let mut s = rich();
+            s.apply(&Change::PurchaseCreated(p));
+            s.digest()
+        };
+        assert_ne!(with(["ab", "c"]), with(["a", "bc"]));
     }
 
     /// Digests are compared across nodes, which may run different builds
@@ -913,7 +949,7 @@ mod field_tests {
     #[test]
     fn the_digest_formula_is_pinned() {
         assert_eq!(ClusterState::default().digest(), 0);
-        assert_eq!(rich().digest(), 3_380_016_709_177_166_043);
+        assert_eq!(rich().digest(), 8_686_547_327_253_490_051);
     }
 
     #[test]
