@@ -1963,6 +1963,39 @@ mod removal {
         assert!(refused(&answer, "rebuilding"), "{answer:?}");
         assert!(a.state().registry.contains(NodeId(3)));
     }
+
+    #[test]
+    fn a_removed_store_takes_its_orphans_and_unanswered_drop_orders_with_it() {
+        let mut a = authority(&[3], &[]);
+        let meta = ContentMeta {
+            ext: "bin".into(),
+            size: 1,
+        };
+        for h in [0, 1] {
+            a.store
+                .state
+                .apply(&Change::ContentDeleted { hash: hash(h) });
+        }
+        let fence = VoteSeq::default();
+        for node in [3, 4] {
+            let n = NodeId(node);
+            let later = Time::from_secs(100);
+            a.drops_pending.insert((hash(0), n), (fence, later));
+            a.store.drops_pending.insert((hash(0), n), fence);
+            a.orphans
+                .insert((hash(1), n), (fence, Time::ZERO, meta.clone()));
+            a.store.orphans.insert((hash(1), n), meta.clone());
+        }
+        assert_eq!(remove(&mut a, 3, 1), Answer::Done);
+        let nodes = |keys: Vec<NodeId>| keys.into_iter().map(|n| n.0).collect::<Vec<_>>();
+        assert_eq!(nodes(a.drops_pending.keys().map(|k| k.1).collect()), [4]);
+        assert_eq!(
+            nodes(a.store.drops_pending.keys().map(|k| k.1).collect()),
+            [4]
+        );
+        assert_eq!(nodes(a.orphans.keys().map(|k| k.1).collect()), [4]);
+        assert_eq!(nodes(a.store.orphans.keys().map(|k| k.1).collect()), [4]);
+    }
 }
 
 #[cfg(test)]
@@ -2287,6 +2320,40 @@ mod content_flow {
         let (answer, _) = ask_at(&mut a, 100 + wait, 9, 5, claim());
         assert_eq!(answer, Some(Answer::Placed(vec![])));
         assert!(holders(&a, 0).is_empty());
+    }
+
+    #[test]
+    fn a_removal_mark_lasts_as_long_as_a_clone_or_orphan_could_still_arrive() {
+        let mut a = authority(&[], &[(0, &[2])]);
+        report(&mut a, 2, 0, 1, &[], &[0], None);
+        let c = &a.cfg.content;
+        let keep = ms((c.clone_timeout * 6).max(c.orphan_wait() + c.rpc_timeout));
+        tick(&mut a, keep - 1);
+        let (answer, _) = ask_at(&mut a, keep - 1, 9, 1, placed(0, &[2, 3], true));
+        assert_eq!(answer, None, "2 is marked: the claim waits");
+        tick(&mut a, keep);
+        let (answer, _) = ask_at(&mut a, keep, 9, 2, placed(0, &[2, 3], true));
+        assert_eq!(
+            answer,
+            Some(Answer::Placed(ids(&[2, 3]))),
+            "the mark is gone"
+        );
+    }
+
+    #[test]
+    fn a_waiting_claim_is_forgotten_once_its_prism_has_given_up() {
+        let mut a = authority(&[], &[(0, &[2, 3])]);
+        ask_at(&mut a, 0, 9, 1, delete(0));
+        let claim = || placed(0, &[2, 3], true);
+        assert_eq!(ask_at(&mut a, 0, 9, 5, claim()).0, None);
+        let c = &a.cfg.content;
+        let forget = ms(c.claim_wait() + c.rpc_timeout);
+        tick(&mut a, forget - 1);
+        assert!(a.claims_waiting.contains_key(&(NodeId(9), 5)));
+        tick(&mut a, forget);
+        assert!(a.claims_waiting.is_empty());
+        // The same request again waits afresh.
+        assert_eq!(ask_at(&mut a, forget, 9, 5, claim()).0, None);
     }
 
     #[test]

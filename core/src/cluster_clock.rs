@@ -352,6 +352,18 @@ mod tests {
     }
 
     #[test]
+    fn a_live_member_silent_for_a_while_still_counts() {
+        let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
+        hear(&mut c, 1, 0, &[(2, 4 * SEC), (3, 4 * SEC)], 0);
+        assert_eq!(c.offset_us(), 4 * SEC);
+        // 2 and 3 are not heard since, but the registry holds them live:
+        // they count with node 5 (a quiet peer is not a dead one), so the
+        // median of -4, 0 (ours), 4, 4 is 2.
+        hear(&mut c, 6, 0, &[(5, -4 * SEC)], 0);
+        assert_eq!(c.offset_us(), 2 * SEC);
+    }
+
+    #[test]
     fn a_silent_peer_the_registry_does_not_hold_no_longer_counts() {
         let mut c = ClusterClock::new(NodeId(1), Time::ZERO);
         // Node 20 (not registered, e.g. a wiped node's old id) and node 3
