@@ -196,6 +196,13 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(decode(&long), Err(DecodeError::TrailingBytes(1)));
+        long.extend([0, 0]);
+        assert_eq!(decode(&long), Err(DecodeError::TrailingBytes(3)));
+        let mut value = encode_value(&(7u64, "x".to_string()));
+        assert_eq!(decode_value::<(u64, String)>(&value), Ok((7, "x".into())));
+        value.extend([1, 2, 3]);
+        let trailing = decode_value::<(u64, String)>(&value);
+        assert_eq!(trailing, Err(DecodeError::TrailingBytes(3)));
         assert!(decode(&[0xff; 3]).is_err());
     }
 }

@@ -1052,6 +1052,25 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_is_recorded_with_its_extension_normalized() {
+        let mut f = fixture();
+        let request = ClientRequest::Upload {
+            hash: hash(0),
+            meta: ContentMeta {
+                ext: ".MP4".into(),
+                size: 1,
+            },
+        };
+        let t = transfers(&f.request(1, request));
+        f.done(t[0].0, true);
+        let (_, ask) = the_ask(&f.done(t[1].0, true));
+        let Ask::ContentPlaced { meta, .. } = ask else {
+            panic!("{ask:?}")
+        };
+        assert_eq!(meta.ext, "mp4");
+    }
+
+    #[test]
     fn an_upload_with_a_bad_extension_is_refused() {
         let mut f = fixture();
         let request = ClientRequest::Upload {

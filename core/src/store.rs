@@ -416,7 +416,7 @@ mod tests {
     use crate::hash::HashKind;
     use crate::ids::NodeId;
 
-    fn view(state: &ClusterState, log: Option<LogId>, ready: bool) -> StoreView<'_> {
+    pub(super) fn view(state: &ClusterState, log: Option<LogId>, ready: bool) -> StoreView<'_> {
         StoreView {
             state,
             me: NodeId(5),
@@ -425,7 +425,7 @@ mod tests {
         }
     }
 
-    fn h(i: u64) -> ContentHash {
+    pub(super) fn h(i: u64) -> ContentHash {
         ContentHash::compute(HashKind::Sha1, &i.to_le_bytes())
     }
 
@@ -615,16 +615,12 @@ mod job_tests {
     //! Clone jobs, scrub results racing new copies, the listing and sync
     //! schedule, report pacing and the store's deadlines.
 
+    use super::tests::{h, view};
     use super::*;
-    use crate::hash::HashKind;
     use crate::ids::NodeId;
     use crate::time::Duration;
 
     const AUTH: &str = "10.0.0.1:7000";
-
-    fn h(i: u64) -> ContentHash {
-        ContentHash::compute(HashKind::Sha1, &i.to_le_bytes())
-    }
 
     fn meta(size: u64) -> ContentMeta {
         ContentMeta {
@@ -639,15 +635,6 @@ mod job_tests {
 
     fn auth() -> SocketAddr {
         AUTH.parse().unwrap()
-    }
-
-    fn view(state: &ClusterState, log: Option<LogId>, ready: bool) -> StoreView<'_> {
-        StoreView {
-            state,
-            me: NodeId(5),
-            log,
-            ready,
-        }
     }
 
     fn messages(out: &mut Outbox) -> Vec<Message> {
