@@ -1971,20 +1971,20 @@ mod removal {
             ext: "bin".into(),
             size: 1,
         };
-        for h in [0, 1] {
-            a.store
-                .state
-                .apply(&Change::ContentDeleted { hash: hash(h) });
+        for h in 0..4 {
+            let deleted = Change::ContentDeleted { hash: hash(h) };
+            a.store.state.apply(&deleted);
         }
         let fence = VoteSeq::default();
-        for node in [3, 4] {
+        // Each store's own content: what goes must be found by store.
+        for (node, dropped, orphan) in [(3, 0, 1), (4, 2, 3)] {
             let n = NodeId(node);
             let later = Time::from_secs(100);
-            a.drops_pending.insert((hash(0), n), (fence, later));
-            a.store.drops_pending.insert((hash(0), n), fence);
-            a.orphans
-                .insert((hash(1), n), (fence, Time::ZERO, meta.clone()));
-            a.store.orphans.insert((hash(1), n), meta.clone());
+            a.drops_pending.insert((hash(dropped), n), (fence, later));
+            a.store.drops_pending.insert((hash(dropped), n), fence);
+            let orphaned = (fence, Time::ZERO, meta.clone());
+            a.orphans.insert((hash(orphan), n), orphaned);
+            a.store.orphans.insert((hash(orphan), n), meta.clone());
         }
         assert_eq!(remove(&mut a, 3, 1), Answer::Done);
         let nodes = |keys: Vec<NodeId>| keys.into_iter().map(|n| n.0).collect::<Vec<_>>();
