@@ -777,7 +777,7 @@ mod tests {
                 id: NodeId(id),
                 addr: addr(id),
                 roles: roles(id),
-                zone: Zone::new(if id % 2 == 0 { "a" } else { "b" }),
+                zone: Zone::new(if id.is_multiple_of(2) { "a" } else { "b" }),
                 weight: 100,
                 incarnation: 1,
             }));
@@ -1142,7 +1142,7 @@ mod tests {
             f.state.apply(&Change::ContentDeleted { hash: hash(0) });
             let t = transfers(&f.request(1, upload(0, 1)));
             f.done(t[0].0, true);
-            f.now = f.now + after;
+            f.now += after;
             let outs = f.done(t[1].0, true);
             if late {
                 let e = error(ClientError::Unavailable("copies took too long; retry"));
@@ -1156,7 +1156,7 @@ mod tests {
         let mut f = fixture();
         let t = transfers(&f.request(1, upload(0, 1)));
         f.done(t[0].0, true);
-        f.now = f.now + limit * 2;
+        f.now += limit * 2;
         assert_eq!(asks(&f.done(t[1].0, true)).len(), 1);
     }
 
@@ -1167,7 +1167,7 @@ mod tests {
         f.prism.cfg.replicas = 3;
         let t = transfers(&f.request(1, upload(0, 1)));
         f.done(t[0].0, true);
-        f.now = f.now + Duration::from_secs(60);
+        f.now += Duration::from_secs(60);
         let outs = f.done(t[1].0, false);
         // Failed over (a fourth store), one copy, still late and in flight.
         let next = transfers(&outs);
@@ -1598,7 +1598,7 @@ mod tests {
         let mut f = fixture();
         f.request(1, ClientRequest::Delete { hash: hash(0) });
         let first = f.now + f.cfg.rpc_retry;
-        f.now = f.now + Duration::from_millis(50);
+        f.now += Duration::from_millis(50);
         f.request(2, ClientRequest::Delete { hash: hash(1) });
         assert_eq!(f.prism.next_deadline(), Some(first));
         assert_eq!(f.prism.in_progress(), 2);

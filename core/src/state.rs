@@ -687,7 +687,7 @@ mod field_tests {
             id: NodeId(id),
             addr: format!("10.0.0.{id}:7000").parse().unwrap(),
             roles,
-            zone: Zone::new(if id % 2 == 0 { "a" } else { "b" }),
+            zone: Zone::new(if id.is_multiple_of(2) { "a" } else { "b" }),
             weight: 100,
             incarnation,
         }
