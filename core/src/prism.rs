@@ -825,6 +825,24 @@ mod tests {
             self.take()
         }
 
+        /// Client request 1 (made anew by `request`) asked the authority,
+        /// which answers not found, then unavailable: the client gets
+        /// "not found: `what`", then "unavailable: `why`".
+        fn misses_answer<T>(
+            &mut self,
+            request: impl Fn() -> ClientRequest,
+            wrap: fn(Lookup<T>) -> Answer,
+            (what, why): (&'static str, &'static str),
+        ) {
+            for (answer, e) in [
+                (Lookup::NotFound, ClientError::NotFound(what)),
+                (Lookup::Unavailable, ClientError::Unavailable(why)),
+            ] {
+                let (req, _) = the_ask(&self.request(1, request()));
+                assert_eq!(reply_to_1(&self.answer(req, wrap(answer))), error(e));
+            }
+        }
+
         fn take(&mut self) -> Vec<Output> {
             self.out.queue.drain(..).collect()
         }
@@ -1337,34 +1355,18 @@ mod tests {
         };
         let (_, ask) = the_ask(&f.answer(req, Answer::Content(Lookup::Found(rec))));
         assert!(matches!(ask, Ask::PurchaseCreate { purchase, .. } if purchase.hash == hash(0)));
-        for (answer, e) in [
-            (Lookup::NotFound, ClientError::NotFound("content")),
-            (
-                Lookup::Unavailable,
-                ClientError::Unavailable("authority is recovering"),
-            ),
-        ] {
-            let (req, _) = the_ask(&f.request(1, purchase_request(0, "bin", HOUR, &[])));
-            assert_eq!(
-                reply_to_1(&f.answer(req, Answer::Content(answer))),
-                error(e)
-            );
-        }
+        f.misses_answer(
+            || purchase_request(0, "bin", HOUR, &[]),
+            Answer::Content,
+            ("content", "authority is recovering"),
+        );
         // The authority's purchase answers.
         f.store(0, &[2]);
-        for (answer, e) in [
-            (Lookup::NotFound, ClientError::NotFound("purchase")),
-            (
-                Lookup::Unavailable,
-                ClientError::Unavailable("authority is recovering"),
-            ),
-        ] {
-            let (req, _) = the_ask(&f.request(1, purchase_request(0, "bin", HOUR, &[])));
-            assert_eq!(
-                reply_to_1(&f.answer(req, Answer::Purchase(answer))),
-                error(e)
-            );
-        }
+        f.misses_answer(
+            || purchase_request(0, "bin", HOUR, &[]),
+            Answer::Purchase,
+            ("purchase", "authority is recovering"),
+        );
         assert_eq!(f.prism.created().count(), 0);
     }
 
@@ -1517,19 +1519,11 @@ mod tests {
         let outs = f.answer(req, Answer::Content(Lookup::Found(rec)));
         assert_eq!(reply_to_1(&outs), error(ClientError::Expired));
         f.wall = WallTime::from_secs(1_000);
-        for (answer, e) in [
-            (Lookup::NotFound, ClientError::NotFound("content")),
-            (
-                Lookup::Unavailable,
-                ClientError::Unavailable("no live copy"),
-            ),
-        ] {
-            let (req, _) = the_ask(&f.request(1, deliver(5, None)));
-            assert_eq!(
-                reply_to_1(&f.answer(req, Answer::Content(answer))),
-                error(e)
-            );
-        }
+        f.misses_answer(
+            || deliver(5, None),
+            Answer::Content,
+            ("content", "no live copy"),
+        );
     }
 
     #[test]
@@ -1554,19 +1548,11 @@ mod tests {
         let (req, _) = the_ask(&f.request(1, deliver(5, None)));
         let outs = f.answer(req, Answer::Purchase(Lookup::Found(expired)));
         assert_eq!(reply_to_1(&outs), error(ClientError::Expired));
-        for (answer, e) in [
-            (Lookup::NotFound, ClientError::NotFound("purchase")),
-            (
-                Lookup::Unavailable,
-                ClientError::Unavailable("authority is recovering"),
-            ),
-        ] {
-            let (req, _) = the_ask(&f.request(1, deliver(5, None)));
-            assert_eq!(
-                reply_to_1(&f.answer(req, Answer::Purchase(answer))),
-                error(e)
-            );
-        }
+        f.misses_answer(
+            || deliver(5, None),
+            Answer::Purchase,
+            ("purchase", "authority is recovering"),
+        );
     }
 
     #[test]
