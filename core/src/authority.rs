@@ -20,6 +20,7 @@ use crate::message::{Answer, Ask, DropOrder, Envelope, InventoryBatch, Lookup, M
 use crate::observers::assign_observers_among;
 use crate::purchase::{Token, MAX_LIFE, MIN_LIFE};
 use crate::repair::Repair;
+use crate::snapshot_transfer::SnapshotSource;
 use crate::state::ClusterState;
 use crate::time::{earliest, Duration, Time, WallTime};
 use crate::vote_tally::VoteTally;
@@ -137,6 +138,8 @@ pub struct Authority {
     store: AuthorityStore,
     tally: VoteTally,
     feed: FeedServer,
+    /// The encoded snapshot readers are being served from.
+    snapshots: SnapshotSource,
     observers_due: Option<Time>,
     last_assignment: Option<Time>,
     recovery: Option<Recovery>,
@@ -216,6 +219,7 @@ impl Authority {
             cfg,
             store,
             feed: FeedServer::default(),
+            snapshots: SnapshotSource::default(),
             // Recompute at start: the configured K may have changed.
             observers_due: Some(now),
             last_assignment: None,
@@ -370,15 +374,21 @@ impl Authority {
                 *wait,
                 out,
             ),
-            Message::SnapshotPull { req } => {
-                let snapshot = self.store.state.snapshot(self.head());
+            Message::SnapshotPull { req, resume } => {
+                // Half the retained log: room for the reader to follow it
+                // from the snapshot once it has all of it.
+                let max_lag = (self.cfg.feed.retain / 2) as u64;
+                let head = self.head();
+                let chunk = self
+                    .snapshots
+                    .serve(now, &self.store.state, head, max_lag, *resume);
                 let log = self.log_id();
                 out.send(
                     env.from_addr,
                     Message::SnapshotReply {
                         req: *req,
                         log,
-                        snapshot: Box::new(snapshot),
+                        chunk: Box::new(chunk),
                     },
                 );
             }
@@ -1349,11 +1359,18 @@ impl Authority {
         }
         self.check_recovery(out);
         self.feed.flush(now, &self.cfg.feed, &self.store.log, out);
+        self.snapshots.expire(now, self.snapshot_idle());
+    }
+
+    /// How long an encoded snapshot is kept after its last reader asked.
+    fn snapshot_idle(&self) -> Duration {
+        self.cfg.feed.pull_timeout() * 5
     }
 
     pub fn next_deadline(&self) -> Option<Time> {
         let mut next = earliest(self.observers_due, self.tally.next_deadline());
         next = earliest(next, self.feed.next_deadline());
+        next = earliest(next, self.snapshots.next_deadline(self.snapshot_idle()));
         next = earliest(next, self.repair.next_deadline());
         if let Some(&(expires, _)) = self.expiries.first() {
             let due = expires + self.cfg.content.purchase_prune_grace;

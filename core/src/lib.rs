@@ -30,6 +30,7 @@ pub mod repair;
 pub mod replica;
 pub mod restore;
 pub mod rng;
+pub mod snapshot_transfer;
 pub mod state;
 pub mod store;
 pub mod time;

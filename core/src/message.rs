@@ -1,16 +1,17 @@
 //! Every message between nodes, and the envelope that carries it.
 
 use crate::content::{ContentMeta, ContentRecord};
-use crate::feed::{FeedBody, Snapshot};
+use crate::feed::FeedBody;
 use crate::hash::ContentHash;
 use crate::ids::{ClusterId, LogId, NodeId, NodeInfo};
 use crate::purchase::{Purchase, Token};
+use crate::snapshot_transfer::{SnapshotChunk, SnapshotCursor};
 use crate::time::Duration;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Bumped on any incompatible change to [`Message`] or [`Envelope`].
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// What travels on the wire: a message with the header every receiver checks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,13 +89,15 @@ pub enum Message {
         log: LogId,
         body: FeedBody,
     },
+    /// Asks for the next piece of a snapshot (the first, without `resume`).
     SnapshotPull {
         req: u64,
+        resume: Option<SnapshotCursor>,
     },
     SnapshotReply {
         req: u64,
         log: LogId,
-        snapshot: Box<Snapshot>,
+        chunk: Box<SnapshotChunk>,
     },
     /// A store's inventory changes.
     InventoryReport(Box<InventoryBatch>),
@@ -325,7 +328,10 @@ mod kind_tests {
             Message::VotesAck {
                 seq: VoteSeq::default(),
             },
-            Message::SnapshotPull { req: 1 },
+            Message::SnapshotPull {
+                req: 1,
+                resume: None,
+            },
         ];
         let names: Vec<&str> = others.iter().map(Message::kind).collect();
         assert_eq!(names, ["Leaving", "VotesAck", "SnapshotPull"]);

@@ -527,10 +527,10 @@ impl Node {
                 let applied = self.replica.on_feed_reply(req, log, body, &mut self.out);
                 self.after_apply(applied);
             }
-            Message::SnapshotReply { req, log, snapshot } if from_authority => {
+            Message::SnapshotReply { req, log, chunk } if from_authority => {
                 let applied = self
                     .replica
-                    .on_snapshot_reply(req, log, *snapshot, &mut self.out);
+                    .on_snapshot_chunk(req, log, *chunk, &mut self.out);
                 self.after_apply(applied);
             }
             Message::FeedReply { .. } | Message::SnapshotReply { .. } => {}

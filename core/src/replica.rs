@@ -7,6 +7,7 @@ use crate::feed::{Change, FeedBody, Snapshot};
 use crate::ids::LogId;
 use crate::io::{Notice, Outbox};
 use crate::message::Message;
+use crate::snapshot_transfer::{Assembled, SnapshotAssembly, SnapshotChunk};
 use crate::state::ClusterState;
 use crate::time::{Duration, Time};
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub struct Replica {
     next_req: u64,
     /// The log of the last snapshot taken.
     known_log: Option<LogId>,
+    /// The pieces of the snapshot being taken.
+    assembly: SnapshotAssembly,
     /// Test-only bug: ignore purchase removals.
     skip_removals: bool,
 }
@@ -135,7 +138,13 @@ impl Replica {
             );
             wait
         } else {
-            out.send(authority, Message::SnapshotPull { req });
+            out.send(
+                authority,
+                Message::SnapshotPull {
+                    req,
+                    resume: self.assembly.cursor(),
+                },
+            );
             Duration::ZERO
         };
         self.inflight = Some(Inflight {
@@ -233,6 +242,39 @@ impl Replica {
         applied
     }
 
+    /// A piece of the snapshot we are taking. Any piece that continues it
+    /// counts (a late answer to an earlier pull too); when the last arrives
+    /// the snapshot is taken.
+    pub fn on_snapshot_chunk(
+        &mut self,
+        req: u64,
+        log: LogId,
+        chunk: SnapshotChunk,
+        out: &mut Outbox,
+    ) -> Applied {
+        if self.has_snapshot() {
+            return Applied::default(); // Not taking one.
+        }
+        let ours = self.inflight.is_some_and(|f| f.req == req);
+        match self.assembly.on_chunk(log, chunk) {
+            Assembled::Ignored => {
+                if ours {
+                    self.inflight = None; // Ask again from where we are.
+                }
+                Applied::default()
+            }
+            Assembled::Progress | Assembled::Corrupt(_) => {
+                self.inflight = None;
+                Applied::default()
+            }
+            Assembled::Complete(log, snapshot) => {
+                self.inflight = None;
+                self.take_snapshot(log, *snapshot, out)
+            }
+        }
+    }
+
+    /// A whole snapshot in answer to pull `req` (tests and tools).
     pub fn on_snapshot_reply(
         &mut self,
         req: u64,
@@ -243,6 +285,11 @@ impl Replica {
         if !self.take_answer(req) {
             return Applied::default();
         }
+        self.take_snapshot(log, snapshot, out)
+    }
+
+    fn take_snapshot(&mut self, log: LogId, snapshot: Snapshot, out: &mut Outbox) -> Applied {
+        self.assembly.clear();
         let fresh = ClusterState::from_snapshot(&snapshot);
         for node in fresh.down.symmetric_difference(&self.state.down) {
             out.notice(Notice::VerdictApplied {
@@ -304,7 +351,7 @@ mod tests {
         while let Some(o) = out.queue.pop_front() {
             if let Output::Send { envelope, .. } = o {
                 let req = match envelope.msg {
-                    Message::FeedPull { req, .. } | Message::SnapshotPull { req } => req,
+                    Message::FeedPull { req, .. } | Message::SnapshotPull { req, .. } => req,
                     _ => continue,
                 };
                 last = Some((req, envelope.msg));

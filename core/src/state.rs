@@ -673,7 +673,7 @@ mod inventory_model {
 }
 
 #[cfg(test)]
-mod field_tests {
+pub(crate) mod field_tests {
     //! Each part of the state: how changes set it, what the queries read,
     //! and that snapshots, differences and the digest see all of it.
 
@@ -719,7 +719,7 @@ mod field_tests {
     }
 
     /// A state with something in every part.
-    fn rich() -> ClusterState {
+    pub(crate) fn rich() -> ClusterState {
         let mut s = ClusterState::default();
         let changes = [
             Change::NodeUpserted(info(1, Roles::AUTHORITY, 1)),
