@@ -106,7 +106,7 @@ impl SnapshotSource {
     /// the first chunk of the snapshot held, unless the head has moved more
     /// than `max_lag` past it (the reader could not follow the log from it):
     /// then a new one is taken. A reader resuming a snapshot no longer held
-    /// gets the first chunk of the current one and starts over.
+    /// is served as one starting: it gets a first chunk and starts over.
     pub fn serve(
         &mut self,
         now: Time,
@@ -116,25 +116,21 @@ impl SnapshotSource {
         resume: Option<SnapshotCursor>,
     ) -> SnapshotChunk {
         let held = self.cached.as_ref().map(|c| c.seq);
-        let usable = match resume {
-            Some(c) => held == Some(c.seq),
-            None => held.is_some_and(|s| head.saturating_sub(s) <= max_lag),
-        };
-        let offset = match resume {
-            Some(c) if usable => c.offset,
-            _ => 0,
-        };
-        if !usable && (resume.is_none() || held.is_none_or(|s| head > s)) {
-            self.builds += 1;
-            self.cached = Some(Encoded {
+        let resumes = resume.filter(|c| held == Some(c.seq));
+        let fresh_enough = held.is_some_and(|s| head.saturating_sub(s) <= max_lag);
+        if resumes.is_none() && !fresh_enough {
+            self.cached = None;
+        }
+        let builds = &mut self.builds;
+        let c = self.cached.get_or_insert_with(|| {
+            *builds += 1;
+            Encoded {
                 seq: head,
                 bytes: encode_snapshot(state, head),
                 last_used: now,
-            });
-        }
-        let Some(c) = self.cached.as_mut() else {
-            unreachable!("a snapshot was just taken")
-        };
+            }
+        });
+        let offset = resumes.map_or(0, |r| r.offset);
         c.last_used = now;
         let total = c.bytes.len() as u64;
         let start = offset.min(total) as usize;
@@ -221,7 +217,7 @@ impl SnapshotAssembly {
         let same = |b: &Building| b.log == log && b.seq == chunk.seq && b.total == chunk.total;
         match &mut self.building {
             Some(b) if same(b) => {
-                if chunk.offset != b.bytes.len() as u64 || chunk.bytes.is_empty() && b.total > 0 {
+                if chunk.offset != b.bytes.len() as u64 {
                     return Assembled::Ignored;
                 }
                 b.bytes.extend_from_slice(&chunk.bytes);
@@ -237,18 +233,20 @@ impl SnapshotAssembly {
                 });
             }
         }
-        let Some(b) = &self.building else {
-            return Assembled::Ignored;
-        };
-        if (b.bytes.len() as u64) < b.total {
-            return Assembled::Progress;
+        match self.building.take() {
+            Some(b) if (b.bytes.len() as u64) < b.total => {
+                self.building = Some(b);
+                Assembled::Progress
+            }
+            Some(b) => Self::decode(b),
+            None => Assembled::Ignored,
         }
-        let Some(b) = self.building.take() else {
-            return Assembled::Ignored;
-        };
+    }
+
+    fn decode(b: Building) -> Assembled {
         if b.bytes.len() as u64 != b.total {
             return Assembled::Corrupt(DecodeError::TrailingBytes(
-                b.bytes.len() - b.total as usize,
+                b.bytes.len().saturating_sub(b.total as usize),
             ));
         }
         match decode_value::<Snapshot>(&b.bytes) {
