@@ -210,7 +210,7 @@ impl Authority {
             .iter()
             .map(|((h, s), m)| {
                 let seq = store.reports.get(s).copied().unwrap_or_default();
-                ((*h, *s), (seq, now, m.clone()))
+                ((*h, *s), (seq, now, *m))
             })
             .collect();
         Authority {
@@ -497,7 +497,7 @@ impl Authority {
                 }
                 // Deleted, or a re-upload whose placement is on its way:
                 // decided in `drop_orphans`.
-                self.add_orphan(*hash, store, seq, meta.clone(), out);
+                self.add_orphan(*hash, store, seq, *meta, out);
                 continue;
             }
             if !self.holds(hash, store) {
@@ -505,7 +505,7 @@ impl Authority {
                     Change::ContentStored {
                         hash: *hash,
                         store,
-                        meta: meta.clone(),
+                        meta: *meta,
                     },
                     out,
                 );
@@ -571,8 +571,8 @@ impl Authority {
             ));
         }
         let r = self.cfg.content.replicas;
-        let among_last_r = |hash: &&ContentHash| {
-            let others = state.inventory.get(*hash).map_or(0, |rec| {
+        let among_last_r = |hash: &ContentHash| {
+            let others = state.inventory.get(hash).map_or(0, |rec| {
                 rec.stores
                     .iter()
                     .filter(|s| **s != node && state.copy_counts(**s))
@@ -590,8 +590,8 @@ impl Authority {
             .filter(|(h, s)| *s == node && !state.deleted.contains(h))
             .map(|(h, _)| *h)
             .collect();
-        let short = state.held_by(node).filter(among_last_r).count()
-            + doomed.iter().filter(among_last_r).count();
+        let short = state.held_by(node).filter(|h| among_last_r(h)).count()
+            + doomed.iter().filter(|h| among_last_r(h)).count();
         (short > 0).then(|| {
             format!("{short} of the copies on {node} are among the last {r}: drain it or wait for repair")
         })
@@ -680,7 +680,7 @@ impl Authority {
         }
         if self.holds(&hash, store) {
             if let Some(rec) = self.store.state.inventory.get(&hash) {
-                self.unlisted.insert((hash, store), rec.meta.clone());
+                self.unlisted.insert((hash, store), rec.meta);
             }
             self.append(Change::ContentDropped { hash, store }, out);
         }
@@ -799,9 +799,9 @@ impl Authority {
         out.persist(Record::Orphan {
             hash,
             store,
-            meta: Some(meta.clone()),
+            meta: Some(meta),
         });
-        self.store.orphans.insert((hash, store), meta.clone());
+        self.store.orphans.insert((hash, store), meta);
         self.orphans.insert((hash, store), (seq, self.now, meta));
     }
 
@@ -965,7 +965,7 @@ impl Authority {
                 transferred,
             } => self.placed(*hash, meta, stores, *transferred, out),
             Ask::ContentLookup { hash } => {
-                Answer::Content(self.lookup(self.store.state.inventory.get(hash).cloned()))
+                Answer::Content(self.lookup(self.store.state.inventory.record(hash)))
             }
             Ask::ContentExists { hashes } => {
                 let found: Vec<bool> = hashes
@@ -1157,7 +1157,7 @@ impl Authority {
                 let change = Change::ContentStored {
                     hash,
                     store: *store,
-                    meta: meta.clone(),
+                    meta: *meta,
                 };
                 self.append(change, out);
             }
@@ -1167,7 +1167,7 @@ impl Authority {
             let orphans: Vec<(NodeId, ContentMeta)> = self
                 .orphans
                 .range((hash, NodeId(0))..=(hash, NodeId(u64::MAX)))
-                .map(|((_, s), (_, _, m))| (*s, m.clone()))
+                .map(|((_, s), (_, _, m))| (*s, *m))
                 .collect();
             for (store, meta) in orphans {
                 self.take_orphan(hash, store, out);
@@ -1484,7 +1484,7 @@ mod purchase_model {
         Purchase {
             token: Token(u128::from(t)),
             hash: hash(h),
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             expires: wall(expires),
             referrers: vec![],
         }
@@ -1751,7 +1751,7 @@ mod removal {
                     hash: hash(*h),
                     store: NodeId(*s),
                     meta: ContentMeta {
-                        ext: "bin".into(),
+                        ext: crate::content::Ext::lit("bin"),
                         size: 1,
                     },
                 });
@@ -1787,11 +1787,11 @@ mod removal {
         // Store 3's copy of content 0 was unlisted as surplus (a drain made
         // copies elsewhere) and is not dropped yet; one of those failed since.
         let meta = ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size: 1,
         };
         let mut a = authority(&[3, 5], &[(0, &[2, 5])]);
-        a.unlisted.insert((hash(0), NodeId(3)), meta.clone());
+        a.unlisted.insert((hash(0), NodeId(3)), meta);
         let answer = remove(&mut a, 3, 1);
         assert!(refused(&answer, "1 of the copies"), "{answer:?}");
         // With R counting copies elsewhere it goes.
@@ -1985,7 +1985,7 @@ mod removal {
     fn a_removed_store_takes_its_orphans_and_unanswered_drop_orders_with_it() {
         let mut a = authority(&[3], &[]);
         let meta = ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size: 1,
         };
         for h in 0..4 {
@@ -1999,9 +1999,9 @@ mod removal {
             let later = Time::from_secs(100);
             a.drops_pending.insert((hash(dropped), n), (fence, later));
             a.store.drops_pending.insert((hash(dropped), n), fence);
-            let orphaned = (fence, Time::ZERO, meta.clone());
+            let orphaned = (fence, Time::ZERO, meta);
             a.orphans.insert((hash(orphan), n), orphaned);
-            a.store.orphans.insert((hash(orphan), n), meta.clone());
+            a.store.orphans.insert((hash(orphan), n), meta);
         }
         assert_eq!(remove(&mut a, 3, 1), Answer::Done);
         let nodes = |keys: Vec<NodeId>| keys.into_iter().map(|n| n.0).collect::<Vec<_>>();
@@ -2028,7 +2028,7 @@ mod content_flow {
 
     fn meta() -> ContentMeta {
         ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size: 1,
         }
     }

@@ -107,7 +107,7 @@ impl DurableState {
             } => {
                 if let Some(store) = &mut self.authority {
                     match meta {
-                        Some(m) => store.orphans.insert((*hash, *node), m.clone()),
+                        Some(m) => store.orphans.insert((*hash, *node), *m),
                         None => store.orphans.remove(&(*hash, *node)),
                     };
                 }

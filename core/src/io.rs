@@ -96,7 +96,7 @@ pub enum ClientResponse {
         store: NodeId,
         addr: std::net::SocketAddr,
         hash: ContentHash,
-        ext: String,
+        ext: crate::content::Ext,
     },
     Draining,
     NodeRemoved,

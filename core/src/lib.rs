@@ -17,6 +17,7 @@ pub mod feed_server;
 pub mod hash;
 pub mod health;
 pub mod ids;
+pub mod inventory;
 pub mod io;
 pub mod message;
 pub mod node;

@@ -883,7 +883,7 @@ mod tests {
         assert!(c.nodes[p].is_ready());
         let hash = crate::hash::ContentHash::compute(crate::hash::HashKind::Sha1, b"x");
         let meta = crate::content::ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size: 1,
         };
         let request = crate::io::ClientRequest::Upload { hash, meta };
@@ -1276,7 +1276,7 @@ mod tests {
         c.run_for(Duration::from_secs(2));
         let h = hash(b"x");
         let meta = crate::content::ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size: 1,
         };
         c.inputs

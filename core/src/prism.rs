@@ -5,7 +5,7 @@
 //! authority before it ever answers "not found".
 
 use crate::config::{ContentConfig, InjectedBugs};
-use crate::content::{normalize_ext, ContentMeta, ContentRecord};
+use crate::content::{normalize_ext, ContentMeta, ContentRecord, Ext};
 use crate::hash::ContentHash;
 use crate::health::HealthView;
 use crate::ids::NodeId;
@@ -48,7 +48,7 @@ enum Then {
     Exists,
     Deleted,
     PurchaseContent {
-        ext: String,
+        ext: Ext,
         life: crate::time::Duration,
         referrers: Vec<String>,
     },
@@ -150,8 +150,8 @@ impl PrismRole {
         }
         match request {
             ClientRequest::Upload { hash, meta } => self.upload(ctx, id, hash, meta, out),
-            ClientRequest::Detail { hash } => match ctx.state.inventory.get(&hash) {
-                Some(rec) => reply(out, id, ClientResponse::Detail(rec.clone())),
+            ClientRequest::Detail { hash } => match ctx.state.inventory.record(&hash) {
+                Some(rec) => reply(out, id, ClientResponse::Detail(rec)),
                 None => self.ask(ctx, id, Ask::ContentLookup { hash }, Then::Detail, out),
             },
             ClientRequest::Exists { hashes } => {
@@ -190,7 +190,7 @@ impl PrismRole {
                     referrers,
                 };
                 match ctx.state.inventory.get(&hash) {
-                    Some(rec) => self.create_purchase(ctx, id, rec.hash, then, rng, out),
+                    Some(_) => self.create_purchase(ctx, id, hash, then, rng, out),
                     None => self.ask(ctx, id, Ask::ContentLookup { hash }, then, out),
                 }
             }
@@ -245,11 +245,8 @@ impl PrismRole {
         meta: ContentMeta,
         out: &mut Outbox,
     ) {
-        let meta = match normalize_ext(&meta.ext) {
-            Ok(ext) => ContentMeta { ext, ..meta },
-            Err(e) => return fail(out, id, ClientError::BadRequest(e.to_string())),
-        };
-        // Content-addressed: already stored well enough means done, once
+        // The extension was checked where `meta` was made (`Ext` holds only
+        // checked ones). Content-addressed: already stored well enough means done, once
         // the authority confirms it (the replica may not have seen a
         // deletion or a drop yet).
         if let Some(rec) = ctx.state.inventory.get(&hash) {
@@ -262,7 +259,7 @@ impl PrismRole {
             if live.len() >= self.quorum() {
                 let ask = Ask::ContentPlaced {
                     hash,
-                    meta: meta.clone(),
+                    meta,
                     stores: live,
                     transferred: false,
                 };
@@ -377,7 +374,7 @@ impl PrismRole {
             u.done = true;
             let ask = Ask::ContentPlaced {
                 hash: u.hash,
-                meta: u.meta.clone(),
+                meta: u.meta,
                 stores: u.copies.clone(),
                 transferred: true,
             };
@@ -478,10 +475,10 @@ impl PrismRole {
         let local = ctx
             .state
             .inventory
-            .get(&purchase.hash)
+            .record(&purchase.hash)
             .filter(|rec| !self.live_holders(ctx, rec).is_empty());
         match local {
-            Some(rec) => self.pick_store(ctx, id, &purchase, rec, rng, out),
+            Some(rec) => self.pick_store(ctx, id, &purchase, &rec, rng, out),
             None => {
                 let hash = purchase.hash;
                 self.ask(
@@ -529,7 +526,7 @@ impl PrismRole {
                 store,
                 addr: info.addr,
                 hash: purchase.hash,
-                ext: purchase.ext.clone(),
+                ext: purchase.ext,
             },
         );
     }
@@ -741,7 +738,7 @@ mod tests {
 
     fn meta(size: u64) -> ContentMeta {
         ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size,
         }
     }
@@ -868,7 +865,7 @@ mod tests {
             let p = Purchase {
                 token: Token(token),
                 hash: hash(h),
-                ext: "bin".into(),
+                ext: crate::content::Ext::lit("bin"),
                 expires: WallTime::from_secs(expires),
                 referrers: referrers.iter().map(|r| r.to_string()).collect(),
             };
@@ -1075,7 +1072,7 @@ mod tests {
         let request = ClientRequest::Upload {
             hash: hash(0),
             meta: ContentMeta {
-                ext: ".MP4".into(),
+                ext: Ext::new(".MP4").expect("a good extension"),
                 size: 1,
             },
         };
@@ -1089,21 +1086,20 @@ mod tests {
     }
 
     #[test]
-    fn an_upload_with_a_bad_extension_is_refused() {
-        let mut f = fixture();
-        let request = ClientRequest::Upload {
-            hash: hash(0),
-            meta: ContentMeta {
-                ext: "../x".into(),
-                size: 1,
-            },
-        };
-        let outs = f.request(1, request);
-        assert!(matches!(
-            reply_to_1(&outs),
-            ClientResponse::Error(ClientError::BadRequest(_))
-        ));
-        assert!(transfers(&outs).is_empty());
+    fn an_upload_with_a_bad_extension_cannot_be_made() {
+        // `Ext` holds only checked extensions, so a bad one is refused where
+        // a request is decoded, before any prism sees it.
+        assert!(Ext::new("../x").is_err());
+        let mut wire = crate::codec::encode_value(&ContentMeta {
+            ext: Ext::lit("abcd"),
+            size: 1,
+        });
+        let at = wire
+            .iter()
+            .position(|b| *b == b'a')
+            .expect("the ext's bytes");
+        wire[at..at + 4].copy_from_slice(b"../x");
+        assert!(crate::codec::decode_value::<ContentMeta>(&wire).is_err());
     }
 
     #[test]
@@ -1205,7 +1201,7 @@ mod tests {
         let mut f = fixture();
         f.store(0, &[2]);
         let outs = f.request(1, ClientRequest::Detail { hash: hash(0) });
-        let rec = f.state.inventory[&hash(0)].clone();
+        let rec = f.state.inventory.record(&hash(0)).expect("stored");
         assert_eq!(reply_to_1(&outs), ClientResponse::Detail(rec.clone()));
         let outs = f.request(
             1,
@@ -1319,7 +1315,7 @@ mod tests {
         let expected = Purchase {
             token,
             hash: hash(0),
-            ext: "mp4".into(),
+            ext: crate::content::Ext::lit("mp4"),
             expires: WallTime::default(),
             referrers: vec!["example.com".into()],
         };
@@ -1533,7 +1529,7 @@ mod tests {
         let p = Purchase {
             token: Token(5),
             hash: hash(0),
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             expires: WallTime::from_secs(2_000),
             referrers: vec![],
         };

@@ -1,5 +1,6 @@
 //! Purchases: expiring, unguessable grants to fetch one piece of content.
 
+use crate::content::Ext;
 use crate::hash::ContentHash;
 use crate::time::{Duration, WallTime};
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ impl fmt::Display for Token {
 pub struct Purchase {
     pub token: Token,
     pub hash: ContentHash,
-    pub ext: String,
+    pub ext: Ext,
     /// Set by the authority's wall clock when the purchase is created.
     pub expires: WallTime,
     /// Hosts allowed to refer; empty means any.
@@ -98,7 +99,7 @@ mod tests {
         Purchase {
             token: Token(7),
             hash: ContentHash::compute(HashKind::Sha1, b"x"),
-            ext: "mp4".into(),
+            ext: crate::content::Ext::lit("mp4"),
             expires: WallTime::from_secs(100),
             referrers: referrers.iter().map(|s| s.to_string()).collect(),
         }

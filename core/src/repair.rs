@@ -176,7 +176,7 @@ impl Repair {
         let r = cfg.replicas;
         let zone_of = |s: NodeId| state.registry.get(s).map(|i| &i.zone);
         let live_zones: BTreeSet<&crate::ids::Zone> = candidates.iter().map(|c| c.zone).collect();
-        for rec in state.inventory.values() {
+        for (hash, rec) in state.inventory.iter() {
             let healthy_copies: Vec<NodeId> =
                 rec.stores.iter().copied().filter(|s| healthy(*s)).collect();
             let copy_zones: BTreeSet<&crate::ids::Zone> =
@@ -199,10 +199,10 @@ impl Repair {
                 } else {
                     cfg.max_clone_jobs
                 };
-                if busy.contains(&rec.hash) || self.jobs.len() >= limit {
+                if busy.contains(&hash) || self.jobs.len() >= limit {
                     continue;
                 }
-                let ranked = rank(&rec.hash, &candidates, r);
+                let ranked = rank(&hash, &candidates, r);
                 let target = if misplaced {
                     ranked
                         .into_iter()
@@ -233,33 +233,33 @@ impl Repair {
                 self.jobs.insert(
                     job,
                     Job {
-                        hash: rec.hash,
+                        hash,
                         source,
                         target,
                         deadline: now + cfg.clone_timeout,
                     },
                 );
                 *per_source.entry(source).or_default() += 1;
-                busy.insert(rec.hash);
+                busy.insert(hash);
                 stats.clones_started += 1;
                 out.send(
                     source_info.addr,
                     Message::CloneTo(Box::new(CloneJob {
                         job,
-                        hash: rec.hash,
+                        hash,
                         target,
                         target_addr: target_info.addr,
                     })),
                 );
-            } else if rec.stores.len() > r && !busy.contains(&rec.hash) {
+            } else if rec.stores.len() > r && !busy.contains(&hash) {
                 // Copies already told to drop count as gone: what is left
                 // must keep R healthy, up copies, the best placed first.
                 let left: Vec<NodeId> = rec
                     .stores
                     .iter()
                     .copied()
-                    .filter(|s| !self.drops.contains_key(&(rec.hash, *s)))
-                    .filter(|s| !unanswered.contains_key(&(rec.hash, *s)))
+                    .filter(|s| !self.drops.contains_key(&(hash, *s)))
+                    .filter(|s| !unanswered.contains_key(&(hash, *s)))
                     .collect();
                 if left.len() <= r {
                     continue;
@@ -271,16 +271,16 @@ impl Repair {
                     .filter(|c| left.contains(&c.id) && healthy(c.id) && up(c.id))
                     .cloned()
                     .collect();
-                let keep: Vec<NodeId> = rank(&rec.hash, &holders, r).into_iter().take(r).collect();
+                let keep: Vec<NodeId> = rank(&hash, &holders, r).into_iter().take(r).collect();
                 if keep.len() < r {
                     continue;
                 }
                 stats.surplus += 1;
                 for s in left.iter().copied().filter(|s| !keep.contains(s)) {
                     if state.registry.contains(s) {
-                        self.drops.insert((rec.hash, s), now + cfg.clone_timeout);
+                        self.drops.insert((hash, s), now + cfg.clone_timeout);
                         stats.drops_sent += 1;
-                        drops.push((rec.hash, s));
+                        drops.push((hash, s));
                     }
                 }
             }
@@ -323,7 +323,7 @@ mod tests {
                 hash,
                 store: NodeId(*st),
                 meta: ContentMeta {
-                    ext: "bin".into(),
+                    ext: crate::content::Ext::lit("bin"),
                     size: 1,
                 },
             });

@@ -504,7 +504,7 @@ mod tests {
         snap.purchases.push(Purchase {
             token: Token(5),
             hash: ContentHash::compute(HashKind::Sha1, b"x"),
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             expires: WallTime::from_secs(9),
             referrers: vec![],
         });
@@ -608,7 +608,7 @@ mod tests {
         let p = Purchase {
             token: Token(5),
             hash: ContentHash::compute(HashKind::Sha1, b"x"),
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             expires: WallTime::from_secs(9),
             referrers: vec![],
         };

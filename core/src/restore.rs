@@ -116,7 +116,7 @@ mod tests {
         Purchase {
             token: Token(i),
             hash: ContentHash::compute(HashKind::Sha1, b"x"),
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             expires: WallTime::from_secs(10),
             referrers: vec![],
         }

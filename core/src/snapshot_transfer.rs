@@ -76,7 +76,7 @@ impl Serialize for SnapshotView<'_> {
         out.serialize_field("nodes", &seq(st.registry.iter()))?;
         out.serialize_field("observers", &seq(st.observers.iter()))?;
         out.serialize_field("down", &seq(st.down.iter()))?;
-        out.serialize_field("inventory", &seq(st.inventory.values()))?;
+        out.serialize_field("inventory", &seq(st.inventory.records()))?;
         out.serialize_field("purchases", &seq(st.purchases.values()))?;
         out.serialize_field("draining", &seq(st.draining.iter()))?;
         out.serialize_field("deleted", &seq(st.deleted.iter()))?;

@@ -1,10 +1,10 @@
 //! The replicated cluster state: what the feed describes. The authority holds
 //! the master copy; every node's replica is built from a snapshot plus entries.
 
-use crate::content::ContentRecord;
 use crate::feed::{Change, Snapshot};
 use crate::hash::ContentHash;
 use crate::ids::NodeId;
+use crate::inventory::Inventory;
 use crate::purchase::{Purchase, Token};
 use crate::registry::Registry;
 use crate::time::WallTime;
@@ -20,9 +20,7 @@ pub struct ClusterState {
     /// Reverse of `observers`: the subjects each node observes.
     observing: BTreeMap<NodeId, BTreeSet<NodeId>>,
     /// Which stores hold which content.
-    pub inventory: BTreeMap<ContentHash, ContentRecord>,
-    /// Reverse of `inventory`: the content each store holds.
-    held_by: BTreeMap<NodeId, BTreeSet<ContentHash>>,
+    pub inventory: Inventory,
     pub purchases: BTreeMap<Token, Purchase>,
     /// Stores being drained.
     pub draining: BTreeSet<NodeId>,
@@ -59,9 +57,10 @@ impl ClusterState {
                 self.down.remove(id);
                 self.left.remove(id);
                 self.draining.remove(id);
-                for hash in self.held_by.remove(id).unwrap_or_default() {
-                    self.drop_copy(hash, *id);
-                }
+                self.inventory.retain(|_, rec| {
+                    rec.stores.remove(id);
+                    !rec.stores.is_empty()
+                });
             }
             Change::Observers { subject, observers } => {
                 self.set_observers(*subject, observers.clone());
@@ -74,39 +73,15 @@ impl ClusterState {
                 }
             }
             Change::ContentDeleted { hash } => {
-                if let Some(rec) = self.inventory.remove(hash) {
-                    for store in rec.stores {
-                        if let Some(set) = self.held_by.get_mut(&store) {
-                            set.remove(hash);
-                            if set.is_empty() {
-                                self.held_by.remove(&store);
-                            }
-                        }
-                    }
-                }
+                self.inventory.remove(hash);
                 self.deleted.insert(*hash);
             }
             Change::ContentStored { hash, store, meta } => {
                 self.deleted.remove(hash);
-                self.inventory
-                    .entry(*hash)
-                    .or_insert_with(|| ContentRecord {
-                        hash: *hash,
-                        meta: meta.clone(),
-                        stores: BTreeSet::new(),
-                    })
-                    .stores
-                    .insert(*store);
-                self.held_by.entry(*store).or_default().insert(*hash);
+                self.inventory.entry_or(hash, *meta).stores.insert(*store);
             }
             Change::ContentDropped { hash, store } => {
                 self.drop_copy(*hash, *store);
-                if let Some(set) = self.held_by.get_mut(store) {
-                    set.remove(hash);
-                    if set.is_empty() {
-                        self.held_by.remove(store);
-                    }
-                }
             }
             Change::PurchaseCreated(p) => {
                 self.purchases.insert(p.token, p.clone());
@@ -165,9 +140,10 @@ impl ClusterState {
         }
     }
 
-    /// The content `store` holds according to the inventory.
-    pub fn held_by(&self, store: NodeId) -> impl Iterator<Item = &ContentHash> {
-        self.held_by.get(&store).into_iter().flatten()
+    /// The content `store` holds according to the inventory (a scan of
+    /// every record: see `Inventory::held_by`).
+    pub fn held_by(&self, store: NodeId) -> impl Iterator<Item = ContentHash> + '_ {
+        self.inventory.held_by(store)
     }
 
     fn set_observers(&mut self, subject: NodeId, observers: Vec<NodeId>) {
@@ -232,7 +208,7 @@ impl ClusterState {
                 .map(|(s, o)| (*s, o.clone()))
                 .collect(),
             down: self.down.iter().copied().collect(),
-            inventory: self.inventory.values().cloned().collect(),
+            inventory: self.inventory.records().collect(),
             purchases: self.purchases.values().cloned().collect(),
             draining: self.draining.iter().copied().collect(),
             deleted: self.deleted.iter().copied().collect(),
@@ -252,10 +228,13 @@ impl ClusterState {
         }
         state.down = snap.down.iter().copied().collect();
         for rec in &snap.inventory {
-            for store in &rec.stores {
-                state.held_by.entry(*store).or_default().insert(rec.hash);
-            }
-            state.inventory.insert(rec.hash, rec.clone());
+            state.inventory.insert(
+                rec.hash,
+                crate::inventory::Holding {
+                    meta: rec.meta,
+                    stores: rec.stores.clone(),
+                },
+            );
         }
         for p in &snap.purchases {
             state.purchases.insert(p.token, p.clone());
@@ -350,8 +329,8 @@ impl ClusterState {
         for d in &self.down {
             h = mix64(h ^ d.0 ^ 0xd0d0);
         }
-        for rec in self.inventory.values() {
-            h = mix64(h ^ rec.hash.key64() ^ rec.meta.size);
+        for (hash, rec) in self.inventory.iter() {
+            h = mix64(h ^ hash.key64() ^ rec.meta.size);
             for b in rec.meta.ext.bytes() {
                 h = mix64(h ^ u64::from(b));
             }
@@ -449,7 +428,7 @@ mod tests {
         use crate::time::WallTime;
         let h = ContentHash::compute(HashKind::Sha1, b"a");
         let meta = ContentMeta {
-            ext: "txt".into(),
+            ext: crate::content::Ext::lit("txt"),
             size: 1,
         };
         let mut s = ClusterState::default();
@@ -459,13 +438,13 @@ mod tests {
             s.apply(&Change::ContentStored {
                 hash: h,
                 store: NodeId(store),
-                meta: meta.clone(),
+                meta,
             });
         }
         s.apply(&Change::PurchaseCreated(Purchase {
             token: Token(1),
             hash: h,
-            ext: "txt".into(),
+            ext: crate::content::Ext::lit("txt"),
             expires: WallTime::from_secs(5),
             referrers: vec![],
         }));
@@ -537,7 +516,7 @@ mod inventory_model {
 
     fn change(op: &Op) -> Change {
         let meta = ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size: 1,
         };
         match *op {
@@ -623,8 +602,7 @@ mod inventory_model {
                 .collect();
             assert_eq!(got, m.copies);
             for s in 0u8..4 {
-                let held: BTreeSet<ContentHash> =
-                    state.held_by(NodeId(u64::from(s))).copied().collect();
+                let held: BTreeSet<ContentHash> = state.held_by(NodeId(u64::from(s))).collect();
                 let want: BTreeSet<ContentHash> = m
                     .copies
                     .iter()
@@ -654,11 +632,11 @@ mod inventory_model {
             local in proptest::collection::btree_set(0u8..40, 0..30),
             authority in proptest::collection::btree_set(0u8..40, 0..30),
         ) {
-            let meta = ContentMeta { ext: "bin".into(), size: 1 };
+            let meta = ContentMeta { ext: crate::content::Ext::lit("bin"), size: 1 };
             let local_map: BTreeMap<ContentHash, ContentMeta> =
-                local.iter().map(|h| (hash(*h), meta.clone())).collect();
+                local.iter().map(|h| (hash(*h), meta)).collect();
             let auth: BTreeSet<ContentHash> = authority.iter().map(|h| hash(*h)).collect();
-            let d = crate::store::diff(&local_map, auth.iter());
+            let d = crate::store::diff(&local_map, auth.iter().copied());
             let mut view = auth.clone();
             for (h, _) in &d.new {
                 prop_assert!(view.insert(*h), "reported new but already known");
@@ -702,7 +680,7 @@ pub(crate) mod field_tests {
             hash: hash(h),
             store: NodeId(store),
             meta: ContentMeta {
-                ext: "bin".into(),
+                ext: crate::content::Ext::lit("bin"),
                 size: 3,
             },
         }
@@ -712,7 +690,7 @@ pub(crate) mod field_tests {
         Purchase {
             token: Token(t),
             hash: hash(0),
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             expires: WallTime::from_secs(expires),
             referrers: vec!["example.com".into()],
         }
@@ -865,7 +843,7 @@ pub(crate) mod field_tests {
             }),
             ("purchases", {
                 let mut p = purchase(1, 100);
-                p.ext = "mp4".into();
+                p.ext = crate::content::Ext::lit("mp4");
                 one(Change::PurchaseCreated(p))
             }),
             ("purchases", {

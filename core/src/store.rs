@@ -39,22 +39,22 @@ pub struct Diff {
 
 /// Compares the local listing with the authority's view of this store, both
 /// in hash order, in one merge pass.
-pub fn diff<'a>(
+pub fn diff(
     local: &BTreeMap<ContentHash, ContentMeta>,
-    authority: impl Iterator<Item = &'a ContentHash>,
+    authority: impl Iterator<Item = ContentHash>,
 ) -> Diff {
     let mut d = Diff::default();
     let mut l = local.iter().peekable();
     let mut a = authority.peekable();
     loop {
         match (l.peek(), a.peek()) {
-            (Some((lh, meta)), Some(ah)) => match lh.cmp(ah) {
+            (Some((lh, meta)), Some(ah)) => match (*lh).cmp(ah) {
                 std::cmp::Ordering::Less => {
-                    d.new.push((**lh, (*meta).clone()));
+                    d.new.push((**lh, **meta));
                     l.next();
                 }
                 std::cmp::Ordering::Greater => {
-                    d.missing.push(**ah);
+                    d.missing.push(*ah);
                     a.next();
                 }
                 std::cmp::Ordering::Equal => {
@@ -63,11 +63,11 @@ pub fn diff<'a>(
                 }
             },
             (Some((lh, meta)), None) => {
-                d.new.push((**lh, (*meta).clone()));
+                d.new.push((**lh, **meta));
                 l.next();
             }
             (None, Some(ah)) => {
-                d.missing.push(**ah);
+                d.missing.push(*ah);
                 a.next();
             }
             (None, None) => return d,
@@ -160,7 +160,7 @@ impl StoreRole {
         for (hash, change) in since.iter().chain(&self.pending) {
             match change {
                 Some(meta) => {
-                    self.held.insert(*hash, meta.clone());
+                    self.held.insert(*hash, *meta);
                 }
                 None => {
                     self.held.remove(hash);
@@ -188,9 +188,9 @@ impl StoreRole {
 
     pub fn on_stored(&mut self, hash: ContentHash, meta: ContentMeta) {
         if self.listing_requested {
-            self.since_listing.insert(hash, Some(meta.clone()));
+            self.since_listing.insert(hash, Some(meta));
         }
-        self.held.insert(hash, meta.clone());
+        self.held.insert(hash, meta);
         if let Some((h, replaced)) = &mut self.scrubbing {
             *replaced |= *h == hash;
         }
@@ -431,7 +431,7 @@ mod tests {
 
     fn meta() -> ContentMeta {
         ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size: 3,
         }
     }
@@ -442,12 +442,12 @@ mod tests {
             [1, 2, 3].iter().map(|i| (h(*i), meta())).collect();
         let mut auth: Vec<ContentHash> = [2, 3, 4, 5].iter().map(|i| h(*i)).collect();
         auth.sort();
-        let d = diff(&local, auth.iter());
+        let d = diff(&local, auth.iter().copied());
         assert_eq!(d.new, vec![(h(1), meta())]);
         let mut missing = vec![h(4), h(5)];
         missing.sort();
         assert_eq!(d.missing, missing);
-        assert_eq!(diff(&local, local.keys()), Diff::default());
+        assert_eq!(diff(&local, local.keys().copied()), Diff::default());
     }
 
     fn sent_reports(out: &mut Outbox) -> Vec<(VoteSeq, Option<LogId>, usize, usize)> {
@@ -624,7 +624,7 @@ mod job_tests {
 
     fn meta(size: u64) -> ContentMeta {
         ContentMeta {
-            ext: "bin".into(),
+            ext: crate::content::Ext::lit("bin"),
             size,
         }
     }

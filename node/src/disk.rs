@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use stretchfs_core::content::ContentMeta;
+use stretchfs_core::content::{ContentMeta, Ext};
 use stretchfs_core::hash::{ContentHash, HashKind, Hasher};
 use tokio::io::AsyncWriteExt;
 
@@ -94,12 +94,10 @@ impl ContentDir {
         for e in std::fs::read_dir(self.shard_dir(hash)).ok()?.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if let Some(ext) = name.strip_prefix(&prefix) {
+            // A file whose extension no upload could have given is not ours.
+            if let Some(Ok(ext)) = name.strip_prefix(&prefix).map(Ext::new) {
                 let size = e.metadata().ok()?.len();
-                let meta = ContentMeta {
-                    ext: ext.to_string(),
-                    size,
-                };
+                let meta = ContentMeta { ext, size };
                 return Some((e.path(), meta));
             }
         }
@@ -261,13 +259,15 @@ impl ContentDir {
                     let Some((hex, ext)) = name.split_once('.') else {
                         continue;
                     };
-                    let (Ok(hash), Ok(md)) = (ContentHash::parse(hex), f.metadata()) else {
+                    let (Ok(hash), Ok(ext), Ok(md)) =
+                        (ContentHash::parse(hex), Ext::new(ext), f.metadata())
+                    else {
                         continue;
                     };
                     out.push((
                         hash,
                         ContentMeta {
-                            ext: ext.to_string(),
+                            ext,
                             size: md.len(),
                         },
                     ));

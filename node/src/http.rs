@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use stretchfs_core::content::{normalize_ext, ContentMeta};
+use stretchfs_core::content::{normalize_ext, ContentMeta, Ext};
 use stretchfs_core::hash::{ContentHash, HashKind};
 use stretchfs_core::purchase::{Purchase, Token};
 use stretchfs_core::{ClientError, ClientRequest, ClientResponse, Duration, Input};
@@ -187,7 +187,7 @@ fn parse_hash(s: &str) -> ApiResult<ContentHash> {
     ContentHash::parse(s).map_err(|e| ApiError::bad(format!("hash {s:?}: {e}")))
 }
 
-fn parse_ext(s: &str) -> ApiResult<String> {
+fn parse_ext(s: &str) -> ApiResult<Ext> {
     normalize_ext(s).map_err(|e| ApiError::bad(e.to_string()))
 }
 
@@ -489,14 +489,14 @@ async fn upload(
             }
         })?;
     let meta = ContentMeta {
-        ext: ext.clone(),
+        ext,
         size: written.size,
     };
     let hash = written.hash;
     s.spool
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(hash, (written.path.clone(), meta.clone()));
+        .insert(hash, (written.path.clone(), meta));
     let answer = ask(&s, ClientRequest::Upload { hash, meta }).await;
     {
         let mut spool = s.spool.lock().unwrap_or_else(|e| e.into_inner());
@@ -509,7 +509,7 @@ async fn upload(
         ClientResponse::Uploaded { hash, size, copies } => {
             let body = Uploaded {
                 hash: hash.to_string(),
-                ext,
+                ext: ext.to_string(),
                 size,
                 copies: copies.iter().map(|c| c.to_string()).collect(),
             };
@@ -535,7 +535,7 @@ async fn detail(State(s): St, Path(hash): Path<String>) -> ApiResult<Json<Detail
         ClientResponse::Detail(rec) => Ok(Json(Detail {
             hash: rec.hash.to_string(),
             content_type: rec.meta.content_type().to_string(),
-            ext: rec.meta.ext,
+            ext: rec.meta.ext.to_string(),
             size: rec.meta.size,
             copies: rec.stores.iter().map(|c| c.to_string()).collect(),
         })),
@@ -643,7 +643,7 @@ fn purchase_view(p: &Purchase, base: &str) -> PurchaseView {
     PurchaseView {
         token: p.token.to_string(),
         hash: p.hash.to_string(),
-        ext: p.ext.clone(),
+        ext: p.ext.to_string(),
         expires: p.expires.as_micros() / 1_000_000,
         referrers: p.referrers.clone(),
         url: format!("{base}/p/{}/{}.{}", p.token, p.hash, p.ext),
@@ -659,7 +659,7 @@ async fn create_purchase(
     require_prism(&s)?;
     let request = ClientRequest::Purchase {
         hash: parse_hash(&b.hash)?,
-        ext: parse_ext(&b.ext)?,
+        ext: parse_ext(&b.ext)?.to_string(),
         life: parse_life(&b.life)?,
         referrers: b.referrers,
     };

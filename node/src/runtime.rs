@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
-use stretchfs_core::content::ContentMeta;
+use stretchfs_core::content::{ContentMeta, Ext};
 use stretchfs_core::hash::ContentHash;
 use stretchfs_core::{
     ClientRequest, ClientResponse, Input, Node, Notice, Output, Roles, Time, TransferSource,
@@ -104,7 +104,9 @@ impl Shared {
                 Some(w) => {
                     self.content.commit(w, ext)?;
                     ContentMeta {
-                        ext: ext.to_string(),
+                        ext: Ext::new(ext).map_err(|e| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+                        })?,
                         size: w.size,
                     }
                 }
@@ -113,10 +115,7 @@ impl Shared {
                     None => return Err(std::io::ErrorKind::NotFound.into()),
                 },
             };
-            core.handle(Input::ContentStored {
-                hash,
-                meta: meta.clone(),
-            });
+            core.handle(Input::ContentStored { hash, meta });
             if let Err(e) = core.drain(None, &mut rest) {
                 tracing::error!(error = %e, "metadata write failed; stopping");
                 let _ = self.cmd.send(Cmd::Fatal(e));

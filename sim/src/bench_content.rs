@@ -85,11 +85,10 @@ fn scan_and_diff(n: usize, runs: usize) -> Vec<Row> {
     view.extend(hashes(n / 100, 2));
     view.sort();
     let meta = ContentMeta {
-        ext: "bin".into(),
+        ext: stretchfs_core::content::Ext::lit("bin"),
         size: 1,
     };
-    let mut listing: Vec<(ContentHash, ContentMeta)> =
-        local.iter().map(|h| (*h, meta.clone())).collect();
+    let mut listing: Vec<(ContentHash, ContentMeta)> = local.iter().map(|h| (*h, meta)).collect();
     // A disk scan returns files in no useful order.
     let mut rng = SeededRng::new(9);
     for i in (1..listing.len()).rev() {
@@ -101,7 +100,7 @@ fn scan_and_diff(n: usize, runs: usize) -> Vec<Row> {
     let mut found = (0, 0);
     for _ in 0..runs {
         let (secs, map) = time(|| listing.iter().cloned().collect::<BTreeMap<_, _>>());
-        let (d, result) = time(|| diff(&map, view.iter()));
+        let (d, result) = time(|| diff(&map, view.iter().copied()));
         found = (result.new.len(), result.missing.len());
         with_build.push(secs + d);
         diff_only.push(d);
@@ -163,7 +162,7 @@ fn scan_and_diff(n: usize, runs: usize) -> Vec<Row> {
 fn feed_catch_up(n: usize, runs: usize) -> Row {
     let mut log = FeedLog::new(LogId(1), n + 10);
     let meta = ContentMeta {
-        ext: "mp4".into(),
+        ext: stretchfs_core::content::Ext::lit("mp4"),
         size: 1 << 20,
     };
     let all = hashes(n, 3);
@@ -171,7 +170,7 @@ fn feed_catch_up(n: usize, runs: usize) -> Row {
         log.append(Change::ContentStored {
             hash: *h,
             store: NodeId(1 + (i as u64 % 10)),
-            meta: meta.clone(),
+            meta,
         });
     }
     let empty = Snapshot::empty(0);

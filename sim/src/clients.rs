@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use stretchfs_core::content::ContentMeta;
+use stretchfs_core::content::{ContentMeta, Ext};
 use stretchfs_core::hash::{ContentHash, HashKind};
 use stretchfs_core::purchase::Token;
 use stretchfs_core::rng::{Rng, SeededRng};
@@ -256,7 +256,7 @@ impl Clients {
                 let ext = self
                     .sent
                     .get(&hash)
-                    .map_or_else(|| "bin".to_string(), |(_, m)| m.ext.clone());
+                    .map_or_else(|| "bin".to_string(), |(_, m)| m.ext.to_string());
                 let (lo, hi) = self.cfg.life_secs;
                 let life = Duration::from_secs(lo + self.rng.below(hi - lo + 1));
                 let referrers = if self.rng.chance(0.3) {
@@ -333,7 +333,7 @@ impl Clients {
                 let d = &self.deletions[self.rng.below(self.deletions.len() as u64) as usize];
                 let hash = d.hash;
                 let (bytes, meta) = self.sent[&hash].clone();
-                spool = Some((hash, meta.clone(), bytes));
+                spool = Some((hash, meta, bytes));
                 (Op::Upload { hash }, ClientRequest::Upload { hash, meta })
             }
             _ => {
@@ -342,11 +342,11 @@ impl Clients {
                 let mut bytes = vec![0u8; size as usize];
                 self.rng.fill(&mut bytes);
                 let hash = ContentHash::compute(HashKind::Sha1, &bytes);
-                let ext = EXTS[self.rng.below(EXTS.len() as u64) as usize].to_string();
+                let ext = Ext::lit(EXTS[self.rng.below(EXTS.len() as u64) as usize]);
                 let meta = ContentMeta { ext, size };
                 let bytes = Arc::new(bytes);
-                self.sent.insert(hash, (bytes.clone(), meta.clone()));
-                spool = Some((hash, meta.clone(), bytes));
+                self.sent.insert(hash, (bytes.clone(), meta));
+                spool = Some((hash, meta, bytes));
                 (Op::Upload { hash }, ClientRequest::Upload { hash, meta })
             }
         };
@@ -399,7 +399,7 @@ impl Clients {
             self.uploads.push(AckedUpload {
                 hash,
                 bytes: bytes.clone(),
-                meta: meta.clone(),
+                meta: *meta,
                 copies,
                 acked_at: now,
                 issued_at,

@@ -531,7 +531,7 @@ impl Oracle {
             let listed: BTreeSet<NodeId> = state
                 .inventory
                 .get(&u.hash)
-                .map(|r| r.stores.clone())
+                .map(|r| r.stores.iter().copied().collect())
                 .unwrap_or_default();
             for h in &intact {
                 let id = w.hosts[*h].node.as_ref().map(|n| n.id());
@@ -647,11 +647,12 @@ impl Oracle {
             if !state.observers_of(node).is_empty() {
                 kept.push("observed".to_string());
             }
-            if let Some(hash) = state.held_by(node).next() {
-                kept.push(format!("listed as holding {hash}"));
-            }
-            if let Some(rec) = state.inventory.values().find(|r| r.stores.contains(&node)) {
-                kept.push(format!("in the inventory of {}", rec.hash));
+            if let Some((hash, _)) = state
+                .inventory
+                .iter()
+                .find(|(_, r)| r.stores.contains(&node))
+            {
+                kept.push(format!("in the inventory of {hash}"));
             }
             if state.down.contains(&node) || state.has_left(node) {
                 kept.push("published down".to_string());
@@ -673,7 +674,7 @@ impl Oracle {
     /// store is there and intact (what the store lost, dropped or found
     /// rotten must have been reported and unlisted by now).
     fn check_listed_copies(&mut self, w: &World, state: &stretchfs_core::state::ClusterState) {
-        for (hash, rec) in &state.inventory {
+        for (hash, rec) in state.inventory.iter() {
             for store in &rec.stores {
                 let Some(&h) = w.node_hosts.get(store) else {
                     self.violate(
@@ -689,7 +690,7 @@ impl Oracle {
                     continue; // Down or gone: repair's grace decides.
                 }
                 self.measured.listing_checks += 1;
-                if !host.content.intact(hash) {
+                if !host.content.intact(&hash) {
                     self.violate(
                         w.now,
                         ViolationKind::InventoryMismatch,

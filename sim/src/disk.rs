@@ -63,7 +63,7 @@ impl ContentDisk {
             f.synced = true;
             f.synced_at = now;
         }
-        Some(f.meta.clone())
+        Some(f.meta)
     }
 
     /// A crash: everything not synced is gone.
@@ -94,7 +94,7 @@ impl ContentDisk {
         self.files
             .iter()
             .filter(|(_, f)| f.synced)
-            .map(|(h, f)| (*h, f.meta.clone()))
+            .map(|(h, f)| (*h, f.meta))
             .collect()
     }
 
@@ -130,7 +130,7 @@ mod tests {
 
     fn meta() -> ContentMeta {
         ContentMeta {
-            ext: "bin".into(),
+            ext: stretchfs_core::content::Ext::lit("bin"),
             size: 3,
         }
     }

@@ -751,10 +751,7 @@ impl Sim {
         let from_crash = src.crash_id;
         let data = match source {
             TransferSource::Spool => src.spool.get(&hash).cloned(),
-            TransferSource::Stored => src
-                .content
-                .read(&hash)
-                .map(|c| (c.bytes.clone(), c.meta.clone())),
+            TransferSource::Stored => src.content.read(&hash).map(|c| (c.bytes.clone(), c.meta)),
         };
         self.open_transfers.insert((h, op));
         let failed = Event::TransferResult {
@@ -811,7 +808,7 @@ impl Sim {
         if t.content.has_synced(&a.hash) {
             // Already here: success, and the store hears of it again (it
             // may have missed it), which is harmless if it had not.
-            let meta = a.meta.clone();
+            let meta = a.meta;
             self.queue.push(back, answer(true));
             self.input(a.to, Input::ContentStored { hash: a.hash, meta });
             return;
