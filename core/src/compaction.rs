@@ -11,10 +11,14 @@ use crate::state::ClusterState;
 use std::fmt;
 
 /// True when a log of `rows` rows should be compacted: the rows past what
-/// readers may ask for (`retain`) have grown beyond `slack`. The slack makes
-/// compaction rare (one snapshot per `slack` appends), not one per commit.
-pub fn compaction_due(rows: u64, retain: usize, slack: u64) -> bool {
-    rows > retain as u64 + slack
+/// readers may ask for (`retain`) have grown beyond the larger of `slack`
+/// and the state's size in records. A compaction writes the whole state, so
+/// waiting for at least as many appends as the state has records keeps its
+/// cost per append flat however large the state grows (at a million objects
+/// one compaction every 10,000 appends was a whole snapshot per 10,000
+/// uploads); the log on disk stays within `retain` + the state's size.
+pub fn compaction_due(rows: u64, retain: usize, slack: u64, records: u64) -> bool {
+    rows > retain as u64 + slack.max(records)
 }
 
 /// The oldest row a compaction at `head` keeps: readers within `retain` of
@@ -193,10 +197,18 @@ mod tests {
 
     #[test]
     fn compaction_is_due_only_past_the_slack() {
-        assert!(!compaction_due(15, 10, 5));
-        assert!(compaction_due(16, 10, 5));
-        assert!(!compaction_due(0, 0, 0));
-        assert!(compaction_due(1, 0, 0));
+        assert!(!compaction_due(15, 10, 5, 0));
+        assert!(compaction_due(16, 10, 5, 0));
+        assert!(!compaction_due(0, 0, 0, 0));
+        assert!(compaction_due(1, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_large_state_waits_for_as_many_appends_as_it_has_records() {
+        assert!(!compaction_due(10 + 1_000, 10, 5, 1_000));
+        assert!(compaction_due(10 + 1_001, 10, 5, 1_000));
+        // A small state still waits for the slack.
+        assert!(!compaction_due(15, 10, 5, 3));
     }
 
     #[test]

@@ -120,6 +120,15 @@ impl ClusterState {
         }
     }
 
+    /// How many records the state holds (what a snapshot of it writes).
+    pub fn records(&self) -> u64 {
+        (self.registry.len()
+            + self.inventory.len()
+            + self.purchases.len()
+            + self.revoked.len()
+            + self.deleted.len()) as u64
+    }
+
     /// Whether `id` left gracefully and has not joined again.
     pub fn has_left(&self, id: NodeId) -> bool {
         self.left.contains(&id)

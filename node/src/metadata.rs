@@ -16,6 +16,7 @@ use stretchfs_core::authority::AuthorityStore;
 use stretchfs_core::codec::{decode_value, encode_value, DecodeError};
 use stretchfs_core::compaction::{compaction_due, first_kept, FeedHeader, FeedLoader};
 use stretchfs_core::feed::{FeedEntry, Snapshot};
+use stretchfs_core::snapshot_transfer::encode_snapshot;
 use stretchfs_core::state::ClusterState;
 use stretchfs_core::{ClusterId, DurableState, LogId, NodeId, Record};
 
@@ -343,9 +344,10 @@ impl MetadataStore for RedbStore {
             if let (Some(a), Some(h)) = (authority, header(&meta)?) {
                 // Compact: the state goes into one snapshot, the log keeps
                 // only what readers may still ask for.
-                if compaction_due(log.len()?, h.retain, self.slack) {
+                if compaction_due(log.len()?, h.retain, self.slack, a.state.records()) {
                     let head = a.head;
-                    meta.insert("snapshot", encode_value(&a.state.snapshot(head)).as_slice())?;
+                    // Encoded straight from the state: no second copy of it.
+                    meta.insert("snapshot", encode_snapshot(&a.state, head).as_slice())?;
                     let keep_from = first_kept(head, h.retain);
                     log.retain(|seq, _| seq >= keep_from)?;
                 }
@@ -472,8 +474,21 @@ mod tests {
         apply(&mut mem, &create);
         db.write(&create, mem.authority.as_ref().map(Compaction::of))
             .unwrap();
+        // 20 nodes, then 80 appends that change the state but add no
+        // record (health flips): compaction waits for max(slack, records).
         for seq in 1..=100 {
-            let r = vec![Record::Appended(entry(seq))];
+            let e = if seq <= 20 {
+                entry(seq)
+            } else {
+                FeedEntry {
+                    seq,
+                    change: Change::Health {
+                        node: NodeId(seq % 20 + 1),
+                        down: seq % 2 == 0,
+                    },
+                }
+            };
+            let r = vec![Record::Appended(e)];
             apply(&mut mem, &r);
             db.write(&r, mem.authority.as_ref().map(Compaction::of))
                 .unwrap();
@@ -488,10 +503,10 @@ mod tests {
             .unwrap()
             .len()
             .unwrap();
-        assert!(rows <= 10 + 5, "log compacted to {rows} rows");
+        assert!(rows <= 10 + 20, "log compacted to {rows} rows");
         let a = db.load().unwrap().authority.unwrap();
         assert_eq!(a.log.head(), 100);
-        assert_eq!(a.state.registry.len(), 100, "state survives compaction");
+        assert_eq!(a.state.registry.len(), 20, "state survives compaction");
         assert_eq!(a.state.digest(), mem.authority.unwrap().state.digest());
         // Readers within the retained window still get contiguous entries.
         assert!(matches!(

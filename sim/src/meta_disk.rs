@@ -68,7 +68,7 @@ impl MetaDisk {
         let (Some(h), Some(a)) = (&self.header, &self.written.authority) else {
             return;
         };
-        if compaction_due(self.rows.len() as u64, h.retain, SLACK) {
+        if compaction_due(self.rows.len() as u64, h.retain, SLACK, a.state.records()) {
             let head = a.log.head();
             self.snapshot = Some(a.state.snapshot(head));
             self.rows = self.rows.split_off(&first_kept(head, h.retain));
