@@ -347,7 +347,7 @@ impl MetadataStore for RedbStore {
                 if compaction_due(log.len()?, h.retain, self.slack, a.state.records()) {
                     let head = a.head;
                     // Encoded straight from the state: no second copy of it.
-                    meta.insert("snapshot", encode_snapshot(&a.state, head).as_slice())?;
+                    meta.insert("snapshot", encode_snapshot(a.state, head).as_slice())?;
                     let keep_from = first_kept(head, h.retain);
                     log.retain(|seq, _| seq >= keep_from)?;
                 }
