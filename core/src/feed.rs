@@ -82,6 +82,22 @@ impl Change {
             Change::NodeUpserted(_) | Change::NodeRemoved(_) | Change::Observers { .. }
         )
     }
+
+    /// Changes the inventory or the purchases (what a membership-only
+    /// replica leaves out).
+    pub fn is_content(&self) -> bool {
+        matches!(
+            self,
+            Change::ContentStored { .. }
+                | Change::ContentDropped { .. }
+                | Change::ContentDeleted { .. }
+                | Change::PurchaseCreated(_)
+                | Change::PurchaseRemoved { .. }
+                | Change::PurchaseExpired { .. }
+                | Change::TombstonesExpired { .. }
+                | Change::Revoked { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

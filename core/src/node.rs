@@ -169,6 +169,13 @@ impl Node {
         } else {
             Replica::default()
         };
+        // A node that is only the authority reads content from its
+        // authority: its replica keeps membership only.
+        let replica = if cfg.roles.authority && !cfg.roles.prism && !cfg.roles.store {
+            replica.membership_only()
+        } else {
+            replica
+        };
         let mut node = Node {
             cfg,
             rng,

@@ -37,6 +37,10 @@ pub struct Replica {
     assembly: SnapshotAssembly,
     /// Test-only bug: ignore purchase removals.
     skip_removals: bool,
+    /// Keeps membership, health and observers only, no inventory and no
+    /// purchases: the replica of a node that is only the authority, whose
+    /// authority already holds them (the replica would double its memory).
+    membership_only: bool,
 }
 
 /// What a replica hands back to an authority that started over.
@@ -68,6 +72,19 @@ impl Replica {
             skip_removals: true,
             ..Replica::default()
         }
+    }
+
+    /// This replica, keeping membership only (see `membership_only`).
+    pub fn membership_only(self) -> Replica {
+        Replica {
+            membership_only: true,
+            ..self
+        }
+    }
+
+    /// Whether this replica keeps the inventory and the purchases.
+    pub fn keeps_content(&self) -> bool {
+        !self.membership_only
     }
 
     /// A replica that has taken `snapshot` of log `log` (benchmarks, tools).
@@ -222,8 +239,9 @@ impl Replica {
                             out.notice(Notice::VerdictApplied { node, down });
                         }
                     }
-                    let skip =
-                        self.skip_removals && matches!(e.change, Change::PurchaseRemoved { .. });
+                    let skip = (self.skip_removals
+                        && matches!(e.change, Change::PurchaseRemoved { .. }))
+                        || (self.membership_only && e.change.is_content());
                     if !skip {
                         self.state.apply(&e.change);
                     }
@@ -290,7 +308,10 @@ impl Replica {
 
     fn take_snapshot(&mut self, log: LogId, snapshot: Snapshot, out: &mut Outbox) -> Applied {
         self.assembly.clear();
-        let fresh = ClusterState::from_snapshot(&snapshot);
+        let mut fresh = ClusterState::from_snapshot(&snapshot);
+        if self.membership_only {
+            fresh.strip_content();
+        }
         for node in fresh.down.symmetric_difference(&self.state.down) {
             out.notice(Notice::VerdictApplied {
                 node: *node,
@@ -630,6 +651,85 @@ mod tests {
         let buggy = fed(Replica::skipping_removals(), entries(), &mut out);
         assert!(buggy.state().purchases.contains_key(&Token(5)));
         assert_eq!((real.seq(), buggy.seq()), (2, 2));
+    }
+
+    #[test]
+    fn a_membership_only_replica_keeps_membership_and_no_content_from_entries_or_snapshots() {
+        use crate::content::{ContentMeta, Ext};
+        use crate::hash::{ContentHash, HashKind};
+        use crate::ids::{NodeInfo, Roles, Zone};
+        use crate::purchase::{Purchase, Token};
+        use crate::time::WallTime;
+        let h = ContentHash::compute(HashKind::Sha1, b"x");
+        let entries = || {
+            let changes = vec![
+                Change::NodeUpserted(NodeInfo {
+                    id: NodeId(2),
+                    addr: ([10, 0, 0, 2], 7000).into(),
+                    roles: Roles::STORE,
+                    zone: Zone::default(),
+                    weight: 100,
+                    incarnation: 0,
+                }),
+                Change::ContentStored {
+                    hash: h,
+                    store: NodeId(2),
+                    meta: ContentMeta {
+                        ext: Ext::lit("bin"),
+                        size: 1,
+                    },
+                },
+                Change::PurchaseCreated(Purchase {
+                    token: Token(5),
+                    hash: h,
+                    ext: Ext::lit("bin"),
+                    expires: WallTime::from_secs(9),
+                    referrers: vec![],
+                }),
+                Change::Revoked {
+                    token: Token(6),
+                    expires: WallTime::from_secs(9),
+                },
+                Change::ContentDeleted {
+                    hash: ContentHash::compute(HashKind::Sha1, b"y"),
+                },
+                Change::Health {
+                    node: NodeId(2),
+                    down: true,
+                },
+            ];
+            changes
+                .into_iter()
+                .enumerate()
+                .map(|(i, change)| FeedEntry {
+                    seq: i as u64 + 1,
+                    change,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut out = outbox();
+        let full = fed(Replica::default(), entries(), &mut out);
+        let lean = fed(Replica::default().membership_only(), entries(), &mut out);
+        assert!(full.keeps_content() && !lean.keeps_content());
+        assert_eq!((full.seq(), lean.seq()), (6, 6), "every entry counted");
+        assert_eq!(full.state().inventory.len(), 1);
+        assert_eq!(full.state().purchases.len(), 1);
+        let mut expected = full.state().clone();
+        expected.strip_content();
+        assert_eq!(lean.state(), &expected);
+        assert!(lean.state().registry.contains(NodeId(2)));
+        assert!(lean.state().is_down(NodeId(2)));
+        assert!(lean.state().inventory.is_empty() && lean.state().purchases.is_empty());
+        assert!(lean.state().revoked.is_empty() && lean.state().deleted.is_empty());
+
+        // From a snapshot of the full state: the same.
+        let snap = full.state().snapshot(6);
+        let cfg = FeedConfig::default();
+        let mut r = Replica::default().membership_only();
+        r.poll(Time::ZERO, &cfg, AUTH.parse().unwrap(), &mut out);
+        let (req, _) = last_req(&mut out);
+        r.on_snapshot_reply(req, LogId(5), snap, &mut out);
+        assert_eq!(r.state(), &expected);
     }
 
     #[test]

@@ -120,6 +120,15 @@ impl ClusterState {
         }
     }
 
+    /// Leaves out the inventory and the purchases (with their deletions and
+    /// tombstones): what `Change::is_content` changes.
+    pub fn strip_content(&mut self) {
+        self.inventory = Inventory::default();
+        self.purchases.clear();
+        self.deleted.clear();
+        self.revoked.clear();
+    }
+
     /// How many records the state holds (what a snapshot of it writes).
     pub fn records(&self) -> u64 {
         (self.registry.len()

@@ -69,7 +69,11 @@ pub fn role_names(r: Roles) -> Vec<String> {
 
 impl NodeStatus {
     pub fn of(node: &Node, cfg: &FileConfig) -> NodeStatus {
-        let state = node.replica().state();
+        // The authority's own state where this node is the authority: its
+        // replica may keep membership only.
+        let state = node
+            .authority()
+            .map_or_else(|| node.replica().state(), |a| a.state());
         let info = node.info();
         let nodes = state
             .registry
