@@ -290,8 +290,18 @@ fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
 pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
     let dir = cfg.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let loading = Instant::now();
     let meta = RedbStore::open(&dir.join("meta.redb")).map_err(StartError::Meta)?;
     let disk = meta.load().map_err(StartError::Meta)?;
+    if let Some(a) = &disk.authority {
+        // A restart's cost is what it reads: say what and how long.
+        tracing::info!(
+            records = a.state.records(),
+            log_head = a.log.head(),
+            elapsed_ms = loading.elapsed().as_millis() as u64,
+            "authority metadata loaded"
+        );
+    }
     let content = Arc::new(ContentDir::open(&dir).map_err(io_err(&dir))?);
     let roles = cfg.roles().map_err(StartError::Config)?;
     let node_cfg = cfg.node_config().map_err(StartError::Config)?;
