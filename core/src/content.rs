@@ -44,6 +44,10 @@ impl std::fmt::Display for BadExtension {
 impl std::error::Error for BadExtension {}
 
 /// Lower-cases and checks an extension (a leading dot is allowed and dropped).
+/// The most hashes one exists query may ask about: the question travels to
+/// the authority as one message, and its answer back.
+pub const MAX_EXISTS_HASHES: usize = 256;
+
 pub fn normalize_ext(ext: &str) -> Result<String, BadExtension> {
     let e = ext.trim_start_matches('.').to_ascii_lowercase();
     let ok = (1..=16).contains(&e.len())
