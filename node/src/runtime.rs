@@ -52,6 +52,9 @@ pub struct Shared {
     /// store back on the same address is another store).
     pub node_id: stretchfs_core::NodeId,
     pub roles: Roles,
+    /// `listen` as peers sign it: requests signed for another address are
+    /// refused.
+    pub me: String,
     pub signer: Arc<Signer>,
     pub client: Arc<HttpClient>,
     pub content: Arc<ContentDir>,
@@ -321,6 +324,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         node_id: core.node.id(),
+        me: cfg.listen.to_string(),
         cfg,
         roles,
         signer,
