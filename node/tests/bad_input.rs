@@ -316,14 +316,13 @@ async fn bad_node_messages_get_clear_refusals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn public_api_bad_input_is_refused_cheaply_and_clearly() {
+async fn json_bodies_are_capped_and_the_key_comes_first() {
     let c = node(63).await;
     let to = addr(&c);
     let base = c.url("authority");
     let key = auth(&c);
     let json = ("content-type", "application/json");
     let before = files(&c);
-
     // The key is checked before a purchase's body is read.
     let r = raw(to, "POST", "/v1/purchases", &[json], 10 << 20, b"")
         .await
@@ -386,6 +385,18 @@ async fn public_api_bad_input_is_refused_cheaply_and_clearly() {
         .unwrap();
     assert_refused("malformed purchase", &r, 400, "bad_json");
 
+    assert_eq!(files(&c), before, "nothing written");
+    still_serves(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_uploads_and_path_traversal_are_refused() {
+    let c = node(65).await;
+    let to = addr(&c);
+    let base = c.url("authority");
+    let key = auth(&c);
+    let json = ("content-type", "application/json");
+    let before = files(&c);
     // Uploads over the maximum object size: refused from the declared
     // length, and as they stream; nothing kept.
     let up = "/v1/content?ext=bin";
@@ -461,6 +472,20 @@ async fn public_api_bad_input_is_refused_cheaply_and_clearly() {
         assert_refused(&format!("{method} {path}"), &r, status, code);
     }
 
+    assert_eq!(files(&c), before, "nothing written");
+    still_serves(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchases_refuse_overflows_and_content_is_served_inert() {
+    let c = node(66).await;
+    let to = addr(&c);
+    let base = c.url("authority");
+    let key = auth(&c);
+    let json = ("content-type", "application/json");
+    let before = files(&c);
+    let headers = [("authorization", key.as_str()), json];
+    let url = format!("{base}/v1/purchases");
     // Purchase lives that overflow; the URL is the configured one, not
     // whatever `Host` the client sent.
     let bytes = b"<html><script>alert(1)</script></html>".to_vec();
