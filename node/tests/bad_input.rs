@@ -19,6 +19,8 @@ use stretchfs_transport_http::{Signer, MESSAGE_PATH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(20);
+/// A second API key the node takes besides the cluster's (rotation).
+const ROTATED_KEY: &str = "rotated-api-key-0123456789abcdef";
 /// What the node under test takes as its largest object.
 const MAX_OBJECT: u64 = 1 << 20;
 
@@ -34,6 +36,7 @@ async fn node(ip_last: u8) -> ProcCluster {
             m.cfg.roles = vec!["authority".into(), "store".into(), "prism".into()];
             m.cfg.max_object_bytes = MAX_OBJECT;
             m.cfg.public_url = Some("https://cdn.example".into());
+            m.cfg.api_keys = vec![ROTATED_KEY.into()];
         }
     });
     // A second node (a prism) hands its state back to the fresh authority,
@@ -473,6 +476,23 @@ async fn oversize_uploads_and_path_traversal_are_refused() {
     }
 
     assert_eq!(files(&c), before, "nothing written");
+    // Either key is taken; a wrong one is not.
+    let rotated = format!("Bearer {ROTATED_KEY}");
+    for (k, status) in [
+        (rotated.as_str(), 201),
+        ("Bearer rotated-api-key-0123456789abcdeX", 401),
+    ] {
+        let r = call(
+            hyper::Method::PUT,
+            &format!("{base}/v1/content?ext=txt"),
+            &[("authorization", k)],
+            full("rotation"),
+            T,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, status, "{}", r.text());
+    }
     still_serves(&c).await;
 }
 
