@@ -398,7 +398,6 @@ async fn oversize_uploads_and_path_traversal_are_refused() {
     let to = addr(&c);
     let base = c.url("authority");
     let key = auth(&c);
-    let json = ("content-type", "application/json");
     let before = files(&c);
     // Uploads over the maximum object size: refused from the declared
     // length, and as they stream; nothing kept.
@@ -499,7 +498,6 @@ async fn oversize_uploads_and_path_traversal_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purchases_refuse_overflows_and_content_is_served_inert() {
     let c = node(66).await;
-    let to = addr(&c);
     let base = c.url("authority");
     let key = auth(&c);
     let json = ("content-type", "application/json");
