@@ -51,7 +51,27 @@ pub fn router(shared: Arc<Shared>) -> Router {
         // Bodies are capped where they are read: JSON by `read_json`, node
         // messages by `MAX_ENVELOPE_BYTES`, uploads by `max_object_bytes`.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .with_state(shared)
+}
+
+/// A request refused part way through its body (or before it) leaves
+/// unread bytes on the connection: the answer says `Connection: close`, so
+/// the client does not send its next request down a connection the server
+/// is about to close (RFC 9112, 9.6).
+async fn close_after_refused_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let h = req.headers();
+    let has_body =
+        h.contains_key(header::TRANSFER_ENCODING) || declared_length(h).is_some_and(|n| n > 0);
+    let mut resp = next.run(req).await;
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// An error as clients see it: a status and `{"error":{"code","message"}}`.
