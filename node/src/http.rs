@@ -4,6 +4,7 @@
 
 use crate::runtime::{file_body, Shared, CONTENT_PATH};
 use axum::body::Body as AxumBody;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -48,6 +49,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         // Bodies are capped where they are read: JSON by `read_json`, node
         // messages by `MAX_ENVELOPE_BYTES`, uploads by `max_object_bytes`.
         .layer(DefaultBodyLimit::disable())
@@ -219,6 +222,29 @@ fn unexpected(r: ClientResponse) -> ApiError {
     )
 }
 
+/// A query string that does not parse, as a JSON error.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad(e.body_text()))
+}
+
+/// Unknown paths and methods get the JSON error shape too.
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no {method} {}", uri.path()),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
 fn parse_hash(s: &str) -> ApiResult<ContentHash> {
     ContentHash::parse(s).map_err(|e| ApiError::bad(format!("hash {s:?}: {e}")))
 }
@@ -322,7 +348,7 @@ struct ExtQuery {
 async fn receive_copy(
     State(s): St,
     Path(hash): Path<String>,
-    Query(q): Query<ExtQuery>,
+    q: Result<Query<ExtQuery>, QueryRejection>,
     uri: Uri,
     headers: HeaderMap,
     body: AxumBody,
@@ -338,6 +364,10 @@ async fn receive_copy(
     if !s.roles.store {
         return ApiError::new(StatusCode::NOT_FOUND, "not_a_store", "not a store").into_response();
     }
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
     let (hash, ext) = match (parse_hash(&hash), parse_ext(&q.ext)) {
         (Ok(h), Ok(e)) => (h, e),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
@@ -455,11 +485,15 @@ fn is_active_type(ext: &str) -> bool {
 async fn serve_copy(
     State(s): St,
     Path(file): Path<String>,
-    Query(q): Query<SignedQuery>,
+    q: Result<Query<SignedQuery>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
     if let Err(e) = s
         .signer
         .verify_url(uri.path(), &q.n, q.e, &q.s, s.cluster_unix_secs())
@@ -572,12 +606,13 @@ pub struct Uploaded {
 
 async fn upload(
     State(s): St,
-    Query(q): Query<UploadQuery>,
+    q: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     body: AxumBody,
 ) -> ApiResult<Response> {
     require_key(&s, &headers)?;
     require_prism(&s)?;
+    let q = query(q)?;
     if !s.is_ready() {
         return Err(ClientError::NotReady.into());
     }

@@ -466,6 +466,18 @@ async fn oversize_uploads_and_path_traversal_are_refused() {
         ),
         ("DELETE", "/v1/purchases/%00%00", 404, "not_found"),
         ("GET", "/p/not-a-token/x.bin", 404, "not_found"),
+        // Malformed or missing query strings, unknown paths and methods.
+        ("PUT", "/v1/content", 400, "bad_request"),
+        (
+            "PUT",
+            "/v1/content?ext=bin&ext=txt&hash=%zz",
+            400,
+            "bad_request",
+        ),
+        ("GET", "/c/ab.bin", 400, "bad_request"),
+        ("GET", "/c/ab.bin?n=1&e=soon&s=00", 400, "bad_request"),
+        ("GET", "/../../etc/passwd", 404, "no_route"),
+        ("PATCH", "/v1/content/ab", 405, "method_not_allowed"),
     ] {
         let m = hyper::Method::from_bytes(method.as_bytes()).unwrap();
         let r = call(m, &format!("{base}{path}"), &auth_only, full("x"), T)
