@@ -318,13 +318,36 @@ fn message_too_large() -> Response {
 
 /// A node message: everything the headers can tell is checked before the
 /// body is read (an unsigned or foreign request costs no more than its
-/// headers), and the body is read only up to `MAX_ENVELOPE_BYTES`.
+/// headers), and the body is read only up to its declared length, at most
+/// `MAX_ENVELOPE_BYTES`, within the node's budget of bytes in flight.
 async fn message(State(s): St, headers: HeaderMap, body: AxumBody) -> Response {
     let checked = match precheck_message(&s.signer, &s.me, lookup(&headers), unix_secs()) {
         Ok(c) => c,
         Err(why) => return refuse_node("node message", &why),
     };
-    let body = match read_capped(&headers, body, MAX_ENVELOPE_BYTES).await {
+    // Senders always declare the length (one encoded envelope), so the
+    // bytes can be reserved before any is read. Neither a length nor a
+    // transfer coding: no body (RFC 9112, 6.3).
+    let declared = match declared_length(&headers) {
+        Some(n) => n,
+        None if !headers.contains_key(header::TRANSFER_ENCODING) => 0,
+        None => {
+            let why = "a node message declares its content-length";
+            let e = ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", why);
+            return e.into_response();
+        }
+    };
+    let Some(declared) = u32::try_from(declared)
+        .ok()
+        .filter(|n| *n as usize <= MAX_ENVELOPE_BYTES)
+    else {
+        return message_too_large();
+    };
+    let Ok(_reserved) = s.message_bytes.try_acquire_many(declared) else {
+        let why = "too many message bytes in flight; retry";
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why).into_response();
+    };
+    let body = match read_capped(&headers, body, declared as usize).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return message_too_large(),
         Err(BodyError::Broken(why)) => return ApiError::bad(why).into_response(),

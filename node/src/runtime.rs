@@ -46,6 +46,9 @@ pub type SignedUrls =
     BTreeMap<(stretchfs_core::NodeId, std::net::SocketAddr, ContentHash), (i64, String, String)>;
 
 /// State the HTTP handlers share with the driver.
+/// See `Shared::message_bytes`: eight of the largest messages at once.
+pub const MESSAGE_BYTES_IN_FLIGHT: usize = 8 * stretchfs_transport_http::MAX_ENVELOPE_BYTES;
+
 pub struct Shared {
     pub cfg: FileConfig,
     /// This node's id: a store serves only URLs signed for it (a wiped
@@ -68,6 +71,11 @@ pub struct Shared {
     transport: HttpTransport,
     /// Tells the driver its next deadline may have moved.
     wake: tokio::sync::Notify,
+    /// Bytes of node message bodies being read, at most
+    /// `MESSAGE_BYTES_IN_FLIGHT`: a body is read before its MAC can be
+    /// checked, so this bounds what unauthenticated senders can make the
+    /// node hold at once, however many connections they open.
+    pub message_bytes: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -337,6 +345,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         core: Mutex::new(core),
         transport: HttpTransport::new(client),
         wake: tokio::sync::Notify::new(),
+        message_bytes: tokio::sync::Semaphore::new(MESSAGE_BYTES_IN_FLIGHT),
     });
     let driver = Driver {
         shared: shared.clone(),

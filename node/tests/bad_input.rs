@@ -252,6 +252,90 @@ async fn node_messages_are_refused_before_their_body_is_read() {
     still_serves(&c).await;
 }
 
+/// Headers that pass every check but the MAC: right cluster, version,
+/// destination and time, a nonce and a signature of the right form.
+fn forged(c: &ProcCluster) -> Vec<(&'static str, String)> {
+    let mut h = signed(
+        "any-secret-but-the-cluster-one",
+        cluster_id(c),
+        &addr(c).to_string(),
+        now_secs(),
+        b"",
+    );
+    for (k, v) in h.iter_mut() {
+        if *k == stretchfs_transport_http::auth::H_SIGNATURE {
+            *v = stretchfs_transport_http::auth::hex(&rand::random::<[u8; 32]>());
+        }
+    }
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_messages_cannot_hold_more_than_the_nodes_budget() {
+    let c = node(67).await;
+    let to = addr(&c);
+    let headers = forged(&c);
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut head = format!("POST {MESSAGE_PATH} HTTP/1.1\r\nhost: {to}\r\n");
+    for (k, v) in &h {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\n\r\n",
+        stretchfs_transport_http::MAX_ENVELOPE_BYTES
+    ));
+    // Eight senders declare the largest message and send none of it: the
+    // node holds their reservations while it waits.
+    let mut holders = Vec::new();
+    for _ in 0..8 {
+        let mut sock = tokio::net::TcpStream::connect(to).await.unwrap();
+        sock.write_all(head.as_bytes()).await.unwrap();
+        holders.push(sock);
+    }
+    // A one-byte message is refused as busy once they all hold theirs (a
+    // bad signature before that).
+    let probe = |h: Vec<(&'static str, String)>| async move {
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        raw(to, "POST", MESSAGE_PATH, &h, 1, b"x").await.unwrap()
+    };
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let r = probe(forged(&c)).await;
+        if r.status == 503 {
+            assert_refused("over budget", &r, 503, "busy");
+            break;
+        }
+        assert_refused("within budget", &r, 401, "bad_signature");
+        assert!(std::time::Instant::now() < deadline, "never out of budget");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Gone, they give the budget back.
+    drop(holders);
+    loop {
+        let r = probe(forged(&c)).await;
+        if r.status == 401 {
+            assert_refused("budget back", &r, 401, "bad_signature");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Without a declared length a message is not read at all.
+    let url = format!("http://{to}{MESSAGE_PATH}");
+    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(hyper::body::Frame::data(
+        bytes::Bytes::from_static(b"x"),
+    ))]);
+    let streamed = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+    let r = call(hyper::Method::POST, &url, &h, streamed, T)
+        .await
+        .unwrap();
+    assert_refused("chunked", &r, 411, "length_required");
+    still_serves(&c).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_node_messages_get_clear_refusals() {
     let c = node(62).await;
