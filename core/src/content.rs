@@ -219,6 +219,10 @@ impl std::fmt::Display for BadExtension {
 
 impl std::error::Error for BadExtension {}
 
+/// The most hashes one exists query may ask about: the question travels to
+/// the authority as one message, and its answer back.
+pub const MAX_EXISTS_HASHES: usize = 256;
+
 /// Lower-cases and checks an extension (a leading dot is allowed and dropped).
 pub fn normalize_ext(ext: &str) -> Result<Ext, BadExtension> {
     Ext::new(ext)

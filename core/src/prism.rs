@@ -5,14 +5,14 @@
 //! authority before it ever answers "not found".
 
 use crate::config::{ContentConfig, InjectedBugs};
-use crate::content::{normalize_ext, ContentMeta, ContentRecord, Ext};
+use crate::content::{normalize_ext, ContentMeta, ContentRecord, Ext, MAX_EXISTS_HASHES};
 use crate::hash::ContentHash;
 use crate::health::HealthView;
 use crate::ids::NodeId;
 use crate::io::{ClientError, ClientRequest, ClientResponse, Outbox, Output, TransferSource};
 use crate::message::{Answer, Ask, Lookup, Message};
 use crate::placement::{rank, Candidate};
-use crate::purchase::{Denied, Purchase, Token, MAX_LIFE, MIN_LIFE};
+use crate::purchase::{check_referrers, Denied, Purchase, Token, MAX_LIFE, MIN_LIFE};
 use crate::rng::Rng;
 use crate::state::ClusterState;
 use crate::time::{earliest, Time, WallTime};
@@ -154,6 +154,10 @@ impl PrismRole {
                 Some(rec) => reply(out, id, ClientResponse::Detail(rec)),
                 None => self.ask(ctx, id, Ask::ContentLookup { hash }, Then::Detail, out),
             },
+            ClientRequest::Exists { hashes } if hashes.len() > MAX_EXISTS_HASHES => {
+                let why = format!("at most {MAX_EXISTS_HASHES} hashes per query");
+                fail(out, id, ClientError::BadRequest(why))
+            }
             ClientRequest::Exists { hashes } => {
                 if hashes.iter().all(|h| ctx.state.inventory.contains_key(h)) {
                     let all = vec![true; hashes.len()];
@@ -177,6 +181,9 @@ impl PrismRole {
                 };
                 if !(MIN_LIFE..=MAX_LIFE).contains(&life) {
                     let why = format!("life must be between {MIN_LIFE:?} and {MAX_LIFE:?}");
+                    return fail(out, id, ClientError::BadRequest(why));
+                }
+                if let Err(why) = check_referrers(&referrers) {
                     return fail(out, id, ClientError::BadRequest(why));
                 }
                 let referrers = referrers
@@ -710,6 +717,7 @@ mod tests {
     use crate::hash::HashKind;
     use crate::ids::{NodeInfo, Roles, Zone};
     use crate::ping_net::PingNet;
+    use crate::purchase::{MAX_REFERRERS, MAX_REFERRER_LEN};
     use crate::rng::SeededRng;
     use crate::time::Duration;
 
@@ -1374,6 +1382,8 @@ mod tests {
             purchase_request(0, "a/b", HOUR, &[]),
             purchase_request(0, "bin", MIN_LIFE - Duration::from_micros(1), &[]),
             purchase_request(0, "bin", MAX_LIFE + Duration::from_secs(1), &[]),
+            purchase_request(0, "bin", HOUR, &["r.example"; MAX_REFERRERS + 1]),
+            purchase_request(0, "bin", HOUR, &[&"x".repeat(MAX_REFERRER_LEN + 1)]),
         ] {
             let outs = f.request(1, request);
             assert!(asks(&outs).is_empty());
@@ -1391,6 +1401,27 @@ mod tests {
                 1
             );
         }
+        let longest = "x".repeat(MAX_REFERRER_LEN);
+        let most = vec![longest.as_str(); MAX_REFERRERS];
+        assert_eq!(
+            asks(&f.request(1, purchase_request(0, "bin", HOUR, &most))).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_exists_query_of_too_many_hashes_is_refused_here() {
+        let mut f = fixture();
+        let hashes = (0..=MAX_EXISTS_HASHES).map(|i| hash(i as u8)).collect();
+        let outs = f.request(1, ClientRequest::Exists { hashes });
+        assert!(asks(&outs).is_empty());
+        assert!(
+            matches!(
+                reply_to_1(&outs),
+                ClientResponse::Error(ClientError::BadRequest(_))
+            ),
+            "{outs:?}"
+        );
     }
 
     #[test]

@@ -47,6 +47,29 @@ pub enum Denied {
 pub const MIN_LIFE: Duration = Duration::from_secs(1);
 pub const MAX_LIFE: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// At most this many referrers per purchase, each at most `MAX_REFERRER_LEN`
+/// bytes: a purchase travels in every feed reply and snapshot, so its size
+/// is bounded (see `codec::MAX_ENVELOPE_BYTES`).
+pub const MAX_REFERRERS: usize = 16;
+pub const MAX_REFERRER_LEN: usize = 255;
+
+/// Why a referrer list is refused, if it is.
+pub fn check_referrers(referrers: &[String]) -> Result<(), String> {
+    if referrers.len() > MAX_REFERRERS {
+        return Err(format!(
+            "at most {MAX_REFERRERS} referrers, not {}",
+            referrers.len()
+        ));
+    }
+    match referrers.iter().find(|r| r.len() > MAX_REFERRER_LEN) {
+        Some(r) => Err(format!(
+            "a referrer is at most {MAX_REFERRER_LEN} bytes, not {}",
+            r.len()
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Purchase {
     pub fn is_expired(&self, wall: WallTime) -> bool {
         wall >= self.expires

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use stretchfs_core::{ClusterId, NodeConfig, Roles, Zone};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Holds the node id, metadata database and content.
@@ -28,6 +28,18 @@ pub struct FileConfig {
     pub cluster_secret: String,
     /// Clients send it as `Authorization: Bearer ...` for writes and admin.
     pub api_key: String,
+    /// More keys accepted besides `api_key`, so a key can be rotated: add
+    /// the new one here, move the clients, then make it `api_key`.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Where clients reach this prism (purchase URLs start with it);
+    /// `http://<listen>` if unset. Never taken from a request's `Host`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The largest object an upload may carry; larger ones get 413 and
+    /// nothing is kept.
+    #[serde(default = "default_max_object")]
+    pub max_object_bytes: u64,
     /// Prisms stream content themselves instead of redirecting.
     #[serde(default)]
     pub proxy: bool,
@@ -54,6 +66,39 @@ fn default_url_ttl() -> u64 {
 fn default_replicas() -> usize {
     2
 }
+fn default_max_object() -> u64 {
+    // S3's largest single PUT.
+    5 << 30
+}
+
+/// The longest delivery URL lifetime: it bounds how long a revoked
+/// purchase keeps delivering, and stays far from overflowing `i64`.
+pub const MAX_URL_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Secrets are never printed, not even in a debug dump of the config.
+impl fmt::Debug for FileConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const REDACTED: &str = "<redacted>";
+        f.debug_struct("FileConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("authority", &self.authority)
+            .field("roles", &self.roles)
+            .field("zone", &self.zone)
+            .field("weight", &self.weight)
+            .field("cluster_id", &self.cluster_id)
+            .field("cluster_secret", &REDACTED)
+            .field("api_key", &REDACTED)
+            .field("api_keys", &vec![REDACTED; self.api_keys.len()])
+            .field("public_url", &self.public_url)
+            .field("max_object_bytes", &self.max_object_bytes)
+            .field("proxy", &self.proxy)
+            .field("url_ttl_secs", &self.url_ttl_secs)
+            .field("replicas", &self.replicas)
+            .field("write_quorum", &self.write_quorum)
+            .finish()
+    }
+}
 
 /// A configuration this node cannot run with.
 #[derive(Debug)]
@@ -64,6 +109,7 @@ pub enum ConfigError {
     BadRole(String),
     BadClusterId(String),
     Weak(&'static str),
+    OutOfRange(&'static str, String),
     Core(stretchfs_core::ConfigError),
 }
 
@@ -78,6 +124,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::BadClusterId(s) => write!(f, "cluster_id {s:?} is not 32 hex digits"),
             ConfigError::Weak(what) => write!(f, "{what} must be at least 16 characters"),
+            ConfigError::OutOfRange(what, why) => write!(f, "{what}: {why}"),
             ConfigError::Core(e) => write!(f, "{e}"),
         }
     }
@@ -112,6 +159,23 @@ impl FileConfig {
         }
         if self.api_key.len() < 16 {
             return Err(ConfigError::Weak("api_key"));
+        }
+        if self.api_keys.iter().any(|k| k.len() < 16) {
+            return Err(ConfigError::Weak("every key of api_keys"));
+        }
+        if !(1..=MAX_URL_TTL_SECS).contains(&self.url_ttl_secs) {
+            let why = format!("must be 1 to {MAX_URL_TTL_SECS} seconds");
+            return Err(ConfigError::OutOfRange("url_ttl_secs", why));
+        }
+        if self.max_object_bytes == 0 {
+            let why = "must be at least 1 byte".to_string();
+            return Err(ConfigError::OutOfRange("max_object_bytes", why));
+        }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                let why = format!("{u:?} is not an http(s) URL");
+                return Err(ConfigError::OutOfRange("public_url", why));
+            }
         }
         self.node_config()?.validate().map_err(ConfigError::Core)
     }
@@ -161,7 +225,7 @@ fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const KEYS: [&str; 14] = [
+    const KEYS: [&str; 17] = [
         "data_dir",
         "listen",
         "authority",
@@ -171,6 +235,9 @@ fn apply_env(
         "cluster_id",
         "cluster_secret",
         "api_key",
+        "api_keys",
+        "public_url",
+        "max_object_bytes",
         "proxy",
         "url_ttl_secs",
         "replicas",
@@ -185,22 +252,23 @@ fn apply_env(
         if !KEYS.contains(&key.as_str()) || key == "unused" {
             continue;
         }
-        let value = match key.as_str() {
-            "roles" => toml::Value::Array(
-                v.split(',')
-                    .map(|r| toml::Value::String(r.trim().to_string()))
-                    .collect(),
-            ),
-            "weight" | "url_ttl_secs" | "replicas" | "write_quorum" => toml::Value::Integer(
-                v.parse()
-                    .map_err(|_| ConfigError::Env(k.clone(), format!("{v:?} is not a number")))?,
-            ),
-            "proxy" => toml::Value::Boolean(
-                v.parse()
-                    .map_err(|_| ConfigError::Env(k.clone(), format!("{v:?} is not true/false")))?,
-            ),
-            _ => toml::Value::String(v),
-        };
+        let value =
+            match key.as_str() {
+                "roles" | "api_keys" => toml::Value::Array(
+                    v.split(',')
+                        .map(|r| toml::Value::String(r.trim().to_string()))
+                        .collect(),
+                ),
+                "weight" | "url_ttl_secs" | "replicas" | "write_quorum" | "max_object_bytes" => {
+                    toml::Value::Integer(v.parse().map_err(|_| {
+                        ConfigError::Env(k.clone(), format!("{v:?} is not a number"))
+                    })?)
+                }
+                "proxy" => toml::Value::Boolean(v.parse().map_err(|_| {
+                    ConfigError::Env(k.clone(), format!("{v:?} is not true/false"))
+                })?),
+                _ => toml::Value::String(v),
+            };
         table.insert(key, value);
     }
     Ok(())
@@ -272,5 +340,38 @@ api_key = "0123456789abcdef-key"
         // The authority must listen where nodes join.
         let e = parse(GOOD, &[("STRETCHFS_AUTHORITY", "127.0.0.1:7001")]).unwrap_err();
         assert!(matches!(e, ConfigError::Core(_)), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed_and_bounds_are_checked() {
+        let c = parse(
+            GOOD,
+            &[(
+                "STRETCHFS_API_KEYS",
+                "next-key-0123456789abcdef,third-key-0123456789",
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.api_keys.len(), 2);
+        let dump = format!("{c:?}");
+        for secret in [
+            "0123456789abcdef-secret",
+            "0123456789abcdef-key",
+            "next-key-0123456789abcdef",
+        ] {
+            assert!(!dump.contains(secret), "{dump}");
+        }
+        assert!(dump.contains("127.0.0.1:7000"), "the rest is there: {dump}");
+        for ttl in ["0", "604801", "9223372036854775807"] {
+            let e = parse(GOOD, &[("STRETCHFS_URL_TTL_SECS", ttl)]).unwrap_err();
+            assert!(e.to_string().contains("url_ttl_secs"), "{ttl}: {e}");
+        }
+        let e = parse(GOOD, &[("STRETCHFS_API_KEYS", "short")]).unwrap_err();
+        assert!(e.to_string().contains("api_keys"), "{e}");
+        let e = parse(GOOD, &[("STRETCHFS_PUBLIC_URL", "evil.example")]).unwrap_err();
+        assert!(e.to_string().contains("public_url"), "{e}");
+        let c = parse(GOOD, &[("STRETCHFS_PUBLIC_URL", "https://cdn.example")]).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://cdn.example"));
+        assert_eq!(c.max_object_bytes, 5 << 30);
     }
 }

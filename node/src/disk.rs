@@ -23,6 +23,10 @@ pub enum WriteError {
     Io(io::Error),
     /// The sender's stream failed part way.
     Body(String),
+    /// More bytes than the largest object this node takes.
+    TooLarge {
+        max: u64,
+    },
 }
 
 impl fmt::Display for WriteError {
@@ -33,6 +37,9 @@ impl fmt::Display for WriteError {
             }
             WriteError::Io(e) => write!(f, "disk: {e}"),
             WriteError::Body(e) => write!(f, "upload interrupted: {e}"),
+            WriteError::TooLarge { max } => {
+                write!(f, "content is larger than the {max} bytes this node takes")
+            }
         }
     }
 }
@@ -53,11 +60,56 @@ pub struct Written {
     pub path: PathBuf,
 }
 
+/// A file being written that is removed unless kept: a write abandoned
+/// part way (the client went away and its request's future was dropped)
+/// leaves nothing behind.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    fn new(path: PathBuf) -> TempFile {
+        TempFile { path, armed: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// No longer removed on drop: the caller owns the file now.
+    pub fn keep(mut self) -> PathBuf {
+        self.armed = false;
+        std::mem::take(&mut self.path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            // Blocking, but an unlink is quick and drops happen off the hot path.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A prism's spooled upload: removed when dropped.
+#[derive(Debug)]
+pub struct Spooled {
+    pub hash: ContentHash,
+    pub size: u64,
+    pub file: TempFile,
+}
+
 #[derive(Debug)]
 pub struct ContentDir {
     content: PathBuf,
     tmp: PathBuf,
     spool: PathBuf,
+    /// Shard directories made durable by this process (at most 65,536):
+    /// their parents need no second sync.
+    durable_shards: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl ContentDir {
@@ -66,10 +118,14 @@ impl ContentDir {
             content: data_dir.join("content"),
             tmp: data_dir.join("tmp"),
             spool: data_dir.join("spool"),
+            durable_shards: Default::default(),
         };
         for p in [&d.content, &d.tmp, &d.spool] {
             std::fs::create_dir_all(p)?;
         }
+        // The directories themselves survive a crash only once their parent
+        // is synced.
+        std::fs::File::open(data_dir)?.sync_all()?;
         // Leftovers of writes a crash interrupted.
         for dir in [&d.tmp, &d.spool] {
             for e in std::fs::read_dir(dir)?.flatten() {
@@ -118,28 +174,43 @@ impl ContentDir {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
-        let (tmp, hash, size) = self.receive(&self.tmp, expected, kind, body, true).await?;
-        let dir = self.shard_dir(&hash);
-        let made = async {
-            if !tokio::fs::try_exists(&dir).await? {
-                tokio::fs::create_dir_all(&dir).await?;
-                // A new directory is durable only once its parent is.
-                let parent = dir.parent().unwrap_or(&self.content);
-                sync_dir(parent).await?;
-                sync_dir(&self.content).await?;
-            }
-            Ok::<(), io::Error>(())
-        }
-        .await;
-        if let Err(e) = made {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e.into());
-        }
+        let (tmp, hash, size) = self
+            .receive(&self.tmp, expected, kind, body, true, u64::MAX)
+            .await?;
+        self.make_shard_durable(&hash).await?;
         Ok(Written {
             hash,
             size,
-            path: tmp,
+            path: tmp.keep(),
         })
+    }
+
+    /// Creates the shard directory of `hash` if need be and syncs its
+    /// parents (`content/ab`, `content`), so a file renamed into it is
+    /// reachable after a crash. Every write does it until one has finished
+    /// it for this shard, so none is acknowledged before the directory is
+    /// durable; an error fails the write.
+    async fn make_shard_durable(&self, hash: &ContentHash) -> io::Result<()> {
+        let key = hash.shard();
+        let known = |d: &Self| {
+            d.durable_shards
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key)
+        };
+        if known(self) {
+            return Ok(());
+        }
+        let dir = self.shard_dir(hash);
+        tokio::fs::create_dir_all(&dir).await?;
+        let parent = dir.parent().unwrap_or(&self.content);
+        sync_dir(parent).await?;
+        sync_dir(&self.content).await?;
+        self.durable_shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        Ok(())
     }
 
     /// Renames a staged file into place (blocking and quick: callers run it
@@ -175,21 +246,23 @@ impl ContentDir {
     }
 
     /// A prism's copy of an upload while it is placed (not fsynced: until
-    /// the stores acknowledge, the client has not been told anything).
+    /// the stores acknowledge, the client has not been told anything), of
+    /// at most `max` bytes.
     pub async fn spool<S, E>(
         &self,
         expected: Option<ContentHash>,
         kind: HashKind,
         body: S,
-    ) -> Result<Written, WriteError>
+        max: u64,
+    ) -> Result<Spooled, WriteError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
-        let (path, hash, size) = self
-            .receive(&self.spool, expected, kind, body, false)
+        let (file, hash, size) = self
+            .receive(&self.spool, expected, kind, body, false, max)
             .await?;
-        Ok(Written { hash, size, path })
+        Ok(Spooled { hash, size, file })
     }
 
     async fn receive<S, E>(
@@ -199,44 +272,41 @@ impl ContentDir {
         kind: HashKind,
         mut body: S,
         sync: bool,
-    ) -> Result<(PathBuf, ContentHash, u64), WriteError>
+        max: u64,
+    ) -> Result<(TempFile, ContentHash, u64), WriteError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
-        let tmp = dir.join(format!("{:016x}", rand::random::<u64>()));
+        let tmp = TempFile::new(dir.join(format!("{:016x}", rand::random::<u64>())));
         // Large writes: one blocking-pool hop per MiB, not per chunk.
-        let mut file =
-            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
+        let mut file = tokio::io::BufWriter::with_capacity(
+            1 << 20,
+            tokio::fs::File::create(tmp.path()).await?,
+        );
         let mut hasher = Hasher::new(expected.map_or(kind, |h| h.kind()));
         let mut size = 0u64;
-        let result = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                file.write_all(&chunk).await?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
+            size = size.saturating_add(chunk.len() as u64);
+            if size > max {
+                return Err(WriteError::TooLarge { max });
             }
-            file.flush().await?;
-            if sync {
-                file.get_ref().sync_all().await?;
-            }
-            Ok::<(), WriteError>(())
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
         }
-        .await;
+        file.flush().await?;
+        if sync {
+            file.get_ref().sync_all().await?;
+        }
         let hash = hasher.finish();
-        let outcome = match (result, expected) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(exp)) if exp != hash => Err(WriteError::Mismatch {
+        match expected {
+            Some(exp) if exp != hash => Err(WriteError::Mismatch {
                 expected: exp,
                 got: hash,
             }),
-            (Ok(()), _) => Ok((tmp.clone(), hash, size)),
-        };
-        if outcome.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            _ => Ok((tmp, hash, size)),
         }
-        outcome
     }
 
     /// Every stored file (blocking: run on a blocking thread).
@@ -384,6 +454,71 @@ mod tests {
         assert!(matches!(e, WriteError::Mismatch { .. }));
         assert!(c.list().is_empty());
         assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// The first chunk, then a sender that stalls for ever; `reached` fires
+    /// when the writer has asked for more than the first chunk.
+    fn stalls_after(
+        first: &'static [u8],
+        reached: tokio::sync::oneshot::Sender<()>,
+    ) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+        let stall = futures_util::stream::once(async move {
+            let _ = reached.send(());
+            futures_util::future::pending::<Result<Bytes, String>>().await
+        });
+        Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(first))]).chain(stall))
+    }
+
+    #[tokio::test]
+    async fn a_write_abandoned_part_way_leaves_no_temp_file() {
+        let d = dir();
+        let c = ContentDir::open(&d).unwrap();
+        for (name, spooled) in [("tmp", false), ("spool", true)] {
+            let (tx, reached) = tokio::sync::oneshot::channel();
+            let body = stalls_after(b"half an upload", tx);
+            if spooled {
+                let write = c.spool(None, HashKind::Sha1, body, u64::MAX);
+                tokio::select! {
+                    _ = write => panic!("a stalled body cannot finish"),
+                    _ = reached => {}
+                }
+            } else {
+                let write = c.stage(None, HashKind::Sha1, body);
+                tokio::select! {
+                    _ = write => panic!("a stalled body cannot finish"),
+                    _ = reached => {}
+                }
+            }
+            // The write's future is dropped here, as when a client goes away.
+            assert_eq!(
+                std::fs::read_dir(d.join(name)).unwrap().count(),
+                0,
+                "{name}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_the_maximum_is_refused_and_nothing_kept() {
+        let d = dir();
+        let c = ContentDir::open(&d).unwrap();
+        let e = c
+            .spool(None, HashKind::Sha1, chunks(&[b"12345", b"678"]), 7)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WriteError::TooLarge { max: 7 }), "{e}");
+        assert_eq!(std::fs::read_dir(d.join("spool")).unwrap().count(), 0);
+        let ok = c
+            .spool(None, HashKind::Sha1, chunks(&[b"12345", b"67"]), 7)
+            .await
+            .unwrap();
+        assert_eq!(ok.size, 7);
+        let path = ok.file.path().to_path_buf();
+        assert!(path.exists());
+        drop(ok);
+        assert!(!path.exists(), "a spooled upload is gone once dropped");
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -4,25 +4,30 @@
 
 use crate::runtime::{file_body, Shared, CONTENT_PATH};
 use axum::body::Body as AxumBody;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use stretchfs_core::content::{normalize_ext, ContentMeta, Ext};
+use stretchfs_core::content::{normalize_ext, ContentMeta, Ext, MAX_EXISTS_HASHES};
 use stretchfs_core::hash::{ContentHash, HashKind};
-use stretchfs_core::purchase::{Purchase, Token};
+use stretchfs_core::purchase::{Purchase, Token, MAX_LIFE, MIN_LIFE};
 use stretchfs_core::{ClientError, ClientRequest, ClientResponse, Duration, Input};
 use stretchfs_transport_http::auth::{hex, STREAMED_BODY};
 use stretchfs_transport_http::client::unix_secs;
-use stretchfs_transport_http::{open_message, UrlError, MESSAGE_PATH};
+use stretchfs_transport_http::{
+    open_prechecked, precheck_message, Refused, UrlError, MAX_ENVELOPE_BYTES, MESSAGE_PATH,
+};
 
 type St = State<Arc<Shared>>;
 
-/// Core messages are small; a feed snapshot of a large cluster is not.
-const MAX_MESSAGE: usize = 512 << 20;
+/// The largest JSON body the public API reads (an exists query of
+/// `MAX_EXISTS_HASHES` sha512 hashes is about 34 KiB).
+const MAX_JSON_BYTES: usize = 64 << 10;
 /// Content streams (never buffered whole); a file that fits in one
 /// stream chunk is read in one go.
 const READ_WHOLE: u64 = 256 << 10;
@@ -44,8 +49,32 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        // Bodies are capped where they are read: JSON by `read_json`, node
+        // messages by `MAX_ENVELOPE_BYTES`, uploads by `max_object_bytes`.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .with_state(shared)
+}
+
+/// A request refused part way through its body (or before it) leaves
+/// unread bytes on the connection: the answer says `Connection: close`, so
+/// the client does not send its next request down a connection the server
+/// is about to close (RFC 9112, 9.6).
+async fn close_after_refused_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let h = req.headers();
+    let has_body =
+        h.contains_key(header::TRANSFER_ENCODING) || declared_length(h).is_some_and(|n| n > 0);
+    let mut resp = next.run(req).await;
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// An error as clients see it: a status and `{"error":{"code","message"}}`.
@@ -78,6 +107,10 @@ impl ApiError {
 
     fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
 
     fn stopped() -> ApiError {
@@ -137,13 +170,19 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn require_key(s: &Shared, h: &HeaderMap) -> ApiResult<()> {
+    use subtle::ConstantTimeEq;
     let got = header_str(h, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let want = s.cfg.api_key.as_bytes();
-    let same =
-        got.len() == want.len() && got.bytes().zip(want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-    if same {
+        .unwrap_or("")
+        .as_bytes();
+    // Every key is compared, in constant time each, so the answer's timing
+    // says nothing about which key (or how much of one) matched.
+    let same = std::iter::once(&s.cfg.api_key)
+        .chain(&s.cfg.api_keys)
+        .fold(subtle::Choice::from(0), |any, key| {
+            any | key.as_bytes().ct_eq(got)
+        });
+    if bool::from(same) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -183,6 +222,29 @@ fn unexpected(r: ClientResponse) -> ApiError {
     )
 }
 
+/// A query string that does not parse, as a JSON error.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad(e.body_text()))
+}
+
+/// Unknown paths and methods get the JSON error shape too.
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no {method} {}", uri.path()),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
 fn parse_hash(s: &str) -> ApiResult<ContentHash> {
     ContentHash::parse(s).map_err(|e| ApiError::bad(format!("hash {s:?}: {e}")))
 }
@@ -191,27 +253,111 @@ fn parse_ext(s: &str) -> ApiResult<Ext> {
     normalize_ext(s).map_err(|e| ApiError::bad(e.to_string()))
 }
 
+/// The length a request declares, if it declares one.
+fn declared_length(h: &HeaderMap) -> Option<u64> {
+    header_str(h, "content-length").and_then(|v| v.parse().ok())
+}
+
+/// Why a capped body could not be read.
+enum BodyError {
+    TooLarge,
+    Broken(String),
+}
+
+/// Reads a body of at most `max` bytes: refused from its declared length
+/// before any of it is read, else as soon as more than `max` have come.
+async fn read_capped(h: &HeaderMap, body: AxumBody, max: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    if declared_length(h).is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Broken(e.to_string())),
+    }
+}
+
+/// A JSON body of at most `MAX_JSON_BYTES`, parsed.
+async fn read_json<T: serde::de::DeserializeOwned>(h: &HeaderMap, body: AxumBody) -> ApiResult<T> {
+    let bytes = match read_capped(h, body, MAX_JSON_BYTES).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return Err(ApiError::too_large(format!(
+                "a JSON body is at most {MAX_JSON_BYTES} bytes"
+            )))
+        }
+        Err(BodyError::Broken(why)) => return Err(ApiError::bad(why)),
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
+}
+
 // ---- internal ----------------------------------------------------------
 
 fn lookup(h: &HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| header_str(h, name).map(str::to_string)
 }
 
+/// Refusals of node traffic are logged (rate-limited: a flood must not
+/// turn into a flood of log lines) and answered in the JSON error shape.
+static REFUSALS: crate::throttle::Throttle = crate::throttle::Throttle::new(10);
+
+fn refuse_node(what: &'static str, why: &Refused) -> Response {
+    if let Some(suppressed) = REFUSALS.allow(std::time::Instant::now()) {
+        tracing::warn!(reason = %why, suppressed, "refused a {what}");
+    }
+    let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::FORBIDDEN);
+    ApiError::new(status, why.code(), why.to_string()).into_response()
+}
+
+fn message_too_large() -> Response {
+    let why = format!("a node message is at most {MAX_ENVELOPE_BYTES} bytes");
+    ApiError::too_large(why).into_response()
+}
+
+/// A node message: everything the headers can tell is checked before the
+/// body is read (an unsigned or foreign request costs no more than its
+/// headers), and the body is read only up to its declared length, at most
+/// `MAX_ENVELOPE_BYTES`, within the node's budget of bytes in flight.
 async fn message(State(s): St, headers: HeaderMap, body: AxumBody) -> Response {
-    let body = match axum::body::to_bytes(body, MAX_MESSAGE).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    let checked = match precheck_message(&s.signer, &s.me, lookup(&headers), unix_secs()) {
+        Ok(c) => c,
+        Err(why) => return refuse_node("node message", &why),
     };
-    match open_message(&s.signer, lookup(&headers), &body, unix_secs()) {
+    // Senders always declare the length (one encoded envelope), so the
+    // bytes can be reserved before any is read. Neither a length nor a
+    // transfer coding: no body (RFC 9112, 6.3).
+    let declared = match declared_length(&headers) {
+        Some(n) => n,
+        None if !headers.contains_key(header::TRANSFER_ENCODING) => 0,
+        None => {
+            let why = "a node message declares its content-length";
+            let e = ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", why);
+            return e.into_response();
+        }
+    };
+    let Some(declared) = u32::try_from(declared)
+        .ok()
+        .filter(|n| *n as usize <= MAX_ENVELOPE_BYTES)
+    else {
+        return message_too_large();
+    };
+    let Ok(_reserved) = s.message_bytes.try_acquire_many(declared) else {
+        let why = "too many message bytes in flight; retry";
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why).into_response();
+    };
+    let body = match read_capped(&headers, body, declared as usize).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return message_too_large(),
+        Err(BodyError::Broken(why)) => return ApiError::bad(why).into_response(),
+    };
+    match open_prechecked(&s.signer, checked, &s.me, &body, unix_secs()) {
         Ok(env) => {
             s.input(Input::Message(env));
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(why) => {
-            tracing::warn!(reason = %why, "refused a node message");
-            let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::FORBIDDEN);
-            (status, why.to_string()).into_response()
-        }
+        Err(why) => refuse_node("node message", &why),
     }
 }
 
@@ -225,23 +371,26 @@ struct ExtQuery {
 async fn receive_copy(
     State(s): St,
     Path(hash): Path<String>,
-    Query(q): Query<ExtQuery>,
+    q: Result<Query<ExtQuery>, QueryRejection>,
     uri: Uri,
     headers: HeaderMap,
     body: AxumBody,
 ) -> Response {
     let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let now = unix_secs();
     if let Err(why) = s
         .signer
-        .verify("PUT", target, lookup(&headers), STREAMED_BODY, unix_secs())
+        .verify("PUT", target, &s.me, lookup(&headers), STREAMED_BODY, now)
     {
-        tracing::warn!(reason = %why, "refused a content copy");
-        let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::FORBIDDEN);
-        return (status, why.to_string()).into_response();
+        return refuse_node("content copy", &Refused::Auth(why));
     }
     if !s.roles.store {
-        return (StatusCode::NOT_FOUND, "not a store").into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, "not_a_store", "not a store").into_response();
     }
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
     let (hash, ext) = match (parse_hash(&hash), parse_ext(&q.ext)) {
         (Ok(h), Ok(e)) => (h, e),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
@@ -346,14 +495,28 @@ fn effective_range<'a>(
     }
 }
 
+/// Extensions whose content type a browser renders or runs (markup,
+/// scripts, styles, plugins): served as downloads.
+fn is_active_type(ext: &str) -> bool {
+    const ACTIVE: &[&str] = &[
+        "htm", "html", "shtml", "xhtml", "xht", "xml", "xsl", "xslt", "svg", "svgz", "js", "mjs",
+        "css", "swf", "pdf", "rdf", "mht", "mhtml", "wasm",
+    ];
+    ACTIVE.contains(&ext)
+}
+
 async fn serve_copy(
     State(s): St,
     Path(file): Path<String>,
-    Query(q): Query<SignedQuery>,
+    q: Result<Query<SignedQuery>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
     if let Err(e) = s
         .signer
         .verify_url(uri.path(), &q.n, q.e, &q.s, s.cluster_unix_secs())
@@ -395,11 +558,13 @@ async fn serve_copy(
     let range = match parse_range(asked, size) {
         Ok(r) => r,
         Err(()) => {
-            return (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-            )
-                .into_response()
+            let why = format!("the file has {size} bytes: no such range");
+            let mut resp =
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "bad_range", why).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return resp;
         }
     };
     let (status, start, len) = match range {
@@ -412,7 +577,15 @@ async fn serve_copy(
         .header(header::CONTENT_LENGTH, len)
         .header(header::ETAG, etag)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CACHE_CONTROL, "private, max-age=3600");
+        .header(header::CACHE_CONTROL, "private, max-age=3600")
+        // Stored bytes are anyone's upload served from the store's origin:
+        // never sniffed into something active, never scripted, and types a
+        // browser would run are downloaded rather than shown.
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox");
+    if is_active_type(&meta.ext) {
+        resp = resp.header(header::CONTENT_DISPOSITION, "attachment");
+    }
     if range.is_some() {
         let end = start + len - 1;
         resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
@@ -456,12 +629,13 @@ pub struct Uploaded {
 
 async fn upload(
     State(s): St,
-    Query(q): Query<UploadQuery>,
+    q: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     body: AxumBody,
 ) -> ApiResult<Response> {
     require_key(&s, &headers)?;
     require_prism(&s)?;
+    let q = query(q)?;
     if !s.is_ready() {
         return Err(ClientError::NotReady.into());
     }
@@ -473,9 +647,15 @@ async fn upload(
         }
         None => HashKind::Sha1,
     };
-    let written = s
+    let max = s.cfg.max_object_bytes;
+    if declared_length(&headers).is_some_and(|n| n > max) {
+        return Err(ApiError::too_large(format!(
+            "an object is at most {max} bytes here"
+        )));
+    }
+    let spooled = s
         .content
-        .spool(expected, kind, body.into_data_stream())
+        .spool(expected, kind, body.into_data_stream(), max)
         .await
         .map_err(|e| match e {
             crate::disk::WriteError::Mismatch { .. } => ApiError::new(
@@ -483,6 +663,7 @@ async fn upload(
                 "hash_mismatch",
                 e.to_string(),
             ),
+            crate::disk::WriteError::TooLarge { .. } => ApiError::too_large(e.to_string()),
             crate::disk::WriteError::Body(_) => ApiError::bad(e.to_string()),
             crate::disk::WriteError::Io(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "disk", e.to_string())
@@ -490,21 +671,14 @@ async fn upload(
         })?;
     let meta = ContentMeta {
         ext,
-        size: written.size,
+        size: spooled.size,
     };
-    let hash = written.hash;
-    s.spool
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(hash, (written.path.clone(), meta));
+    let hash = spooled.hash;
+    // Listed for the copies to stores while it is placed; unlisted and
+    // removed when this request ends, however it ends (a client that goes
+    // away drops this future part way).
+    let _listed = SpoolEntry::list(&s, spooled, meta);
     let answer = ask(&s, ClientRequest::Upload { hash, meta }).await;
-    {
-        let mut spool = s.spool.lock().unwrap_or_else(|e| e.into_inner());
-        if spool.get(&hash).is_some_and(|(p, _)| *p == written.path) {
-            spool.remove(&hash);
-        }
-    }
-    let _ = tokio::fs::remove_file(&written.path).await;
     match answer? {
         ClientResponse::Uploaded { hash, size, copies } => {
             let body = Uploaded {
@@ -516,6 +690,42 @@ async fn upload(
             Ok((StatusCode::CREATED, Json(body)).into_response())
         }
         other => Err(unexpected(other)),
+    }
+}
+
+/// An upload listed in the prism's spool: unlisted and its file removed
+/// when dropped.
+struct SpoolEntry {
+    shared: Arc<Shared>,
+    hash: ContentHash,
+    file: crate::disk::TempFile,
+}
+
+impl SpoolEntry {
+    fn list(s: &Arc<Shared>, spooled: crate::disk::Spooled, meta: ContentMeta) -> SpoolEntry {
+        let path = spooled.file.path().to_path_buf();
+        s.spool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spooled.hash, (path, meta));
+        SpoolEntry {
+            shared: s.clone(),
+            hash: spooled.hash,
+            file: spooled.file,
+        }
+    }
+}
+
+impl Drop for SpoolEntry {
+    fn drop(&mut self) {
+        let mut spool = self.shared.spool.lock().unwrap_or_else(|e| e.into_inner());
+        // A later upload of the same bytes may have listed its own file.
+        if spool
+            .get(&self.hash)
+            .is_some_and(|(p, _)| p == self.file.path())
+        {
+            spool.remove(&self.hash);
+        }
     }
 }
 
@@ -548,8 +758,20 @@ struct ExistsBody {
     hashes: Vec<String>,
 }
 
-async fn exists(State(s): St, Json(b): Json<ExistsBody>) -> ApiResult<Json<serde_json::Value>> {
+async fn exists(
+    State(s): St,
+    headers: HeaderMap,
+    body: AxumBody,
+) -> ApiResult<Json<serde_json::Value>> {
     require_prism(&s)?;
+    let b: ExistsBody = read_json(&headers, body).await?;
+    if b.hashes.len() > MAX_EXISTS_HASHES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_hashes",
+            format!("at most {MAX_EXISTS_HASHES} hashes per query"),
+        ));
+    }
     let hashes = b
         .hashes
         .iter()
@@ -619,22 +841,30 @@ fn parse_life(v: &serde_json::Value) -> ApiResult<Duration> {
                 "d" => Some(86_400),
                 _ => None,
             };
-            num.parse::<u64>().ok().zip(mult).map(|(n, m)| n * m)
+            num.parse::<u64>()
+                .ok()
+                .zip(mult)
+                .and_then(|(n, m)| n.checked_mul(m))
         }
         _ => None,
     };
+    // Core's bounds, checked here too so no larger number is ever made a
+    // `Duration` (whose microseconds would overflow).
+    let whole_secs = |d: Duration| u64::try_from(d.as_micros() / 1_000_000).unwrap_or(u64::MAX);
+    let (min, max) = (whole_secs(MIN_LIFE), whole_secs(MAX_LIFE));
     match secs {
-        Some(s) if s > 0 && s <= 10 * 365 * 86_400 => Ok(Duration::from_secs(s)),
-        _ => Err(ApiError::bad(
-            "life must be a positive number of seconds or like \"30m\", \"2h\", \"7d\"",
-        )),
+        Some(s) if (min..=max).contains(&s) => Ok(Duration::from_secs(s)),
+        _ => Err(ApiError::bad(format!(
+            "life must be {min} to {max} seconds, as a number or like \"30m\", \"2h\", \"7d\""
+        ))),
     }
 }
 
-/// Where clients reach this prism: the Host they used, else its address.
-fn public_base(s: &Shared, headers: &HeaderMap) -> String {
-    match header_str(headers, "host") {
-        Some(h) => format!("http://{h}"),
+/// Where clients reach this prism: the configured public URL, else its
+/// listen address. Never the request's `Host`, which the client chooses.
+fn public_base(s: &Shared) -> String {
+    match &s.cfg.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
         None => format!("http://{}", s.cfg.listen),
     }
 }
@@ -650,13 +880,11 @@ fn purchase_view(p: &Purchase, base: &str) -> PurchaseView {
     }
 }
 
-async fn create_purchase(
-    State(s): St,
-    headers: HeaderMap,
-    Json(b): Json<PurchaseBody>,
-) -> ApiResult<Response> {
+async fn create_purchase(State(s): St, headers: HeaderMap, body: AxumBody) -> ApiResult<Response> {
+    // The key before the body: without it, nothing is read.
     require_key(&s, &headers)?;
     require_prism(&s)?;
+    let b: PurchaseBody = read_json(&headers, body).await?;
     let request = ClientRequest::Purchase {
         hash: parse_hash(&b.hash)?,
         ext: parse_ext(&b.ext)?.to_string(),
@@ -665,7 +893,7 @@ async fn create_purchase(
     };
     match ask(&s, request).await? {
         ClientResponse::Purchase(p) => {
-            let view = purchase_view(&p, &public_base(&s, &headers));
+            let view = purchase_view(&p, &public_base(&s));
             Ok((StatusCode::CREATED, Json(view)).into_response())
         }
         other => Err(unexpected(other)),
@@ -677,15 +905,11 @@ fn parse_token(t: &str) -> ApiResult<Token> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such purchase"))
 }
 
-async fn get_purchase(
-    State(s): St,
-    Path(token): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Json<PurchaseView>> {
+async fn get_purchase(State(s): St, Path(token): Path<String>) -> ApiResult<Json<PurchaseView>> {
     require_prism(&s)?;
     let token = parse_token(&token)?;
     match ask(&s, ClientRequest::GetPurchase { token }).await? {
-        ClientResponse::Purchase(p) => Ok(Json(purchase_view(&p, &public_base(&s, &headers)))),
+        ClientResponse::Purchase(p) => Ok(Json(purchase_view(&p, &public_base(&s)))),
         other => Err(unexpected(other)),
     }
 }
@@ -716,7 +940,8 @@ pub fn signed_url(
     ext: &str,
 ) -> String {
     let now = s.cluster_unix_secs();
-    let ttl = s.cfg.url_ttl_secs as i64;
+    // Checked at load to be at most `MAX_URL_TTL_SECS`: no wrap.
+    let ttl = i64::try_from(s.cfg.url_ttl_secs).unwrap_or(i64::MAX);
     {
         let cache = s.signed_urls.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((expires, cached_ext, url)) = cache.get(&(store, addr, *hash)) {
@@ -726,7 +951,7 @@ pub fn signed_url(
         }
     }
     let path = format!("/c/{hash}.{ext}");
-    let expires = now + ttl;
+    let expires = now.saturating_add(ttl);
     let sig = s.signer.sign_url(&path, &store.to_string(), expires);
     let url = format!("http://{addr}{path}?n={store}&e={expires}&s={sig}");
     let mut cache = s.signed_urls.lock().unwrap_or_else(|e| e.into_inner());
@@ -809,6 +1034,9 @@ async fn proxy(headers: &HeaderMap, url: &str) -> ApiResult<Response> {
         header::CONTENT_RANGE,
         header::ETAG,
         header::ACCEPT_RANGES,
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::CONTENT_SECURITY_POLICY,
+        header::CONTENT_DISPOSITION,
     ] {
         if let Some(v) = parts.headers.get(&name) {
             out = out.header(name, v);
@@ -862,7 +1090,30 @@ mod tests {
     }
 
     #[test]
+    fn active_types_are_downloads() {
+        for ext in ["html", "svg", "js", "xml", "htm", "xhtml", "css"] {
+            assert!(is_active_type(ext), "{ext}");
+        }
+        for ext in ["jpg", "png", "mp4", "bin", "txt", "json"] {
+            assert!(!is_active_type(ext), "{ext}");
+        }
+    }
+
+    #[test]
     fn ranges() {
+        // Overflowing numbers are not satisfiable, never a panic.
+        assert_eq!(
+            parse_range(Some("bytes=0-99999999999999999999"), 10),
+            Err(())
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-99999999999999999999"), 10),
+            Err(())
+        );
+        assert_eq!(
+            parse_range(Some("bytes=18446744073709551615-"), 10),
+            Err(())
+        );
         assert_eq!(parse_range(None, 10), Ok(None));
         assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
         assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
@@ -886,5 +1137,18 @@ mod tests {
         assert!(parse_life(&json!(0)).is_err());
         assert!(parse_life(&json!("2 weeks")).is_err());
         assert!(parse_life(&json!(-5)).is_err());
+        // Overflowing multiplications and lives past core's maximum.
+        for big in [
+            "213503982334602d",
+            "18446744073709551615d",
+            "99999999999999999999",
+        ] {
+            assert!(parse_life(&json!(big)).is_err(), "{big}");
+        }
+        assert!(parse_life(&json!(u64::MAX)).is_err());
+        let max = (MAX_LIFE.as_micros() / 1_000_000) as u64;
+        assert_eq!(parse_life(&json!(max)).unwrap(), MAX_LIFE);
+        assert!(parse_life(&json!(max + 1)).is_err());
+        assert!(parse_life(&json!("367d")).is_err());
     }
 }

@@ -12,3 +12,4 @@ pub mod metadata;
 pub mod runtime;
 pub mod server;
 pub mod status;
+pub mod throttle;

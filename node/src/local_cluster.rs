@@ -150,6 +150,17 @@ impl ProcCluster {
             .env("STRETCHFS_API_KEY", &c.api_key)
             .env("STRETCHFS_PROXY", c.proxy.to_string())
             .env("STRETCHFS_URL_TTL_SECS", c.url_ttl_secs.to_string())
+            .env("STRETCHFS_MAX_OBJECT_BYTES", c.max_object_bytes.to_string())
+            .envs(
+                c.public_url
+                    .iter()
+                    .map(|u| ("STRETCHFS_PUBLIC_URL", u.clone())),
+            )
+            .envs(
+                Some(c.api_keys.join(","))
+                    .filter(|k| !k.is_empty())
+                    .map(|k| ("STRETCHFS_API_KEYS", k)),
+            )
             .envs(self.env[i].iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

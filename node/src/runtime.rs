@@ -46,12 +46,18 @@ pub type SignedUrls =
     BTreeMap<(stretchfs_core::NodeId, std::net::SocketAddr, ContentHash), (i64, String, String)>;
 
 /// State the HTTP handlers share with the driver.
+/// See `Shared::message_bytes`: eight of the largest messages at once.
+pub const MESSAGE_BYTES_IN_FLIGHT: usize = 8 * stretchfs_transport_http::MAX_ENVELOPE_BYTES;
+
 pub struct Shared {
     pub cfg: FileConfig,
     /// This node's id: a store serves only URLs signed for it (a wiped
     /// store back on the same address is another store).
     pub node_id: stretchfs_core::NodeId,
     pub roles: Roles,
+    /// `listen` as peers sign it: requests signed for another address are
+    /// refused.
+    pub me: String,
     pub signer: Arc<Signer>,
     pub client: Arc<HttpClient>,
     pub content: Arc<ContentDir>,
@@ -65,6 +71,11 @@ pub struct Shared {
     transport: HttpTransport,
     /// Tells the driver its next deadline may have moved.
     wake: tokio::sync::Notify,
+    /// Bytes of node message bodies being read, at most
+    /// `MESSAGE_BYTES_IN_FLIGHT`: a body is read before its MAC can be
+    /// checked, so this bounds what unauthenticated senders can make the
+    /// node hold at once, however many connections they open.
+    pub message_bytes: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -330,6 +341,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         node_id: core.node.id(),
+        me: cfg.listen.to_string(),
         cfg,
         roles,
         signer,
@@ -342,6 +354,7 @@ pub fn open(cfg: FileConfig) -> Result<(Driver, Arc<Shared>), StartError> {
         core: Mutex::new(core),
         transport: HttpTransport::new(client),
         wake: tokio::sync::Notify::new(),
+        message_bytes: tokio::sync::Semaphore::new(MESSAGE_BYTES_IN_FLIGHT),
     });
     let driver = Driver {
         shared: shared.clone(),

@@ -101,9 +101,14 @@ impl HttpClient {
         timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, SendError> {
         let nonce = rand::random::<u64>();
-        let signed = self
-            .signer
-            .sign(method.as_str(), path, unix_secs(), nonce, digest);
+        let signed = self.signer.sign(
+            method.as_str(),
+            path,
+            &to.to_string(),
+            unix_secs(),
+            nonce,
+            digest,
+        );
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{to}{path}"));
