@@ -308,10 +308,15 @@ impl Replica {
 
     fn take_snapshot(&mut self, log: LogId, snapshot: Snapshot, out: &mut Outbox) -> Applied {
         self.assembly.clear();
-        let mut fresh = ClusterState::from_snapshot(&snapshot);
+        let mut snapshot = snapshot;
         if self.membership_only {
-            fresh.strip_content();
+            // Never built, not built and then dropped.
+            snapshot.inventory = Vec::new();
+            snapshot.purchases = Vec::new();
+            snapshot.deleted = Vec::new();
+            snapshot.revoked = Vec::new();
         }
+        let fresh = ClusterState::from_snapshot(&snapshot);
         for node in fresh.down.symmetric_difference(&self.state.down) {
             out.notice(Notice::VerdictApplied {
                 node: *node,

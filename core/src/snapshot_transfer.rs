@@ -217,7 +217,8 @@ impl SnapshotAssembly {
         let same = |b: &Building| b.log == log && b.seq == chunk.seq && b.total == chunk.total;
         match &mut self.building {
             Some(b) if same(b) => {
-                if chunk.offset != b.bytes.len() as u64 {
+                // An empty piece of a non-empty snapshot is no progress.
+                if chunk.offset != b.bytes.len() as u64 || chunk.bytes.is_empty() && b.total > 0 {
                     return Assembled::Ignored;
                 }
                 b.bytes.extend_from_slice(&chunk.bytes);

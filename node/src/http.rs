@@ -397,7 +397,7 @@ async fn receive_copy(
     };
     // Already here: core hears of it again (it may have missed it, or be
     // about to drop an older report of it).
-    if s.commit_copy(None, hash, &ext).is_ok() {
+    if s.commit_copy(None, hash, ext).is_ok() {
         // Another receive may have renamed it in place and not yet made
         // that durable: acknowledge only a durable copy.
         return match s.content.durable(&hash).await {
@@ -425,7 +425,7 @@ async fn receive_copy(
             return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
         }
     };
-    let committed = match s.commit_copy(Some(&staged), hash, &ext) {
+    let committed = match s.commit_copy(Some(&staged), hash, ext) {
         Ok(_) => s.content.durable(&hash).await,
         Err(e) => {
             let _ = std::fs::remove_file(&staged.path);

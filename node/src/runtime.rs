@@ -106,20 +106,15 @@ impl Shared {
         self: &Arc<Self>,
         staged: Option<&crate::disk::Written>,
         hash: ContentHash,
-        ext: &str,
+        ext: Ext,
     ) -> std::io::Result<ContentMeta> {
         let mut rest = Vec::new();
         let meta = {
             let mut core = self.lock();
             let meta = match staged {
                 Some(w) => {
-                    self.content.commit(w, ext)?;
-                    ContentMeta {
-                        ext: Ext::new(ext).map_err(|e| {
-                            std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-                        })?,
-                        size: w.size,
-                    }
+                    self.content.commit(w, &ext)?;
+                    ContentMeta { ext, size: w.size }
                 }
                 None => match self.content.find(&hash) {
                     Some((_, meta)) => meta,

@@ -3,7 +3,7 @@
 
 use crate::config::FileConfig;
 use serde::{Deserialize, Serialize};
-use stretchfs_core::{Node, Roles};
+use stretchfs_core::{Node, NodeId, Roles};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -75,6 +75,14 @@ impl NodeStatus {
             .authority()
             .map_or_else(|| node.replica().state(), |a| a.state());
         let info = node.info();
+        // Copies per store in one pass over the inventory (it has no
+        // per-store index: one scan per node would be nodes × records).
+        let mut copies: std::collections::BTreeMap<NodeId, usize> = Default::default();
+        for rec in state.inventory.values() {
+            for s in &rec.stores {
+                *copies.entry(*s).or_default() += 1;
+            }
+        }
         let nodes = state
             .registry
             .iter()
@@ -86,7 +94,7 @@ impl NodeStatus {
                 down: state.is_down(n.id),
                 left: state.has_left(n.id),
                 draining: state.draining.contains(&n.id),
-                copies: state.held_by(n.id).count(),
+                copies: copies.get(&n.id).copied().unwrap_or(0),
             })
             .collect();
         let replicas = cfg.replicas;

@@ -275,6 +275,13 @@ impl SimConfig {
             let sign = if wild.below(2) == 0 { 1 } else { -1 };
             cfg.hosts[host].clock.wall_skew_us = sign * secs * 1_000_000;
         }
+        // One seed in three with a prism elsewhere (host 3) runs the
+        // authority alone on host 0, so its replica keeps membership only.
+        // Its own stream, so the rest of the draw is unchanged.
+        let mut alone = SeededRng::stream(seed, "authority alone");
+        if n >= 4 && alone.below(3) == 0 {
+            cfg.hosts[0].roles = Roles::AUTHORITY;
+        }
         cfg.net = draw_net(&mut r);
         let fault_start = Time::from_secs(5);
         let fault_span = 40_000_000u64;
