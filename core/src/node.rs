@@ -243,6 +243,8 @@ impl Node {
                     let incarnation = self.incarnation;
                     self.out
                         .send(self.cfg.authority_addr, Message::Leaving { incarnation });
+                    // Resent until the feed says we left (`left_unconfirmed`).
+                    self.join.next_attempt = self.now + self.cfg.join_retry;
                 }
             }
             Input::TransferDone { op, ok } => {
@@ -309,6 +311,9 @@ impl Node {
         } else {
             Some(self.join.next_attempt)
         };
+        if self.left_unconfirmed() {
+            next = earliest(next, Some(self.join.next_attempt));
+        }
         if self.probing() {
             next = earliest(next, self.ping.next_deadline());
         }
@@ -583,9 +588,32 @@ impl Node {
         }
     }
 
+    /// Told to leave, registered, and the feed has not yet said this node
+    /// left: the `Leaving` may have been lost, so it is sent again (a node
+    /// that stops before then is voted down instead of leaving).
+    fn left_unconfirmed(&self) -> bool {
+        self.leaving
+            && self.join.joined
+            && !self.cfg.roles.authority
+            && !self.replica.state().has_left(self.id)
+    }
+
+    /// Told to leave, and the cluster has recorded it (or there was nothing
+    /// to leave: never registered, or the authority itself). A driver stops
+    /// once this holds, or after a bound of its own.
+    pub fn has_left(&self) -> bool {
+        self.leaving && !self.left_unconfirmed()
+    }
+
     fn run_timers(&mut self) {
         let now = self.now;
         let authority_addr = self.cfg.authority_addr;
+        if self.left_unconfirmed() && now >= self.join.next_attempt {
+            let incarnation = self.incarnation;
+            self.out
+                .send(authority_addr, Message::Leaving { incarnation });
+            self.join.next_attempt = now + self.cfg.join_retry;
+        }
         if !self.join.joined {
             if now >= self.join.next_attempt {
                 // A start told to leave does not join any more.
@@ -1213,6 +1241,40 @@ mod tests {
         c.nodes[3] = Node::new(config(3), &c.disks[3], Box::new(SeededRng::new(5)), c.now).unwrap();
         c.run_for(Duration::from_secs(2));
         assert!(!c.nodes[1].health().is_down(leaver));
+    }
+
+    #[test]
+    fn a_lost_leave_is_sent_again_until_the_feed_says_the_node_left() {
+        let mut c = Cluster::new(4);
+        c.run_for(Duration::from_secs(2));
+        let leaver = c.nodes[3].id();
+        c.nodes[3].handle(c.now, wall(c.now), Input::Leave);
+        assert!(!c.nodes[3].has_left(), "nothing recorded yet");
+        // The first Leaving is lost on the way.
+        c.drain();
+        let before = c.queue.len();
+        c.queue
+            .retain(|(_, env)| !matches!(env.msg, Message::Leaving { .. }));
+        assert_eq!(c.queue.len(), before - 1, "one Leaving was in flight");
+        c.run_for(Duration::from_secs(2));
+        let state = c.nodes[0].authority().unwrap().state();
+        assert!(state.has_left(leaver), "a resent Leaving got through");
+        assert!(c.nodes[3].has_left(), "and the node's feed says so");
+        let leavings = |c: &Cluster| {
+            c.sent
+                .iter()
+                .filter(|(_, _, m)| matches!(m, Message::Leaving { .. }))
+                .count()
+        };
+        let resent = leavings(&c);
+        assert!(resent >= 2, "sent again: {resent}");
+        // Stops once it is recorded: no stream of Leavings after.
+        c.run_for(Duration::from_secs(3));
+        assert_eq!(leavings(&c), resent);
+        // A node that was never registered has nothing to wait for.
+        let i = add(&mut c, Roles::STORE);
+        c.nodes[i].handle(c.now, wall(c.now), Input::Leave);
+        assert!(c.nodes[i].has_left());
     }
 
     #[test]

@@ -137,6 +137,12 @@ impl Shared {
         self.lock().node.is_ready()
     }
 
+    /// Whether the cluster has recorded this node's leave (see
+    /// `Node::has_left`).
+    pub fn has_left(&self) -> bool {
+        self.lock().node.has_left()
+    }
+
     /// Tells the authority this node is leaving; the node keeps serving
     /// in-flight requests until it is dropped.
     pub fn leave(self: &Arc<Self>) -> Result<(), MetaError> {

@@ -6,7 +6,7 @@ use crate::runtime::{self, Shared, StartError};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -45,6 +45,16 @@ impl Running {
     pub async fn shutdown(self) {
         if let Err(e) = self.shared.leave() {
             tracing::error!(error = %e, "could not record the leave");
+        }
+        // Until the feed says we left (core resends the leave meanwhile),
+        // at most a few seconds: a node gone without it is voted down.
+        let leaving = Instant::now();
+        while !self.shared.has_left() {
+            if leaving.elapsed() > Duration::from_secs(5) {
+                tracing::warn!(addr = %self.addr, "the leave was not recorded within 5 s; stopping anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.stop_server.send(());
         if tokio::time::timeout(Duration::from_secs(10), self.server)
