@@ -44,7 +44,18 @@ fn sha1_hex(b: &[u8]) -> String {
 
 /// Uploads, checks the answer, purchases; returns (hash, token).
 async fn upload_and_purchase(c: &ProcCluster, bytes: &[u8]) -> (String, String) {
-    let r = c.upload("prism-1", bytes.to_vec(), "bin").await.unwrap();
+    // 503 says "retry": right after every node is ready, a prism's replica
+    // may not list the stores as up yet on a loaded machine. A client
+    // retries; so does this one, a bounded number of times.
+    let mut tries = 0;
+    let r = loop {
+        let r = c.upload("prism-1", bytes.to_vec(), "bin").await.unwrap();
+        if r.status != 503 || tries == 100 {
+            break r;
+        }
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(r.status, 201, "{}", r.text());
     let up = r.json().unwrap();
     let hash = sha1_hex(bytes);
